@@ -1,0 +1,38 @@
+"""Commands for hospital IT: ``fedumit site check`` and ``fedumit site privacy``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Register the ``site`` command group."""
+    site = commands.add_parser("site", help="inspect a hospital site (archive, privacy budget)")
+    site_commands = site.add_subparsers(dest="site_command", required=True, metavar="SUBCOMMAND")
+
+    check = site_commands.add_parser(
+        "check", help="read the archive and report what training would use and every problem"
+    )
+    check.add_argument("--site", type=Path, required=True, help="site config TOML")
+    check.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+    check.set_defaults(handler=_check)
+
+    privacy = site_commands.add_parser(
+        "privacy", help="print the privacy ledger: epsilon spent per run, budget left"
+    )
+    privacy.add_argument("--site", type=Path, required=True, help="site config TOML")
+    privacy.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    privacy.set_defaults(handler=_privacy)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from client.archive.check import run_site_check
+
+    return run_site_check(args.site, json_path=args.json)
+
+
+def _privacy(args: argparse.Namespace) -> int:
+    from client.privacy.report import run_privacy_report
+
+    return run_privacy_report(args.site, as_json=args.json)

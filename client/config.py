@@ -1,0 +1,234 @@
+"""Site configuration: one hospital's TOML file as a frozen, validated dataclass.
+
+Relative paths resolve against the folder of the TOML file. Every error names the file and the
+key, so hospital IT can fix it without reading code.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STAGES = ("align", "instruct")
+TASKS = ("caption", "compare", "vqa", "classification", "report", "detection", "landmark")
+PRIVACY_UNITS = ("patient", "record")
+CT_WINDOWS = {
+    # name: (centre, width) in Hounsfield units
+    "soft-tissue": (40.0, 400.0),
+    "lung": (-600.0, 1500.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+    "abdomen": (60.0, 400.0),
+}
+
+
+class SiteConfigError(ValueError):
+    """A site config file is missing, malformed, or holds a value out of range."""
+
+    def __init__(self, path: Path, key: str, reason: str) -> None:
+        self.path, self.key, self.reason = path, key, reason
+        super().__init__(f"{path}: [{key}] {reason}")
+
+
+@dataclass(frozen=True)
+class ImagingConfig:
+    """How the site's images are turned into pixels.
+
+    Parameters
+    ----------
+    ct_window:
+        Default VOI window for CT without a usable window in the file: a name from
+        ``CT_WINDOWS`` or ``(centre, width)`` in HU.
+    prefer_file_window:
+        Use the DICOM file's own Window Center/Width or VOI LUT when present.
+    nifti_volume_index:
+        Which volume of a 4D NIfTI to use.
+    intensity_percentiles:
+        Percentile range mapped to 0-255 for images with no window (MR, NIfTI without HU).
+    """
+
+    ct_window: tuple[float, float] = CT_WINDOWS["soft-tissue"]
+    prefer_file_window: bool = True
+    nifti_volume_index: int = 0
+    intensity_percentiles: tuple[float, float] = (0.5, 99.5)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the site agrees to do, whatever the coordinator asks.
+
+    The trainer clamps or refuses a server request beyond these limits and says which.
+    """
+
+    stages: tuple[str, ...] = STAGES
+    tasks: tuple[str, ...] = TASKS
+    privacy_unit: str = "patient"
+    max_epsilon: float = 8.0
+    delta: float = 1e-5
+    max_local_epochs: float = 2.0
+    max_batch_size: int = 64
+    max_learning_rate: float = 1e-2
+    require_dp: bool = True
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """One hospital: where its archive is, where FedUMIT may write, and its policy."""
+
+    path: Path
+    name: str
+    archive: Path
+    work_dir: Path
+    device: str = "auto"
+    imaging: ImagingConfig = field(default_factory=ImagingConfig)
+    policy: Policy = field(default_factory=Policy)
+
+    @property
+    def cache_dir(self) -> Path:
+        """Preprocessed-pixel cache (never inside the archive)."""
+        return self.work_dir / "cache"
+
+    @property
+    def ledger_path(self) -> Path:
+        """The append-only privacy ledger."""
+        return self.work_dir / "privacy_ledger.jsonl"
+
+
+def load_site_config(path: str | Path) -> SiteConfig:
+    """Read and validate a site config TOML file."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise SiteConfigError(path, "-", "file not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise SiteConfigError(path, "-", f"not valid TOML: {error}") from error
+    return site_config_from_dict(data, path)
+
+
+def site_config_from_dict(data: Mapping[str, Any], path: Path) -> SiteConfig:
+    """Validate an already parsed site config; ``path`` locates relative paths and errors."""
+    reader = _Reader(data, path)
+    unknown = set(data) - {"site", "imaging", "policy"}
+    if unknown:
+        raise SiteConfigError(path, sorted(unknown)[0], "unknown section")
+    archive = reader.path("site", "archive")
+    if archive.is_relative_to(reader.path("site", "work_dir")) or reader.path(
+        "site", "work_dir"
+    ).is_relative_to(archive):
+        raise SiteConfigError(path, "site.work_dir", "must not be inside the archive or hold it")
+    device = reader.get("site", "device", str, "auto")
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise SiteConfigError(path, "site.device", f"{device!r} is not auto, cpu, cuda or cuda:N")
+    return SiteConfig(
+        path=path,
+        name=reader.require("site", "name", str),
+        archive=archive,
+        work_dir=reader.path("site", "work_dir"),
+        device=device,
+        imaging=_imaging(reader),
+        policy=_policy(reader),
+    )
+
+
+def _imaging(reader: _Reader) -> ImagingConfig:
+    default = ImagingConfig()
+    window = reader.get("imaging", "ct_window", (str, list), "soft-tissue")
+    if isinstance(window, str):
+        if window not in CT_WINDOWS:
+            reader.fail("imaging.ct_window", f"{window!r} is not one of {sorted(CT_WINDOWS)}")
+        ct_window = CT_WINDOWS[window]
+    else:
+        if len(window) != 2 or not all(isinstance(v, (int, float)) for v in window):
+            reader.fail("imaging.ct_window", "must be a window name or [centre, width]")
+        if window[1] <= 0:
+            reader.fail("imaging.ct_window", "window width must be positive")
+        ct_window = (float(window[0]), float(window[1]))
+    low, high = reader.get("imaging", "intensity_percentiles", list, [0.5, 99.5])
+    if not 0 <= low < high <= 100:
+        reader.fail("imaging.intensity_percentiles", "needs 0 <= low < high <= 100")
+    index = reader.get("imaging", "nifti_volume_index", int, default.nifti_volume_index)
+    if index < 0:
+        reader.fail("imaging.nifti_volume_index", "must be >= 0")
+    return ImagingConfig(
+        ct_window=ct_window,
+        prefer_file_window=reader.get("imaging", "prefer_file_window", bool, True),
+        nifti_volume_index=index,
+        intensity_percentiles=(float(low), float(high)),
+    )
+
+
+def _policy(reader: _Reader) -> Policy:
+    default = Policy()
+    stages = tuple(reader.get("policy", "stages", list, list(default.stages)))
+    tasks = tuple(reader.get("policy", "tasks", list, list(default.tasks)))
+    for key, values, allowed in (("stages", stages, STAGES), ("tasks", tasks, TASKS)):
+        bad = [v for v in values if v not in allowed]
+        if bad:
+            reader.fail(f"policy.{key}", f"{bad} not in {list(allowed)}")
+    unit = reader.get("policy", "privacy_unit", str, default.privacy_unit)
+    if unit not in PRIVACY_UNITS:
+        reader.fail("policy.privacy_unit", f"{unit!r} is not one of {list(PRIVACY_UNITS)}")
+    policy = Policy(
+        stages=stages,
+        tasks=tasks,
+        privacy_unit=unit,
+        max_epsilon=float(reader.get("policy", "max_epsilon", (int, float), default.max_epsilon)),
+        delta=float(reader.get("policy", "delta", (int, float), default.delta)),
+        max_local_epochs=float(
+            reader.get("policy", "max_local_epochs", (int, float), default.max_local_epochs)
+        ),
+        max_batch_size=reader.get("policy", "max_batch_size", int, default.max_batch_size),
+        max_learning_rate=float(
+            reader.get("policy", "max_learning_rate", (int, float), default.max_learning_rate)
+        ),
+        require_dp=reader.get("policy", "require_dp", bool, default.require_dp),
+    )
+    checks = (
+        ("max_epsilon", policy.max_epsilon > 0, "must be positive"),
+        ("delta", 0 < policy.delta < 1, "must be in (0, 1)"),
+        ("max_local_epochs", policy.max_local_epochs > 0, "must be positive"),
+        ("max_batch_size", policy.max_batch_size > 0, "must be positive"),
+        ("max_learning_rate", policy.max_learning_rate > 0, "must be positive"),
+    )
+    for key, ok, reason in checks:
+        if not ok:
+            reader.fail(f"policy.{key}", reason)
+    return policy
+
+
+class _Reader:
+    """Typed access to a parsed TOML document that names file and key in every error."""
+
+    def __init__(self, data: Mapping[str, Any], path: Path) -> None:
+        self.data, self.file = data, path
+
+    def fail(self, key: str, reason: str) -> None:
+        raise SiteConfigError(self.file, key, reason)
+
+    def get(self, section: str, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        table = self.data.get(section, {})
+        if not isinstance(table, Mapping):
+            self.fail(section, "must be a table")
+        if key not in table:
+            return default
+        value = table[key]
+        if isinstance(value, bool) and kind in (int, float, (int, float)):
+            self.fail(f"{section}.{key}", f"expected a number, got {value!r}")
+        if not isinstance(value, kind):
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            names = " or ".join(k.__name__ for k in kinds)
+            self.fail(f"{section}.{key}", f"expected {names}, got {value!r}")
+        return value
+
+    def require(self, section: str, key: str, kind: type) -> Any:
+        if key not in self.data.get(section, {}):
+            self.fail(f"{section}.{key}", "missing")
+        return self.get(section, key, kind, None)
+
+    def path(self, section: str, key: str) -> Path:
+        value = Path(self.require(section, key, str)).expanduser()
+        return value if value.is_absolute() else (self.file.parent / value).resolve()

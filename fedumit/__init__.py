@@ -1,0 +1,1 @@
+"""FedUMIT command line: one entry point, commands contributed by each package."""

@@ -1,0 +1,43 @@
+"""The ``fedumit`` command.
+
+Each package contributes its commands through a module with ``add_commands(subparsers)``;
+handlers import their heavy dependencies lazily so ``fedumit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+COMMAND_MODULES = ("shared_model.cli", "client.cli", "server.cli", "simulations.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Parser with every package's commands registered."""
+    parser = argparse.ArgumentParser(
+        prog="fedumit",
+        description="Federated training of a unified medical vision-language model (UMIT).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``fedumit`` command and return its exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
