@@ -1,0 +1,29 @@
+# The two commands of the README's quickstart. Each creates .venv if missing and installs first.
+#   make simulate   a simulated three-hospital consortium: both stages, DP, export, bilingual answers
+#   make test       the whole test suite (what CI runs)
+
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fedumit-installed
+
+.PHONY: install simulate test lint
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch and torchvision as a matching pair (Qwen2-VL's video processor needs torchvision)
+	$(BIN)/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+simulate: install
+	HF_HUB_OFFLINE=1 $(BIN)/fedumit simulate
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -1,0 +1,52 @@
+"""``fedumit model``: build the embedded tiny base and print a checkpoint's fingerprint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Register the ``model`` command group."""
+    model = commands.add_parser("model", help="base checkpoints: build the tiny one, fingerprint")
+    model_commands = model.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
+
+    tiny = model_commands.add_parser(
+        "tiny", help="write a small pretrained random-init Qwen2-VL checkpoint (seeded)"
+    )
+    tiny.add_argument("--out", type=Path, required=True, help="directory to write")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--pretrain-steps", type=int, default=None, help="override pretraining")
+    tiny.set_defaults(handler=_tiny)
+
+    fingerprint = model_commands.add_parser(
+        "fingerprint", help="print the consortium fingerprint of a model spec"
+    )
+    fingerprint.add_argument("--spec", type=Path, help="model spec TOML")
+    fingerprint.add_argument("--tiny", type=Path, help="or: a tiny base directory")
+    fingerprint.set_defaults(handler=_fingerprint)
+
+
+def _tiny(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from shared_model.tiny import tiny_spec
+    from shared_model.tiny.build import TinyShape, build_tiny_base
+
+    shape = replace(TinyShape(), seed=args.seed)
+    if args.pretrain_steps is not None:
+        shape = replace(shape, pretrain_steps=args.pretrain_steps)
+    out = build_tiny_base(args.out, shape)
+    print(f"tiny Qwen2-VL base written to {out} (fingerprint {tiny_spec(out).fingerprint()})")
+    return 0
+
+
+def _fingerprint(args: argparse.Namespace) -> int:
+    from shared_model.spec import ModelSpec
+    from shared_model.tiny import tiny_spec
+
+    if (args.spec is None) == (args.tiny is None):
+        raise SystemExit("give exactly one of --spec or --tiny")
+    spec = ModelSpec.from_toml(args.spec) if args.spec else tiny_spec(args.tiny)
+    print(spec.fingerprint())
+    return 0

@@ -1,0 +1,192 @@
+"""Metric helpers shared by the tasks: text overlap, classification, boxes and points.
+
+Every helper works on structured answers (what :meth:`shared_model.tasks.Task.parse` returns);
+``None`` stands for an answer that could not be parsed and is always scored as a miss.
+
+Text is compared on the tokens of :func:`tokenize`, for both languages: each Chinese character
+is one token, every other run of letters and digits is one (lower-cased) word, punctuation is
+dropped. BLEU comes from sacrebleu and ROUGE-L from rouge-score, both fed those tokens.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Sequence
+
+from rouge_score import rouge_scorer
+from sacrebleu.metrics import BLEU
+
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
+
+
+def tokenize(text: str) -> list[str]:
+    """Split text into metric tokens: Chinese characters and lower-cased words.
+
+    Parameters
+    ----------
+    text:
+        Any text; NFKC-normalised first, so full-width letters and digits count as ASCII.
+
+    Returns
+    -------
+    list of str
+        Tokens in order of appearance.
+    """
+    return _TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
+
+
+class _Tokenizer:
+    """The rouge-score tokenizer protocol over :func:`tokenize`."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return tokenize(text)
+
+
+_ROUGE = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Tokenizer())
+
+
+def check_lengths(predictions: Sequence[object], references: Sequence[object]) -> int:
+    """Return the number of items, or raise ``ValueError`` when the two lengths differ."""
+    if len(predictions) != len(references):
+        raise ValueError(
+            f"got {len(predictions)} predictions for {len(references)} references; "
+            "score needs one prediction per reference"
+        )
+    return len(references)
+
+
+def mean(values: Sequence[float]) -> float:
+    """Arithmetic mean of a non-empty sequence."""
+    return float(sum(values)) / len(values)
+
+
+def corpus_bleu(
+    hypotheses: Sequence[str | None], references: Sequence[str], max_order: int
+) -> float:
+    """Corpus BLEU on :func:`tokenize` tokens, on a 0-1 scale.
+
+    Parameters
+    ----------
+    hypotheses:
+        Generated texts; ``None`` is scored as an empty text.
+    references:
+        One reference text per hypothesis.
+    max_order:
+        Highest n-gram order (1 for BLEU-1, 4 for BLEU-4). sacrebleu's default exponential
+        smoothing applies to orders without any match.
+    """
+    check_lengths(hypotheses, references)
+    bleu = BLEU(tokenize="none", max_ngram_order=max_order)
+    joined_hyps = [" ".join(tokenize(h or "")) for h in hypotheses]
+    joined_refs = [" ".join(tokenize(r)) for r in references]
+    # sacrebleu reports 0-100 and may overshoot 100 by a rounding error
+    return min(1.0, bleu.corpus_score(joined_hyps, [joined_refs]).score / 100.0)
+
+
+def rouge_l(hypotheses: Sequence[str | None], references: Sequence[str]) -> float:
+    """Mean ROUGE-L F-measure on :func:`tokenize` tokens; ``None`` scores 0."""
+    check_lengths(hypotheses, references)
+    scores = [
+        0.0 if h is None else _ROUGE.score(r, h)["rougeL"].fmeasure
+        for h, r in zip(hypotheses, references, strict=True)
+    ]
+    return mean(scores)
+
+
+def token_recall(prediction: str | None, reference: str) -> float:
+    """Fraction of the reference's tokens (with repeats) that occur in the prediction.
+
+    A reference without any token counts as recalled when the prediction is not ``None``.
+    """
+    if prediction is None:
+        return 0.0
+    wanted = tokenize(reference)
+    if not wanted:
+        return 1.0
+    present = set(tokenize(prediction))
+    return sum(token in present for token in wanted) / len(wanted)
+
+
+def accuracy(predictions: Sequence[object], references: Sequence[object]) -> float:
+    """Fraction of exact matches; ``None`` never matches."""
+    check_lengths(predictions, references)
+    return mean([p is not None and p == r for p, r in zip(predictions, references, strict=True)])
+
+
+def macro_f1(predictions: Sequence[int | None], references: Sequence[int]) -> float:
+    """Per-class F1 averaged over the classes that occur in ``references``.
+
+    A ``None`` prediction is a false negative for its reference class and a false positive for
+    no class; a predicted class absent from the references only costs its reference class.
+    """
+    check_lengths(predictions, references)
+    pairs = list(zip(predictions, references, strict=True))
+    scores = []
+    for label in sorted(set(references)):
+        tp = sum(p == label and r == label for p, r in pairs)
+        fp = sum(p == label and r != label for p, r in pairs)
+        fn = sum(r == label and p != label for p, r in pairs)
+        scores.append(2.0 * tp / (2 * tp + fp + fn))
+    return mean(scores)
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two axis-aligned boxes, area for 2D and volume for 3D.
+
+    Boxes are ``(x1, y1, x2, y2)`` or ``(x1, y1, z1, x2, y2, z2)`` with ``min <= max`` per axis.
+    Boxes of different dimension have IoU 0; two identical empty boxes have IoU 1.
+    """
+    if len(a) != len(b):
+        return 0.0
+    dim = len(a) // 2
+    inter = math.prod(max(0.0, min(a[i + dim], b[i + dim]) - max(a[i], b[i])) for i in range(dim))
+    size_a = math.prod(a[i + dim] - a[i] for i in range(dim))
+    size_b = math.prod(b[i + dim] - b[i] for i in range(dim))
+    union = size_a + size_b - inter
+    if union <= 0.0:
+        return float(tuple(a) == tuple(b))
+    return inter / union
+
+
+def best_ious(
+    predicted: Sequence[Sequence[float]] | None, reference: Sequence[Sequence[float]]
+) -> list[float]:
+    """For each reference box, its highest IoU with any predicted box (0 without one)."""
+    boxes = predicted or []
+    return [max((box_iou(p, r) for p in boxes), default=0.0) for r in reference]
+
+
+def count_matches(
+    predicted: Sequence[Sequence[float]] | None,
+    reference: Sequence[Sequence[float]],
+    threshold: float,
+) -> int:
+    """Greedy one-to-one matching of one record's boxes; returns the true positives.
+
+    Predicted boxes are taken in the order the model wrote them; each claims the still unmatched
+    reference box with the highest IoU, and is a true positive when that IoU is at least
+    ``threshold``.
+    """
+    free = list(reference)
+    matched = 0
+    for box in predicted or []:
+        if not free:
+            break
+        ious = [box_iou(box, r) for r in free]
+        best = max(range(len(free)), key=ious.__getitem__)
+        if ious[best] >= threshold:
+            matched += 1
+            del free[best]
+    return matched
+
+
+def radial_error(
+    predicted: Sequence[float] | None, reference: Sequence[float], miss: float
+) -> float:
+    """Euclidean distance between two points; ``miss`` for ``None`` or a dimension mismatch."""
+    if predicted is None or len(predicted) != len(reference):
+        return miss
+    return math.dist(predicted, reference)

@@ -1,0 +1,98 @@
+"""Numbered options: ``2:no`` in English, ``2：否`` in Chinese, and reading them back.
+
+Closed VQA numbers its options from 1 and classification from 0 (UMIT's conventions); the
+numbering base is a parameter everywhere here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from shared_model.tasks.base import check_lang
+from shared_model.tasks.text import has_cjk, normalize_answer
+
+SEPARATOR = {"en": ":", "zh": "："}
+"""Between an option's number and its text."""
+
+_LEAD_IN = re.compile(
+    r"^(?:(?:the\s+)?(?:correct\s+)?answer(?:\s+is)?\s*:?|答案\s*(?:是|为)?\s*:?|我?选择)\s*"
+)
+_NUMBERED = re.compile(
+    r"^(?:option|choice|class|category|选项|类别)?\s*[(\[]?\s*(?P<number>\d{1,6})\s*"
+    r"(?:[)\]:.,\-]|\s|$)\s*(?P<rest>.*)$"
+)
+_WORD_EDGE = r"[^\W_]"
+
+
+def format_choice(index: int, options: Sequence[str], base: int, lang: str) -> str:
+    """``{index + base}{separator}{option}``, e.g. ``2:no`` or ``1：肺炎``."""
+    if not 0 <= index < len(options):
+        raise ValueError(f"option index {index} is outside the {len(options)} options {options}")
+    return f"{index + base}{SEPARATOR[check_lang(lang)]}{options[index]}"
+
+
+def format_options(options: Sequence[str], base: int, lang: str) -> str:
+    """All options, one numbered option a line."""
+    return "\n".join(format_choice(i, options, base, lang) for i in range(len(options)))
+
+
+def option_index(answer: object, options: Sequence[str]) -> int:
+    """Index of a record's answer: an ``int`` index, or the text of one of ``options``.
+
+    Raises
+    ------
+    ValueError
+        When the answer is neither a valid index nor (after normalisation) an option.
+    """
+    if isinstance(answer, int) and not isinstance(answer, bool):
+        if 0 <= answer < len(options):
+            return answer
+    elif isinstance(answer, str):
+        wanted = normalize_answer(answer)
+        for index, option in enumerate(options):
+            if normalize_answer(option) == wanted:
+                return index
+    raise ValueError(f"answer {answer!r} is not one of the options {list(options)}")
+
+
+def parse_choice(text: str, options: Sequence[str], base: int) -> int | None:
+    """Read the chosen option's 0-based index from generated text.
+
+    Tried in order: the whole answer is an option's text (case-insensitive, after
+    :func:`~shared_model.tasks.text.normalize_answer`); it starts with a valid option number
+    (``2``, ``2:no``, ``(2) no``, ``option 2``, ``选项2``; the number wins over the text that
+    follows); the text after an out-of-range number is an option; exactly one option of two or
+    more characters appears in the answer as a whole word (``the answer is no``).
+
+    Returns
+    -------
+    int or None
+        The 0-based option index, ``None`` when no option can be told apart.
+    """
+    normalized = [normalize_answer(option) for option in options]
+    answer = normalize_answer(_LEAD_IN.sub("", normalize_answer(text)))
+    if answer in normalized:
+        return normalized.index(answer)
+    numbered = _NUMBERED.match(answer)
+    if numbered:
+        index = int(numbered["number"]) - base
+        if 0 <= index < len(options):
+            return index
+        rest = normalize_answer(numbered["rest"])
+        if rest in normalized:
+            return normalized.index(rest)
+    return _contained_option(answer, normalized)
+
+
+def _contained_option(answer: str, options: Sequence[str]) -> int | None:
+    found = [i for i, option in enumerate(options) if len(option) > 1 and _contains(answer, option)]
+    # an option inside a longer found option ("lung" in "left lung") is not a rival
+    found = [i for i in found if not any(j != i and options[i] in options[j] for j in found)]
+    return found[0] if len(found) == 1 else None
+
+
+def _contains(answer: str, option: str) -> bool:
+    if has_cjk(option):
+        return option in answer
+    return re.search(rf"(?<!{_WORD_EDGE}){re.escape(option)}(?!{_WORD_EDGE})", answer) is not None

@@ -1,0 +1,72 @@
+"""Image classification (stage 2): pick the record's class among its ``options``.
+
+Classes are numbered from 0 (UMIT's convention): the answer is written ``1:pneumonia``
+(Chinese ``1：肺炎``) and read back as the 0-based label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from shared_model.metrics import accuracy, macro_f1
+from shared_model.tasks.base import Task, base_counts, pick_template
+from shared_model.tasks.choices import format_choice, format_options, option_index, parse_choice
+
+OPTION_BASE = 0
+"""Classification numbers its classes from 0."""
+
+TEMPLATES = {
+    "en": (
+        "{question}\nCategories:\n{options}\nAnswer with the category number and name.",
+        "Classify this medical image. {question}\n{options}",
+        "{question}\nChoose the correct class from the following:\n{options}",
+    ),
+    "zh": (
+        "{question}\n类别：\n{options}\n请回答类别的编号和名称。",
+        "请对这张医学图像进行分类。{question}\n{options}",
+        "{question}\n请从以下类别中选择正确的一项：\n{options}",
+    ),
+}
+
+
+def _options(fields: Mapping[str, Any]) -> list[str]:
+    return [str(option) for option in fields["options"]]
+
+
+class ClassificationTask(Task):
+    """Answer the record's ``question`` with one of its ``options``; ``label`` is the index."""
+
+    name = "classification"
+    stage = "instruct"
+
+    def prompt(self, fields: Mapping[str, Any], lang: str) -> str:
+        """The question and the numbered classes; template chosen by question and classes."""
+        question = str(fields["question"]).strip()
+        options = _options(fields)
+        template = pick_template(TEMPLATES, lang, "\n".join([question, *options]))
+        return template.format(
+            question=question, options=format_options(options, OPTION_BASE, lang)
+        )
+
+    def target(self, fields: Mapping[str, Any], lang: str) -> str:
+        """``{label}:{class}`` (``：`` in Chinese)."""
+        options = _options(fields)
+        return format_choice(self.reference(fields), options, OPTION_BASE, lang)
+
+    def reference(self, fields: Mapping[str, Any]) -> int:
+        """The 0-based label (a class name is accepted too)."""
+        return option_index(fields["label"], _options(fields))
+
+    def _parse(self, text: str, fields: Mapping[str, Any]) -> int | None:
+        return parse_choice(text, _options(fields), OPTION_BASE)
+
+    def score(
+        self, predictions: Sequence[int | None], references: Sequence[int], lang: str
+    ) -> dict[str, float]:
+        """``accuracy`` and ``macro_f1`` (averaged over the classes found in references)."""
+        result = base_counts(predictions, references)
+        if references:
+            result["accuracy"] = accuracy(predictions, references)
+            result["macro_f1"] = macro_f1(predictions, references)
+        return result

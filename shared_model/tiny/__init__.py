@@ -1,0 +1,32 @@
+"""The embedded default base: a tiny, pretrained, random-init Qwen2-VL built on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared_model.spec import VISION_BLOCK_TARGETS, LoraSpec, ModelSpec
+
+TINY_CANVAS = 112
+TINY_SLICES = 4
+
+
+def tiny_spec(base: str | Path) -> ModelSpec:
+    """The model spec that goes with a tiny base in ``base``."""
+    return ModelSpec(
+        base=Path(base),
+        align=LoraSpec(rank=8, alpha=16.0, target_modules=VISION_BLOCK_TARGETS),
+        instruct=LoraSpec(rank=16, alpha=32.0),
+        canvas=TINY_CANVAS,
+        volume_slices=TINY_SLICES,
+        max_text_length=384,
+    )
+
+
+def ensure_tiny_base(directory: str | Path, progress: bool = True) -> Path:
+    """Build the tiny base in ``directory`` unless a complete one is already there."""
+    from shared_model.tiny.build import build_tiny_base
+
+    directory = Path(directory)
+    if (directory / "config.json").is_file() and any(directory.glob("*.safetensors")):
+        return directory
+    return build_tiny_base(directory, progress=progress)

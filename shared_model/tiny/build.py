@@ -1,0 +1,183 @@
+"""``fedumit model tiny``: write a small, pretrained, random-init Qwen2-VL checkpoint to disk.
+
+The result is a real Hugging Face directory (``config.json``, safetensors weights, tokenizer,
+processor with chat template, generation config) that everything downstream loads with
+``from_pretrained(DIR)``, exactly as it would load Qwen2-VL-2B-Instruct. A short, seeded
+pretraining on generic shapes makes it behave like a pretrained base, so LoRA has something to
+adapt. Building twice with the same arguments gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+from transformers import (
+    GenerationConfig,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+    Qwen2VLImageProcessor,
+    Qwen2VLProcessor,
+    Qwen2VLVideoProcessor,
+)
+
+from shared_model.inputs import collate, encode_example
+from shared_model.tiny.scenes import conversation
+from shared_model.tiny.tokenizer import train_bilingual_tokenizer
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinyShape:
+    """Size of the tiny base (defaults: one 112x112 training step well under a second on a CPU)."""
+
+    text_hidden: int = 256
+    text_layers: int = 4
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    text_intermediate: int = 512
+    vision_embed: int = 128
+    vision_depth: int = 4
+    vision_heads: int = 4
+    canvas: int = 112
+    volume_slices: int = 4
+    pretrain_steps: int = 600
+    pretrain_batch: int = 8
+    pretrain_pool: int = 768
+    learning_rate: float = 5e-4
+    seed: int = 0
+
+
+def tiny_config(shape: TinyShape, tokenizer) -> Qwen2VLConfig:
+    """A Qwen2-VL config of ``shape`` whose special-token ids match ``tokenizer``."""
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in _VISION_TOKENS.items()}
+    head_dim = shape.text_hidden // shape.text_heads
+    section = [head_dim // 8, head_dim * 3 // 16, head_dim * 3 // 16]
+    section[0] += head_dim // 2 - sum(section)
+    return Qwen2VLConfig(
+        text_config={
+            "hidden_size": shape.text_hidden,
+            "intermediate_size": shape.text_intermediate,
+            "num_hidden_layers": shape.text_layers,
+            "num_attention_heads": shape.text_heads,
+            "num_key_value_heads": shape.text_kv_heads,
+            "vocab_size": len(tokenizer),
+            "max_position_embeddings": 4096,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": section,
+            },
+            "bos_token_id": None,
+            "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            "pad_token_id": tokenizer.pad_token_id,
+            "tie_word_embeddings": False,
+        },
+        vision_config={
+            "depth": shape.vision_depth,
+            "embed_dim": shape.vision_embed,
+            "num_heads": shape.vision_heads,
+            "hidden_size": shape.text_hidden,
+            "mlp_ratio": 2,
+        },
+        tie_word_embeddings=False,
+        **ids,
+    )
+
+
+_VISION_TOKENS = {
+    "image_token_id": "<|image_pad|>",
+    "video_token_id": "<|video_pad|>",
+    "vision_start_token_id": "<|vision_start|>",
+    "vision_end_token_id": "<|vision_end|>",
+}
+
+
+def tiny_processor(tokenizer, canvas: int) -> Qwen2VLProcessor:
+    """Qwen2-VL processor whose image and video paths keep ``canvas``-sized inputs as they are."""
+    pixels = {"shortest_edge": canvas * canvas, "longest_edge": canvas * canvas}
+    return Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=pixels),
+        video_processor=Qwen2VLVideoProcessor(
+            size=pixels, do_sample_frames=False, cap_pixels_per_frame=True
+        ),
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def build_tiny_base(out: str | Path, shape: TinyShape | None = None, progress: bool = True) -> Path:
+    """Build, pretrain and save the tiny base in ``out``; return the directory."""
+    shape = shape or TinyShape()
+    out = Path(out)
+    torch.manual_seed(shape.seed)
+    tokenizer = train_bilingual_tokenizer(seed=shape.seed)
+    processor = tiny_processor(tokenizer, shape.canvas)
+    model = Qwen2VLForConditionalGeneration(tiny_config(shape, tokenizer))
+    pretrain(model, processor, shape, progress=progress)
+    model.generation_config = GenerationConfig(
+        eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id],
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+        max_new_tokens=64,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def pretrain(model, processor, shape: TinyShape, progress: bool = True) -> list[float]:
+    """Full-parameter pretraining on generic scenes; returns the loss of every step."""
+    rng = random.Random(shape.seed)
+    pool = []
+    for index in range(shape.pretrain_pool):
+        slices = shape.volume_slices if index % 4 == 3 else None
+        chat = conversation(rng, shape.canvas, slices)
+        pool.append(
+            encode_example(
+                processor,
+                [chat.image],
+                chat.question,
+                chat.answer,
+                canvas=shape.canvas,
+                max_length=512,
+            )
+        )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=shape.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=shape.learning_rate, total_steps=shape.pretrain_steps, pct_start=0.1
+    )
+    model.train()
+    losses = []
+    bar = tqdm(range(shape.pretrain_steps), desc="pretraining tiny base", disable=not progress)
+    for _ in bar:
+        batch = collate(rng.sample(pool, shape.pretrain_batch), processor.tokenizer.pad_token_id)
+        loss = model(**batch.inputs).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    return losses

@@ -1,0 +1,48 @@
+"""Shared fixtures: the tiny base is built once per test session, offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default tiny base (built once; ``FEDUMIT_TEST_BASE`` reuses a prebuilt directory)."""
+    from shared_model.tiny import ensure_tiny_base
+
+    prebuilt = os.environ.get("FEDUMIT_TEST_BASE")
+    directory = Path(prebuilt) if prebuilt else tmp_path_factory.mktemp("tiny-base")
+    return ensure_tiny_base(directory, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tiny_base: Path):
+    """The model spec of the session's tiny base."""
+    from shared_model.tiny import tiny_spec as spec_for
+
+    return spec_for(tiny_base)
+
+
+def lesion_image(side: str, canvas: int = 112, seed: int = 0) -> np.ndarray:
+    """A dark canvas with a bright rectangle on the ``left`` or ``right``."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(40, 80, (canvas, canvas, 3), dtype=np.uint8)
+    x0 = canvas // 6 if side == "left" else canvas * 3 // 5
+    image[canvas // 3 : canvas // 3 + canvas // 4, x0 : x0 + canvas // 5] = 230
+    return image
+
+
+def lesion_volume(side: str, slices: int = 4, canvas: int = 112) -> np.ndarray:
+    """A stack of :func:`lesion_image` slices."""
+    return np.stack([lesion_image(side, canvas, seed) for seed in range(slices)])

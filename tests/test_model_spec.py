@@ -1,0 +1,70 @@
+"""Model spec: TOML loading, validation and the fingerprint."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from shared_model.spec import LoraSpec, ModelSpec
+
+
+def test_spec_round_trips_through_toml(tmp_path: Path, tiny_spec: ModelSpec) -> None:
+    toml = tmp_path / "model.toml"
+    toml.write_text(
+        f"""
+[model]
+base = "{tiny_spec.base}"
+canvas = 112
+volume_slices = 4
+max_text_length = 300
+[model.align]
+rank = 4
+alpha = 8.0
+[model.instruct]
+rank = 8
+dropout = 0.05
+""",
+        encoding="utf-8",
+    )
+    spec = ModelSpec.from_toml(toml)
+    assert spec.align.rank == 4 and spec.align.alpha == 8.0
+    assert spec.align.target_modules == ModelSpec(base=Path(".")).align.target_modules
+    assert spec.instruct.rank == 8 and spec.instruct.dropout == 0.05
+    assert ModelSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"canvas": 100}, "multiple of 28"),
+        ({"volume_slices": 3}, "even"),
+        ({"colour": 1}, "unknown model spec keys"),
+        ({"align": {"rank": 0}}, "rank"),
+    ],
+)
+def test_spec_rejects_bad_values(data: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ModelSpec.from_dict({"base": "x", **data})
+
+
+def test_fingerprint_reads_layout_not_weight_bytes(tmp_path: Path, tiny_spec: ModelSpec) -> None:
+    copy = tmp_path / "base"
+    shutil.copytree(tiny_spec.base, copy)
+    spec = tiny_spec.with_base(copy)
+    before = spec.fingerprint()
+    assert before == tiny_spec.fingerprint()
+    weights = next(copy.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-64:] = bytes(255 - b for b in data[-64:])  # weight bytes, not the header
+    weights.write_bytes(bytes(data))
+    assert spec.fingerprint() == before
+    assert replace(spec, instruct=LoraSpec(rank=8)).fingerprint() != before
+    assert replace(spec, canvas=224).fingerprint() != before
+
+
+def test_fingerprint_needs_weights(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="safetensors"):
+        ModelSpec(base=tmp_path).fingerprint()

@@ -1,0 +1,82 @@
+"""The tiny base: deterministic build, real from_pretrained, both stages train on 2D and 3D."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
+
+from shared_model.adapters import StageAdapter
+from shared_model.inputs import collate, encode_example
+from shared_model.loading import load_base
+from shared_model.tiny.build import TinyShape, build_tiny_base
+from shared_model.tiny.tokenizer import SPECIAL_TOKENS
+from tests.conftest import lesion_image, lesion_volume
+
+SMALL = TinyShape(pretrain_steps=3, pretrain_pool=8, pretrain_batch=4)
+
+
+def digest(directory: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.iterdir())
+        if p.is_file()
+    }
+
+
+def test_build_is_deterministic(tmp_path: Path) -> None:
+    first = digest(build_tiny_base(tmp_path / "a", SMALL, progress=False))
+    second = digest(build_tiny_base(tmp_path / "b", SMALL, progress=False))
+    assert "model.safetensors" in first and "tokenizer.json" in first
+    assert first == second
+
+
+def test_loads_with_plain_from_pretrained(tiny_base: Path) -> None:
+    model = Qwen2VLForConditionalGeneration.from_pretrained(tiny_base)
+    processor = AutoProcessor.from_pretrained(tiny_base)
+    tokenizer = processor.tokenizer
+    for token in SPECIAL_TOKENS:
+        assert len(tokenizer(token, add_special_tokens=False)["input_ids"]) == 1, token
+    assert model.config.image_token_id == tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert model.config.video_token_id == tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    for text in ("Is there a nodule? 1:yes 2:no", "图像中有结节吗？1：是 2：否"):
+        ids = tokenizer(text)["input_ids"]
+        assert tokenizer.decode(ids) == text
+    assert len(tokenizer("图像中有结节吗")["input_ids"]) < len("图像中有结节吗".encode())
+
+
+def stage_parameter(name: str, stage: str) -> bool:
+    if "merger" in name:
+        return "modules_to_save" in name
+    if stage == "align":
+        return "visual.blocks" in name and "lora_" in name
+    return "language_model" in name and "lora_" in name
+
+
+@pytest.mark.parametrize("stage", ["align", "instruct"])
+@pytest.mark.parametrize("volume", [False, True], ids=["2d", "3d"])
+def test_forward_backward_touches_only_the_stage(tiny_spec, stage: str, volume: bool) -> None:
+    model, processor = load_base(tiny_spec)
+    adapter = StageAdapter.attach(model, tiny_spec, stage, init_lora_weights=False)
+    image = lesion_volume("left") if volume else lesion_image("left")
+    example = encode_example(
+        processor, [image], "Where is the lesion?", "left", canvas=112, max_length=384
+    )
+    if volume:
+        assert example.video_grid_thw.tolist() == [[2, 8, 8]]
+    else:
+        assert example.image_grid_thw.tolist() == [[1, 8, 8]]
+    batch = collate([example, example], processor.tokenizer.pad_token_id)
+    adapter.model(**batch.inputs).loss.backward()
+    with_grad = {n for n, p in adapter.model.named_parameters() if p.grad is not None}
+    trainable = {n for n, _ in adapter.trainable_parameters()}
+    assert with_grad == trainable
+    assert all(stage_parameter(n, stage) for n in trainable)
+    assert all(adapter.model.get_parameter(n).grad.abs().sum() > 0 for n in trainable)
+    assert not any(
+        p.requires_grad
+        for n, p in adapter.model.named_parameters()
+        if "lora" not in n and "modules_to_save" not in n
+    )
