@@ -55,6 +55,17 @@ class StageAdapter:
     def __init__(self, model: PeftModel, stage: str, fingerprint: str) -> None:
         self.model, self.stage, self.fingerprint = model, stage, fingerprint
         self._names = list(get_peft_model_state_dict(model).keys())
+        by_name = {
+            _array_name(name): parameter
+            for name, parameter in model.named_parameters()
+            if parameter.requires_grad
+        }
+        if set(by_name) != set(self._names):
+            raise AdapterMismatchError(
+                f"trainable parameters and adapter state differ: "
+                f"{sorted(set(by_name) ^ set(self._names))[:3]}"
+            )
+        self._parameters = [(name, by_name[name]) for name in self._names]
 
     @classmethod
     def attach(
@@ -76,8 +87,8 @@ class StageAdapter:
         return list(self._names)
 
     def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
-        """The parameters training updates (LoRA matrices and the merger copy)."""
-        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        """The parameters training updates (LoRA matrices, the merger copy), by array name."""
+        return list(self._parameters)
 
     def arrays(self) -> OrderedDict[str, np.ndarray]:
         """The stage's trainable state as float32 numpy arrays, in :attr:`names` order."""
@@ -131,3 +142,8 @@ class StageAdapter:
         directory = Path(directory)
         self.model.save_pretrained(directory)
         return directory
+
+
+def _array_name(parameter_name: str) -> str:
+    """peft's adapter state-dict name of a trainable parameter (adapter name dropped)."""
+    return parameter_name.replace(f".modules_to_save.{ADAPTER}.", ".").replace(f".{ADAPTER}.", ".")

@@ -1,0 +1,248 @@
+"""Local training of one stage on one site's samples, with or without DP-SGD.
+
+No Flower in here: model, samples and a config in; updated adapter arrays and numbers out.
+
+DP-SGD per logical step (the privacy unit is a patient by default):
+Poisson-sample units with rate ``q``; compute each sampled unit's gradient exactly (the sum of
+its records' per-sample gradients, each record's loss being the mean over its answer tokens);
+clip every unit's gradient to ``C`` over all trainable parameters together; add Gaussian noise
+of standard deviation ``sigma * C``; divide by the expected number of units ``q * N``; take an
+AdamW step. A step that sampled no unit still adds noise, as Opacus does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import ProcessorMixin
+
+from client.batching import Step, UnitIndex, sample_step
+from client.privacy.per_unit import PerSampleGradients, clip_and_sum, sum_per_unit
+from shared_model.adapters import StageAdapter
+from shared_model.device import autocast
+from shared_model.inputs import Encoded, collate, encode_sample
+from shared_model.loss import answer_token_loss
+from shared_model.sample import Sample
+from shared_model.spec import ModelSpec
+
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one round of local training runs.
+
+    Parameters
+    ----------
+    steps:
+        Logical steps this round.
+    sample_rate:
+        Poisson rate ``q`` per unit and step.
+    learning_rate:
+        AdamW learning rate.
+    dp:
+        Clip and noise (DP-SGD); without it, the plain mean gradient of the sampled records.
+    noise_multiplier, max_grad_norm:
+        ``sigma`` and ``C``.
+    physical_batch_size:
+        Most rows per forward pass (gradient accumulation beyond it).
+    max_records_per_unit:
+        Most records a sampled unit contributes to one step.
+    proximal_mu:
+        FedProx proximal term weight (0 = off).
+    optimizer:
+        ``adamw`` or ``sgd``.
+    seed:
+        Seeds sampling and noise; ``None`` draws a fresh secret seed (noise nobody can replay).
+    """
+
+    steps: int
+    sample_rate: float
+    learning_rate: float = 1e-3
+    dp: bool = True
+    noise_multiplier: float = 1.0
+    max_grad_norm: float = 1.0
+    physical_batch_size: int = 16
+    max_records_per_unit: int = 8
+    proximal_mu: float = 0.0
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or not 0.0 < self.sample_rate <= 1.0:
+            raise ValueError(f"need steps >= 0 and 0 < sample_rate <= 1, got {self}")
+        if self.dp and (self.noise_multiplier < 0 or self.max_grad_norm <= 0):
+            raise ValueError("DP needs noise_multiplier >= 0 and max_grad_norm > 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer {self.optimizer!r} is not one of {sorted(OPTIMIZERS)}")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a round of local training produced."""
+
+    arrays: dict[str, np.ndarray]
+    num_examples: int
+    loss: float
+    steps: int
+    seconds: float
+
+
+def steps_for_epochs(epochs: float, sample_rate: float) -> int:
+    """Logical steps that visit each unit ``epochs`` times in expectation."""
+    return max(1, math.ceil(epochs / sample_rate))
+
+
+class LocalTrainer:
+    """Trains a stage adapter on a site's samples; encodes each sample once per process."""
+
+    def __init__(
+        self,
+        adapter: StageAdapter,
+        processor: ProcessorMixin,
+        spec: ModelSpec,
+        device: torch.device,
+    ) -> None:
+        self.adapter, self.processor, self.spec, self.device = adapter, processor, spec, device
+        self._encoded: dict[str, Encoded] = {}
+
+    def encode(self, samples: Sequence[Sample]) -> list[Encoded]:
+        """Processor outputs per sample, cached by record id."""
+        for sample in samples:
+            if sample.record_id not in self._encoded:
+                self._encoded[sample.record_id] = encode_sample(self.processor, sample, self.spec)
+        return [self._encoded[s.record_id] for s in samples]
+
+    def train(
+        self,
+        samples: Sequence[Sample],
+        unit_keys: Sequence[str],
+        config: TrainConfig,
+        *,
+        epsilon_at: Callable[[int], float] | None = None,
+        progress: bool = True,
+    ) -> TrainResult:
+        """Run ``config.steps`` logical steps over ``samples``; ``unit_keys`` name each one's unit.
+
+        ``epsilon_at(steps_done)`` (optional) feeds the progress bar.
+        """
+        start = time.perf_counter()
+        encoded = self.encode(samples)
+        index = UnitIndex.build(unit_keys)
+        model = self.adapter.model.to(self.device).train()
+        named = self.adapter.trainable_parameters()
+        parameters = [p for _, p in named]
+        anchor = [p.detach().clone() for p in parameters] if config.proximal_mu else None
+        optimizer = OPTIMIZERS[config.optimizer](
+            parameters, lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        generator = torch.Generator().manual_seed(
+            config.seed if config.seed is not None else secrets.randbits(63)
+        )
+        hooks = PerSampleGradients(model) if config.dp else None
+        shapes = [e.vision_shape for e in encoded]
+        expected_units = config.sample_rate * len(index)
+        losses = []
+        bar = tqdm(range(config.steps), desc=f"{self.adapter.stage} training", disable=not progress)
+        try:
+            for step_number in bar:
+                step = sample_step(
+                    index,
+                    config.sample_rate,
+                    shapes,
+                    physical_batch_size=config.physical_batch_size,
+                    max_records_per_unit=config.max_records_per_unit,
+                    generator=generator,
+                )
+                loss = self._accumulate(
+                    encoded, step, hooks, parameters, expected_units, config, generator
+                )
+                if anchor is not None:
+                    for parameter, start_value in zip(parameters, anchor, strict=True):
+                        parameter.grad.add_(
+                            parameter.detach() - start_value, alpha=config.proximal_mu
+                        )
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if loss is not None:
+                    losses.append(loss)
+                postfix = {"loss": f"{np.mean(losses[-20:]):.3f}" if losses else "-"}
+                if epsilon_at is not None:
+                    postfix["eps"] = f"{epsilon_at(step_number + 1):.2f}"
+                bar.set_postfix(postfix)
+        finally:
+            if hooks is not None:
+                hooks.remove()
+            model.eval()
+        return TrainResult(
+            arrays=dict(self.adapter.arrays()),
+            num_examples=len(samples),
+            loss=float(np.mean(losses)) if losses else float("nan"),
+            steps=config.steps,
+            seconds=time.perf_counter() - start,
+        )
+
+    def _accumulate(
+        self,
+        encoded: Sequence[Encoded],
+        step: Step,
+        hooks: PerSampleGradients | None,
+        parameters: list[torch.nn.Parameter],
+        expected_units: float,
+        config: TrainConfig,
+        generator: torch.Generator,
+    ) -> float | None:
+        """Set every trainable parameter's ``.grad`` for one logical step; return its mean loss."""
+        unit_grads: dict[torch.nn.Parameter, torch.Tensor] = {}
+        total_loss = 0.0
+        for micro in step.micro_batches:
+            batch = collate(
+                [encoded[i] for i in micro.records], self.processor.tokenizer.pad_token_id
+            )
+            inputs = batch.to(self.device).inputs
+            labels = inputs.pop("labels")
+            capture = (
+                hooks.capture(len(micro.records)) if hooks is not None else contextlib.nullcontext()
+            )
+            with capture:
+                with autocast(self.device):
+                    logits = self.adapter.model(**inputs).logits
+                row_loss = answer_token_loss(logits, labels)
+                total_loss += row_loss.detach().sum().item()
+                scale = 1.0 if hooks is not None else 1.0 / max(step.n_records, 1)
+                (row_loss.sum() * scale).backward()
+            if hooks is not None:
+                unit_grads = sum_per_unit(
+                    hooks.grad_samples, micro.unit_slots, step.n_units, into=unit_grads
+                )
+        if hooks is not None:
+            self._privatize(unit_grads, parameters, expected_units, config, generator)
+        for parameter in parameters:
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+        return total_loss / step.n_records if step.n_records else None
+
+    def _privatize(
+        self,
+        unit_grads: dict[torch.nn.Parameter, torch.Tensor],
+        parameters: list[torch.nn.Parameter],
+        expected_units: float,
+        config: TrainConfig,
+        generator: torch.Generator,
+    ) -> None:
+        """``.grad = (sum of clipped unit gradients + N(0, (sigma C)^2)) / (q N)``."""
+        summed, _ = clip_and_sum(unit_grads, config.max_grad_norm) if unit_grads else ({}, None)
+        std = config.noise_multiplier * config.max_grad_norm
+        for parameter in parameters:
+            noise = torch.normal(0.0, std, parameter.shape, generator=generator)
+            total = summed.get(parameter, torch.zeros(parameter.shape)).cpu() + noise
+            parameter.grad = (total / expected_units).to(parameter.device, parameter.dtype)

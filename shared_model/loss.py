@@ -1,0 +1,23 @@
+"""The training loss: per example, the mean cross-entropy over its answer tokens."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from shared_model.inputs import IGNORE_INDEX
+
+
+def answer_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-row loss ``(batch,)``: mean next-token cross-entropy over the row's labelled tokens.
+
+    Each row weighs the same whatever its answer length, so one long report cannot dominate a
+    batch, and a row's gradient is the gradient of its own loss (what per-sample DP needs).
+    """
+    shifted_logits = logits[:, :-1].float()
+    shifted_labels = labels[:, 1:]
+    token_loss = F.cross_entropy(
+        shifted_logits.transpose(1, 2), shifted_labels, ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    mask = (shifted_labels != IGNORE_INDEX).to(token_loss.dtype)
+    return (token_loss * mask).sum(1) / mask.sum(1).clamp(min=1.0)

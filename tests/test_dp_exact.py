@@ -1,0 +1,190 @@
+"""DP-SGD is exact: per-unit clipped gradients and one step's update against brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from client.privacy.per_unit import PerSampleGradients, clip_and_sum, sum_per_unit
+from client.trainer import LocalTrainer, TrainConfig
+from shared_model.adapters import StageAdapter
+from shared_model.inputs import collate, encode_example
+from shared_model.loading import load_base
+from shared_model.loss import answer_token_loss
+from shared_model.sample import Geometry, Sample
+from tests.conftest import lesion_image, lesion_volume
+
+ROWS = [  # (unit, side, question, answer): several records per patient, mixed languages
+    (0, "left", "Which side?", "left"),
+    (1, "right", "哪一侧？", "右侧"),
+    (0, "right", "Describe the image.", "a bright lesion on the right"),
+    (2, "left", "Where is it?", "on the left side"),
+    (1, "left", "病灶在哪里？", "左侧"),
+]
+CLIP = 0.05
+
+
+def double_inputs(batch) -> tuple[dict, torch.Tensor]:
+    inputs = {k: v.double() if v.is_floating_point() else v for k, v in batch.inputs.items()}
+    return inputs, inputs.pop("labels")
+
+
+def unit_gradients_brute_force(adapter, examples, units, pad_id) -> list[list[torch.Tensor]]:
+    parameters = [p for _, p in adapter.trainable_parameters()]
+    result = []
+    for unit in sorted(set(units)):
+        rows = [e for e, u in zip(examples, units, strict=True) if u == unit]
+        inputs, labels = double_inputs(collate(rows, pad_id))
+        answer_token_loss(adapter.model(**inputs).logits, labels).sum().backward()
+        result.append([p.grad.clone() for p in parameters])
+        for p in parameters:
+            p.grad = None
+    return result
+
+
+@pytest.mark.parametrize("stage", ["align", "instruct"])
+@pytest.mark.parametrize("volume", [False, True], ids=["2d", "3d"])
+def test_per_unit_clipped_gradients_match_brute_force(tiny_spec, stage, volume) -> None:
+    torch.manual_seed(0)
+    model, processor = load_base(tiny_spec)
+    adapter = StageAdapter.attach(model.double(), tiny_spec, stage, init_lora_weights=False)
+    pad_id = processor.tokenizer.pad_token_id
+    examples = [
+        encode_example(
+            processor,
+            [lesion_volume(side) if volume else lesion_image(side, seed=i)],
+            question,
+            answer,
+            canvas=112,
+            max_length=384,
+        )
+        for i, (_, side, question, answer) in enumerate(ROWS)
+    ]
+    units = [u for u, *_ in ROWS]
+    parameters = [p for _, p in adapter.trainable_parameters()]
+
+    hooks = PerSampleGradients(adapter.model)
+    inputs, labels = double_inputs(collate(examples, pad_id))
+    with hooks.capture(len(examples)):
+        answer_token_loss(adapter.model(**inputs).logits, labels).sum().backward()
+    assert set(hooks.grad_samples) == set(parameters)
+    per_unit = sum_per_unit(hooks.grad_samples, torch.tensor(units), 3)
+    clipped_sum, norms = clip_and_sum(per_unit, CLIP)
+    hooks.remove()
+    for p in parameters:
+        p.grad = None
+
+    brute = unit_gradients_brute_force(adapter, examples, units, pad_id)
+    brute_norms = torch.stack([torch.cat([g.flatten() for g in grads]).norm() for grads in brute])
+    torch.testing.assert_close(norms, brute_norms, rtol=1e-6, atol=1e-9)
+    assert (brute_norms > CLIP).all(), "the test must exercise clipping"
+    for position, parameter in enumerate(parameters):
+        expected = sum(
+            grads[position] * min(1.0, CLIP / float(norm))
+            for grads, norm in zip(brute, brute_norms, strict=True)
+        )
+        assert (clipped_sum[parameter] - expected).abs().max() < 1e-5
+
+
+def site_samples() -> tuple[list[Sample], list[str]]:
+    geometry = Geometry(112, 112, 112)
+    samples = [
+        Sample(
+            f"r{i}",
+            f"patient-{unit}",
+            "vqa",
+            "zh" if "？" in q else "en",
+            "train",
+            (lesion_image(side, seed=i),),
+            (geometry,),
+            {"question": q, "answer": a},
+        )
+        for i, (unit, side, q, a) in enumerate(ROWS)
+    ]
+    return samples, [s.patient_id for s in samples]
+
+
+def test_one_dp_step_update_matches_hand_computation(tiny_spec) -> None:
+    """Guards against silently corrupted LoRA updates (cf. Opacus issue 820)."""
+    torch.manual_seed(0)
+    model, processor = load_base(tiny_spec)
+    adapter = StageAdapter.attach(model, tiny_spec, "instruct", init_lora_weights=False)
+    samples, units = site_samples()
+    trainer = LocalTrainer(adapter, processor, tiny_spec, torch.device("cpu"))
+    examples = trainer.encode(samples)
+    before = adapter.arrays()
+    frozen_before = {
+        n: p.detach().clone() for n, p in adapter.model.named_parameters() if not p.requires_grad
+    }
+
+    unit_of = [int(u.split("-")[1]) for u in units]
+    brute = unit_gradients_brute_force(
+        _double_copy(adapter, tiny_spec), examples, unit_of, processor.tokenizer.pad_token_id
+    )
+    norms = [float(torch.cat([g.flatten() for g in grads]).norm()) for grads in brute]
+    lr = 0.5
+    config = TrainConfig(
+        steps=1,
+        sample_rate=1.0,
+        learning_rate=lr,
+        noise_multiplier=0.0,
+        max_grad_norm=CLIP,
+        optimizer="sgd",
+        seed=0,
+    )
+    trainer.train(samples, units, config, progress=False)
+
+    after = adapter.arrays()
+    names = [n for n, _ in adapter.trainable_parameters()]
+    assert len(names) == len(before)
+    for position, name in enumerate(before):
+        expected_grad = (
+            sum(
+                grads[position] * min(1.0, CLIP / norm)
+                for grads, norm in zip(brute, norms, strict=True)
+            )
+            / 3.0
+        )
+        expected = before[name] - lr * expected_grad.float().numpy()
+        np.testing.assert_allclose(after[name], expected, atol=1e-6, rtol=1e-4, err_msg=name)
+    for name, parameter in adapter.model.named_parameters():
+        if not parameter.requires_grad:
+            assert torch.equal(parameter, frozen_before[name]), name
+
+
+def _double_copy(adapter: StageAdapter, spec) -> StageAdapter:
+    """The same adapter weights on a float64 copy of the model (brute force in float64)."""
+    model, _ = load_base(spec)
+    twin = StageAdapter.attach(model.double(), spec, adapter.stage, init_lora_weights=False)
+    state = {
+        n: torch.from_numpy(a).double().numpy().astype(np.float64)
+        for n, a in adapter.arrays().items()
+    }
+    from peft.utils import set_peft_model_state_dict
+
+    set_peft_model_state_dict(twin.model, {n: torch.from_numpy(v) for n, v in state.items()})
+    return twin
+
+
+def test_noise_has_the_calibrated_scale(tiny_spec) -> None:
+    model, processor = load_base(tiny_spec)
+    adapter = StageAdapter.attach(model, tiny_spec, "instruct")
+    samples, units = site_samples()
+    trainer = LocalTrainer(adapter, processor, tiny_spec, torch.device("cpu"))
+    before = adapter.arrays()
+    sigma, clip, rate = 1.3, 0.7, 1e-9  # rate ~0: an empty batch, the update is pure noise
+    config = TrainConfig(
+        steps=1,
+        sample_rate=rate,
+        learning_rate=1.0,
+        noise_multiplier=sigma,
+        max_grad_norm=clip,
+        optimizer="sgd",
+        seed=3,
+    )
+    trainer.train(samples, units, config, progress=False)
+    deltas = np.concatenate([(adapter.arrays()[n] - before[n]).ravel() for n in before])
+    expected_std = sigma * clip / (rate * 3)
+    assert abs(deltas.std() / expected_std - 1.0) < 0.01
+    assert abs(deltas.mean()) < 0.01 * expected_std
