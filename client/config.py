@@ -76,12 +76,17 @@ class Policy:
 
 @dataclass(frozen=True)
 class SiteConfig:
-    """One hospital: where its archive is, where FedUMIT may write, and its policy."""
+    """One hospital: where its archive is, where FedUMIT may write, and its policy.
+
+    ``model_spec`` (``[model] spec``) is the model spec TOML the site trains with: the base
+    checkpoint on the site's own disk and the adapter layout the consortium agreed on.
+    """
 
     path: Path
     name: str
     archive: Path
     work_dir: Path
+    model_spec: Path | None = None
     device: str = "auto"
     imaging: ImagingConfig = field(default_factory=ImagingConfig)
     policy: Policy = field(default_factory=Policy)
@@ -112,7 +117,7 @@ def load_site_config(path: str | Path) -> SiteConfig:
 def site_config_from_dict(data: Mapping[str, Any], path: Path) -> SiteConfig:
     """Validate an already parsed site config; ``path`` locates relative paths and errors."""
     reader = _Reader(data, path)
-    unknown = set(data) - {"site", "imaging", "policy"}
+    unknown = set(data) - {"site", "model", "imaging", "policy"}
     if unknown:
         raise SiteConfigError(path, sorted(unknown)[0], "unknown section")
     archive = reader.path("site", "archive")
@@ -128,6 +133,7 @@ def site_config_from_dict(data: Mapping[str, Any], path: Path) -> SiteConfig:
         name=reader.require("site", "name", str),
         archive=archive,
         work_dir=reader.path("site", "work_dir"),
+        model_spec=reader.path("model", "spec") if "spec" in data.get("model", {}) else None,
         device=device,
         imaging=_imaging(reader),
         policy=_policy(reader),

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from safetensors import safe_open
 
 STAGES = ("align", "instruct")
@@ -146,7 +148,19 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that :meth:`from_dict` reads back."""
-        return {"base": str(self.base), **self.layout(), "max_text_length": self.max_text_length}
+        data = {"base": str(self.base), **self.layout(), "max_text_length": self.max_text_length}
+        for stage in STAGES:
+            data[stage]["modules_to_save"] = list(data[stage]["modules_to_save"])
+        return data
+
+    def write_toml(self, path: str | Path, base_relative_to: Path | None = None) -> Path:
+        """Write the spec as a ``[model]`` TOML table (``base`` relative when possible)."""
+        path = Path(path)
+        data = self.to_dict()
+        if base_relative_to is not None:
+            data["base"] = os.path.relpath(self.base, base_relative_to)
+        path.write_text(tomli_w.dumps({"model": data}), encoding="utf-8")
+        return path
 
 
 def base_weight_layout(base: Path) -> list[tuple[str, list[int], str]]:

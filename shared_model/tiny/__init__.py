@@ -22,11 +22,20 @@ def tiny_spec(base: str | Path) -> ModelSpec:
     )
 
 
+SPEC_FILE = "fedumit-model.toml"
+
+
 def ensure_tiny_base(directory: str | Path, progress: bool = True) -> Path:
-    """Build the tiny base in ``directory`` unless a complete one is already there."""
+    """Build the tiny base in ``directory`` unless a complete one is already there.
+
+    The directory also gets ``fedumit-model.toml``, the model spec sites point their
+    ``[model] spec`` at.
+    """
     from shared_model.tiny.build import build_tiny_base
 
     directory = Path(directory)
-    if (directory / "config.json").is_file() and any(directory.glob("*.safetensors")):
-        return directory
-    return build_tiny_base(directory, progress=progress)
+    if not ((directory / "config.json").is_file() and any(directory.glob("*.safetensors"))):
+        build_tiny_base(directory, progress=progress)
+    if not (directory / SPEC_FILE).is_file():
+        tiny_spec(directory).write_toml(directory / SPEC_FILE, base_relative_to=directory)
+    return directory
