@@ -1,0 +1,117 @@
+"""One hospital inside one process: its config, model spec, samples and models.
+
+Flower may call the ClientApp many times in one process; everything expensive (reading the
+archive, loading the base, merging the stage-1 adapter) happens once and is kept here.
+The base with a given stage-1 adapter merged in is also cached on disk in the site's work
+folder, keyed by fingerprint and adapter hash, so it is merged once per site, not per round.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import Qwen2VLForConditionalGeneration
+
+from client.config import SiteConfig, SiteConfigError, load_site_config
+from client.trainer import LocalTrainer
+from fedumit.protocol import arrays_hash
+from shared_model.adapters import StageAdapter
+from shared_model.device import resolve_device
+from shared_model.loading import load_base, merge_stage
+from shared_model.sample import Sample
+from shared_model.spec import ModelSpec
+from shared_model.tasks import STAGE_TASKS
+
+log = logging.getLogger(__name__)
+
+
+class Site:
+    """A site's long-lived state.
+
+    Parameters
+    ----------
+    config:
+        The validated site config; its ``[model] spec`` names the model spec TOML.
+    progress:
+        Show progress bars (training, archive reading).
+    """
+
+    def __init__(self, config: SiteConfig, progress: bool = True) -> None:
+        if config.model_spec is None:
+            raise SiteConfigError(config.path, "model.spec", "missing: the model spec TOML to use")
+        self.config, self.progress = config, progress
+        self.spec = ModelSpec.from_toml(config.model_spec)
+        self.fingerprint = self.spec.fingerprint()
+        self.device = resolve_device(config.device)
+        self._samples: dict[str, list[Sample]] = {}
+        self._trainers: dict[tuple[str, str], LocalTrainer] = {}
+
+    def samples(self, split: str, stage: str) -> list[Sample]:
+        """Usable samples of ``split`` for the tasks of ``stage`` that the policy allows."""
+        if split not in self._samples:
+            from client.archive import load_site_samples
+
+            samples, report = load_site_samples(
+                self.config,
+                canvas=self.spec.canvas,
+                slices=self.spec.volume_slices,
+                splits=(split,),
+                progress=self.progress,
+            )
+            if report.problems:
+                log.warning(
+                    "%s: %d records skipped (see `fedumit site check`)",
+                    self.config.name,
+                    len(report.problems),
+                )
+            self._samples[split] = samples
+        allowed = set(STAGE_TASKS[stage]) & set(self.config.policy.tasks)
+        return [s for s in self._samples[split] if s.task in allowed]
+
+    def unit_keys(self, samples: list[Sample]) -> list[str]:
+        """The privacy unit of each sample: its patient, or the record itself."""
+        if self.config.policy.privacy_unit == "record":
+            return [s.record_id for s in samples]
+        return [s.patient_id for s in samples]
+
+    def trainer(
+        self, stage: str, align_arrays: Mapping[str, np.ndarray] | None = None
+    ) -> LocalTrainer:
+        """The trainer of ``stage``; ``instruct`` trains over the base with ``align`` merged."""
+        key = (stage, arrays_hash(align_arrays) if align_arrays is not None else "")
+        if key not in self._trainers:
+            model, processor = self._base_for(stage, align_arrays, key[1])
+            adapter = StageAdapter.attach(model, self.spec, stage, fingerprint=self.fingerprint)
+            self._trainers = {key: LocalTrainer(adapter, processor, self.spec, self.device)}
+        return self._trainers[key]
+
+    def _base_for(self, stage: str, align_arrays, align_hash: str):
+        model, processor = load_base(self.spec)
+        if stage != "instruct" or align_arrays is None:
+            return model, processor
+        cached = self.config.work_dir / "merged" / f"{self.fingerprint}-{align_hash}"
+        if (cached / "config.json").is_file():
+            log.info("%s: using cached stage-1 merge %s", self.config.name, cached.name)
+            merged = Qwen2VLForConditionalGeneration.from_pretrained(cached, dtype=torch.float32)
+            return merged.eval(), processor
+        merged = merge_stage(model, self.spec, "align", align_arrays, self.fingerprint)
+        _save_atomically(merged, cached)
+        return merged, processor
+
+
+def _save_atomically(model: torch.nn.Module, directory: Path) -> None:
+    """Write a merged model to ``directory`` via a temporary sibling and a rename."""
+    temporary = directory.with_name(directory.name + ".tmp")
+    model.save_pretrained(temporary)
+    temporary.replace(directory)
+
+
+@cache
+def site_for(config_path: str) -> Site:
+    """The process-wide :class:`Site` of a site config file (built on first use)."""
+    return Site(load_site_config(Path(config_path)))

@@ -1,0 +1,164 @@
+"""The coordinator's run config: Flower's flat ``run_config`` as validated dataclasses.
+
+Defaults live in ``pyproject.toml`` (``[tool.flwr.app.config]``, per-stage tables flattened by
+Flower to ``align.rounds`` ...); ``flwr run --run-config`` or ``fedumit launch --run-config``
+override them. Every error names the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+AGGREGATIONS = ("fedavg", "fedprox", "fedadam", "median", "trimmed-mean")
+
+
+class RunConfigError(ValueError):
+    """A run-config key is missing or holds an impossible value."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key, self.reason = key, reason
+        super().__init__(f"run config [{key}]: {reason}")
+
+
+@dataclass(frozen=True)
+class StageSchedule:
+    """Rounds and local training of one stage.
+
+    ``local_epochs`` (when > 0) wins over ``local_steps``; the learning rate of round ``r``
+    (1-based) is ``lr * lr_decay ** (r - 1)``.
+    """
+
+    name: str
+    rounds: int
+    local_steps: int
+    local_epochs: float
+    lr: float
+    lr_decay: float
+    batch_size: int
+
+    def lr_at(self, server_round: int) -> float:
+        """Learning rate sent to sites in ``server_round``."""
+        return self.lr * self.lr_decay ** (server_round - 1)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything the ServerApp reads from the run config."""
+
+    model_spec: str
+    run_dir: str
+    run_id: str
+    resume: str
+    seed: int
+    aggregation: str
+    proximal_mu: float
+    max_update_norm: float
+    trim_fraction: float
+    server_lr: float
+    fraction_train: float
+    min_sites: int
+    min_available_sites: int
+    round_timeout: float
+    eval_every: int
+    retries: int
+    dp: bool
+    noise_multiplier: float
+    max_grad_norm: float
+    physical_batch_size: int
+    stage1_adapter: str
+    stop_after_align: bool
+    align: StageSchedule
+    instruct: StageSchedule
+
+    @property
+    def stages(self) -> list[StageSchedule]:
+        """Stages to run, in order (``align`` is skipped when a stage-1 adapter is given)."""
+        stages = [] if self.stage1_adapter else [self.align]
+        if not self.stop_after_align:
+            stages.append(self.instruct)
+        return [s for s in stages if s.rounds > 0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (for the run folder's resolved config)."""
+        return asdict(self)
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, Any]) -> RunConfig:
+        """Validate Flower's flat run config."""
+        read = _Reader(flat)
+        config = cls(
+            model_spec=read.get("model-spec", str),
+            run_dir=read.get("run-dir", str),
+            run_id=read.get("run-id", str),
+            resume=read.get("resume", str),
+            seed=read.get("seed", int),
+            aggregation=read.choice("aggregation", AGGREGATIONS),
+            proximal_mu=read.number("proximal-mu", minimum=0.0),
+            max_update_norm=read.number("max-update-norm", minimum=0.0),
+            trim_fraction=read.number("trim-fraction", minimum=0.0, maximum=0.49),
+            server_lr=read.number("server-lr", minimum=0.0),
+            fraction_train=read.number("fraction-train", minimum=0.0, maximum=1.0),
+            min_sites=read.integer("min-sites", minimum=1),
+            min_available_sites=read.integer("min-available-sites", minimum=1),
+            round_timeout=read.number("round-timeout", minimum=1.0),
+            eval_every=read.integer("eval-every", minimum=0),
+            retries=read.integer("retries", minimum=0),
+            dp=read.get("dp", bool),
+            noise_multiplier=read.number("noise-multiplier", minimum=0.0),
+            max_grad_norm=read.number("max-grad-norm", minimum=1e-9),
+            physical_batch_size=read.integer("physical-batch-size", minimum=1),
+            stage1_adapter=read.get("stage1-adapter", str),
+            stop_after_align=read.get("stop-after-align", bool),
+            align=_stage(read, "align"),
+            instruct=_stage(read, "instruct"),
+        )
+        if config.stop_after_align and config.stage1_adapter:
+            raise RunConfigError("stop-after-align", "nothing to run with a given stage1-adapter")
+        return config
+
+
+def _stage(read: _Reader, name: str) -> StageSchedule:
+    return StageSchedule(
+        name=name,
+        rounds=read.integer(f"{name}.rounds", minimum=0),
+        local_steps=read.integer(f"{name}.local-steps", minimum=1),
+        local_epochs=read.number(f"{name}.local-epochs", minimum=0.0),
+        lr=read.number(f"{name}.lr", minimum=1e-12),
+        lr_decay=read.number(f"{name}.lr-decay", minimum=1e-6, maximum=1.0),
+        batch_size=read.integer(f"{name}.batch-size", minimum=1),
+    )
+
+
+class _Reader:
+    def __init__(self, flat: Mapping[str, Any]) -> None:
+        self.flat = flat
+
+    def get(self, key: str, kind: type) -> Any:
+        if key not in self.flat:
+            raise RunConfigError(key, "missing (add it to [tool.flwr.app.config])")
+        value = self.flat[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise RunConfigError(key, f"expected {kind.__name__}, got {value!r}")
+        return value
+
+    def number(self, key: str, minimum: float, maximum: float | None = None) -> float:
+        value = self.get(key, float)
+        if value < minimum or (maximum is not None and value > maximum):
+            raise RunConfigError(key, f"{value} is outside [{minimum}, {maximum or 'inf'}]")
+        return value
+
+    def integer(self, key: str, minimum: int) -> int:
+        value = self.get(key, int)
+        if value < minimum:
+            raise RunConfigError(key, f"{value} is below {minimum}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        value = self.get(key, str)
+        if value not in choices:
+            raise RunConfigError(key, f"{value!r} is not one of {list(choices)}")
+        return value

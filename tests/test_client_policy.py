@@ -1,0 +1,43 @@
+"""A server request beyond the site's policy is clamped or refused, and says which."""
+
+from __future__ import annotations
+
+from client.config import Policy
+from client.policy import RoundRequest, apply_policy
+
+REQUEST = RoundRequest(
+    stage="instruct",
+    local_steps=10,
+    local_epochs=5.0,
+    learning_rate=0.5,
+    batch_size=512,
+    dp=True,
+    noise_multiplier=1.0,
+    max_grad_norm=1.0,
+)
+
+
+def test_within_policy_runs_unchanged() -> None:
+    policy = Policy(max_local_epochs=10, max_batch_size=1024, max_learning_rate=1.0)
+    decision = apply_policy(REQUEST, policy)
+    assert not decision.refused and decision.clamped == () and decision.request == REQUEST
+
+
+def test_caps_are_clamped_and_reported() -> None:
+    decision = apply_policy(
+        REQUEST, Policy(max_local_epochs=2, max_batch_size=64, max_learning_rate=0.01)
+    )
+    assert not decision.refused
+    assert decision.request.local_epochs == 2.0
+    assert decision.request.batch_size == 64 and isinstance(decision.request.batch_size, int)
+    assert decision.request.learning_rate == 0.01
+    assert len(decision.clamped) == 3 and any("batch-size 512" in c for c in decision.clamped)
+
+
+def test_disallowed_stage_and_missing_dp_are_refused() -> None:
+    assert "not allowed" in apply_policy(REQUEST, Policy(stages=("align",))).refusal
+    no_dp = RoundRequest(**{**REQUEST.__dict__, "dp": False})
+    assert "differential privacy" in apply_policy(no_dp, Policy()).refusal
+    assert not apply_policy(
+        no_dp, Policy(require_dp=False, max_local_epochs=9, max_batch_size=999, max_learning_rate=1)
+    ).refused

@@ -1,0 +1,55 @@
+"""The run config: defaults from pyproject.toml, overrides, errors naming the key."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+from flwr.common.config import flatten_dict
+
+from server.config import RunConfig, RunConfigError
+from tests.conftest import REPO_ROOT
+
+
+def defaults() -> dict:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return flatten_dict(project["tool"]["flwr"]["app"]["config"])
+
+
+def test_pyproject_defaults_are_a_valid_two_stage_run() -> None:
+    config = RunConfig.from_flat(defaults())
+    assert [s.name for s in config.stages] == ["align", "instruct"]
+    assert config.instruct.lr_at(1) == config.instruct.lr
+    assert config.instruct.lr_at(3) == pytest.approx(
+        config.instruct.lr * config.instruct.lr_decay**2
+    )
+
+
+def test_stage_selection() -> None:
+    skip = RunConfig.from_flat({**defaults(), "stage1-adapter": "a.safetensors"})
+    assert [s.name for s in skip.stages] == ["instruct"]
+    stop = RunConfig.from_flat({**defaults(), "stop-after-align": True})
+    assert [s.name for s in stop.stages] == ["align"]
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("aggregation", "fedsgd", "not one of"),
+        ("align.rounds", -1, "below 0"),
+        ("fraction-train", 1.5, "outside"),
+        ("dp", "yes", "expected bool"),
+        ("min-sites", 0, "below 1"),
+    ],
+)
+def test_bad_values_name_the_key(key: str, value, message: str) -> None:
+    with pytest.raises(RunConfigError, match=message) as error:
+        RunConfig.from_flat({**defaults(), key: value})
+    assert error.value.key == key
+
+
+def test_missing_key_is_named() -> None:
+    flat = defaults()
+    del flat["instruct.lr"]
+    with pytest.raises(RunConfigError, match=r"instruct\.lr\]: missing"):
+        RunConfig.from_flat(flat)
