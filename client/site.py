@@ -50,6 +50,7 @@ class Site:
         self.device = resolve_device(config.device)
         self._samples: dict[str, list[Sample]] = {}
         self._trainers: dict[tuple[str, str], LocalTrainer] = {}
+        self.stage1: dict[str, np.ndarray] | None = None  # frozen global align adapter
 
     def samples(self, split: str, stage: str) -> list[Sample]:
         """Usable samples of ``split`` for the tasks of ``stage`` that the policy allows."""
