@@ -23,6 +23,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     privacy.add_argument("--site", type=Path, required=True, help="site config TOML")
     privacy.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    privacy.add_argument(
+        "--repair", action="store_true", help="count a torn last line conservatively, then report"
+    )
     privacy.set_defaults(handler=_privacy)
 
 
@@ -35,4 +38,4 @@ def _check(args: argparse.Namespace) -> int:
 def _privacy(args: argparse.Namespace) -> int:
     from client.privacy.report import run_privacy_report
 
-    return run_privacy_report(args.site, as_json=args.json)
+    return run_privacy_report(args.site, as_json=args.json, repair=args.repair)

@@ -1,0 +1,78 @@
+"""``fedumit site privacy`` prints the ledger's numbers, as a table and as JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from client.config import load_site_config
+from client.privacy import Mechanism, PrivacyLedger, epsilon_for
+from fedumit.cli import main
+
+
+def site_toml(tmp_path: Path) -> Path:
+    (tmp_path / "archive").mkdir()
+    path = tmp_path / "site.toml"
+    path.write_text(
+        '[site]\nname = "hospital-t"\narchive = "archive"\nwork_dir = "work"\n'
+        "[policy]\nmax_epsilon = 5.0\ndelta = 1e-5\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_empty_ledger(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["site", "privacy", "--site", str(site_toml(tmp_path))]) == 0
+    assert "no training recorded yet" in capsys.readouterr().out
+
+
+def test_report_shows_spend_budget_and_next_round(tmp_path, capsys) -> None:
+    path = site_toml(tmp_path)
+    ledger = PrivacyLedger(load_site_config(path).ledger_path)
+    for run_id, server_round in (("run-a", 1), ("run-a", 2), ("run-b", 1)):
+        ledger.record(
+            run_id=run_id,
+            stage="align",
+            server_round=server_round,
+            steps=10,
+            sample_rate=0.2,
+            noise_multiplier=1.5,
+            max_grad_norm=1.0,
+            delta=1e-5,
+            privacy_unit="patient",
+        )
+    assert main(["site", "privacy", "--site", str(path)]) == 0
+    table = capsys.readouterr().out
+    total = epsilon_for([Mechanism(1.5, 0.2, 10)] * 3, delta=1e-5)
+    assert "run-a" in table and "run-b" in table and f"{total:.3f}" in table
+    assert main(["site", "privacy", "--site", str(path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["epsilon"] == pytest.approx(total)
+    assert summary["budget_left"] == pytest.approx(5.0 - total)
+    assert [r["rounds"] for r in summary["runs"]] == [2, 1]
+    assert summary["next_round_epsilon"] == pytest.approx(
+        epsilon_for([Mechanism(1.5, 0.2, 10)] * 4, delta=1e-5)
+    )
+
+
+def test_torn_ledger_fails_until_repaired(tmp_path, capsys) -> None:
+    path = site_toml(tmp_path)
+    ledger = PrivacyLedger(load_site_config(path).ledger_path)
+    ledger.record(
+        run_id="r",
+        stage="align",
+        server_round=1,
+        steps=10,
+        sample_rate=0.2,
+        noise_multiplier=1.5,
+        max_grad_norm=1.0,
+        delta=1e-5,
+        privacy_unit="patient",
+    )
+    with ledger.path.open("a") as handle:
+        handle.write('{"run_id": "r"')
+    assert main(["site", "privacy", "--site", str(path)]) == 2
+    assert "incomplete" in capsys.readouterr().out
+    assert main(["site", "privacy", "--site", str(path), "--repair"]) == 0
