@@ -1,0 +1,111 @@
+"""Pure aggregation helpers: a streaming weighted mean, robust coordinate-wise rules, FedAdam.
+
+:class:`StreamingWeightedMean` folds replies one at a time into float64 running sums, so the
+server holds one adapter set (plus the reply being folded) whatever the number of sites.
+Coordinate-wise median and trimmed mean need every reply at once: they are not streaming and
+hold K adapter sets; consortia that choose them trade memory for robustness.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+Arrays = Mapping[str, np.ndarray]
+
+
+class StreamingWeightedMean:
+    """Weighted mean of adapter sets, one fold at a time, in the reference's name order."""
+
+    def __init__(self, reference: Arrays) -> None:
+        self._sums = OrderedDict(
+            (n, np.zeros(a.shape, dtype=np.float64)) for n, a in reference.items()
+        )
+        self.total_weight = 0.0
+        self.count = 0
+
+    def fold(self, arrays: Arrays, weight: float) -> None:
+        """Add ``weight * arrays`` to the running sums."""
+        if weight <= 0:
+            raise ValueError(f"weights must be positive, got {weight}")
+        for name, total in self._sums.items():
+            total += np.asarray(arrays[name], dtype=np.float64) * weight
+        self.total_weight += weight
+        self.count += 1
+
+    def result(self) -> OrderedDict[str, np.ndarray]:
+        """The weighted mean as float32 arrays."""
+        if not self.count:
+            raise ValueError("no reply was folded")
+        return OrderedDict(
+            (name, (total / self.total_weight).astype(np.float32))
+            for name, total in self._sums.items()
+        )
+
+
+def coordinate_median(replies: Sequence[Arrays]) -> OrderedDict[str, np.ndarray]:
+    """Element-wise median over replies (unweighted)."""
+    names = list(replies[0])
+    return OrderedDict(
+        (n, np.median(np.stack([r[n] for r in replies]), axis=0).astype(np.float32)) for n in names
+    )
+
+
+def trimmed_mean(replies: Sequence[Arrays], fraction: float) -> OrderedDict[str, np.ndarray]:
+    """Element-wise mean after dropping the ``fraction`` largest and smallest values."""
+    cut = int(fraction * len(replies))
+    if len(replies) - 2 * cut < 1:
+        raise ValueError(f"trimming {fraction} of {len(replies)} replies leaves none")
+    result = OrderedDict()
+    for name in replies[0]:
+        stacked = np.sort(np.stack([r[name] for r in replies]), axis=0)
+        result[name] = stacked[cut : len(replies) - cut].mean(axis=0).astype(np.float32)
+    return result
+
+
+def update_norm(arrays: Arrays, reference: Arrays) -> float:
+    """L2 norm of ``arrays - reference`` over every array."""
+    squares = sum(
+        float(np.sum((np.asarray(arrays[n], np.float64) - reference[n]) ** 2)) for n in reference
+    )
+    return squares**0.5
+
+
+class FedAdam:
+    """Server-side Adam on the pseudo-gradient ``mean - global`` (Reddi et al., 2021).
+
+    The moment estimates are state: :meth:`state` and :meth:`load_state` let checkpoints carry
+    them so a resumed run continues exactly.
+    """
+
+    def __init__(self, lr: float, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3):
+        self.lr, self.beta1, self.beta2, self.tau = lr, beta1, beta2, tau
+        self.m: dict[str, np.ndarray] = {}
+        self.v: dict[str, np.ndarray] = {}
+
+    def step(self, current: Arrays, mean: Arrays) -> OrderedDict[str, np.ndarray]:
+        """New global arrays from the current ones and the clients' mean."""
+        result = OrderedDict()
+        for name, value in current.items():
+            delta = np.asarray(mean[name], np.float64) - value
+            m = self.m.get(name, np.zeros_like(delta))
+            v = self.v.get(name, np.zeros_like(delta))
+            self.m[name] = self.beta1 * m + (1 - self.beta1) * delta
+            self.v[name] = self.beta2 * v + (1 - self.beta2) * delta**2
+            step = self.lr * self.m[name] / (np.sqrt(self.v[name]) + self.tau)
+            result[name] = (value + step).astype(np.float32)
+        return result
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Moments as named float64 arrays (``m/<name>``, ``v/<name>``)."""
+        return {
+            **{f"m/{n}": a.copy() for n, a in self.m.items()},
+            **{f"v/{n}": a.copy() for n, a in self.v.items()},
+        }
+
+    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Restore moments saved by :meth:`state`."""
+        self.m = {k[2:]: np.asarray(a, np.float64) for k, a in state.items() if k.startswith("m/")}
+        self.v = {k[2:]: np.asarray(a, np.float64) for k, a in state.items() if k.startswith("v/")}
