@@ -1,0 +1,68 @@
+"""``fedumit site check``: what a site's archive gives the model, and every problem in it."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from client.archive.loader import ArchiveReport, load_site_samples
+from client.config import load_site_config
+from shared_model.spec import ModelSpec
+
+DEFAULT_CANVAS, DEFAULT_SLICES = 448, 8
+EXAMPLES_PER_REASON = 3
+
+
+def run_site_check(site_path: Path, json_path: Path | None = None) -> int:
+    """Read the whole archive, print a summary; 0 when at least one record is usable."""
+    config = load_site_config(site_path)
+    canvas, slices = DEFAULT_CANVAS, DEFAULT_SLICES
+    if config.model_spec is not None:
+        spec = ModelSpec.from_toml(config.model_spec)
+        canvas, slices = spec.canvas, spec.volume_slices
+    _, report = load_site_samples(config, canvas=canvas, slices=slices, progress=True)
+    print_report(config.name, report, Console())
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(
+            json.dumps(report.to_dict(), indent=2, default=str) + "\n", encoding="utf-8"
+        )
+    return 0 if report.usable else 1
+
+
+def print_report(name: str, report: ArchiveReport, console: Console) -> None:
+    """The summary tables and the problems grouped by reason."""
+    console.print(
+        f"[bold]{name}[/]: {report.usable} of {report.records} records usable, "
+        f"{report.patients} patients, {report.images_2d} 2D images, {report.volumes_3d} volumes "
+        f"({report.decoded} decoded, {report.cache_hits} from cache)"
+    )
+    table = Table(title="usable records")
+    table.add_column("by")
+    table.add_column("counts")
+    for label, counter in (
+        ("task", report.by_task),
+        ("language", report.by_lang),
+        ("modality", report.by_modality),
+        ("split", report.by_split),
+    ):
+        table.add_row(label, ", ".join(f"{k} {v}" for k, v in sorted(counter.items())) or "-")
+    console.print(table)
+    if not report.problems:
+        console.print("[green]no problems found[/]")
+        return
+    grouped = defaultdict(list)
+    for problem in report.problems:
+        grouped[problem.kind].append(problem)
+    console.print(f"[bold red]{len(report.problems)} records skipped[/]")
+    for kind, problems in sorted(grouped.items(), key=lambda item: -len(item[1])):
+        console.print(f"  [red]{kind}[/] ({len(problems)})")
+        for problem in problems[:EXAMPLES_PER_REASON]:
+            console.print(
+                f"    record {problem.record_id} (line {problem.line}, "
+                f"{problem.file}): {problem.reason}"
+            )

@@ -1,0 +1,37 @@
+"""What every format reader returns: pixels in ``[0, 1]`` and what is known about them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class UnreadableImage(ValueError):
+    """An image file that cannot become pixels; ``reason`` says why in plain words."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Pixels after the modality and VOI transforms, in ``[0, 1]``.
+
+    ``pixels`` is ``(H, W)`` or ``(H, W, 3)`` for a 2D image and ``(D, H, W)`` or
+    ``(D, H, W, 3)`` for a volume; ``spacing`` is millimetres per pixel ``(x, y[, z])``.
+    """
+
+    pixels: np.ndarray
+    is_volume: bool
+    spacing: tuple[float, ...] | None = None
+    patient_id: str | None = None
+    modality: str | None = None
+
+    @property
+    def size(self) -> tuple[int, int, int | None]:
+        """``(width, height, depth)``; depth is ``None`` for a 2D image."""
+        if self.is_volume:
+            return self.pixels.shape[2], self.pixels.shape[1], self.pixels.shape[0]
+        return self.pixels.shape[1], self.pixels.shape[0], None

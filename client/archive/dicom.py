@@ -1,0 +1,135 @@
+"""DICOM files with pydicom 3: single frames, multi-frame objects, DICOMDIR.
+
+Transforms, in order: Rescale Slope/Intercept (modality LUT), then the VOI transform (the
+file's VOI LUT or window when present and preferred, else the site's CT window for CT, else a
+percentile range), MONOCHROME1 inversion, and colour conversion (YBR and palette to RGB).
+Compressed transfer syntaxes decode through pydicom's pixel-data plugins (pylibjpeg with its
+openjpeg, libjpeg and rle plugins).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+from client.archive.decoded import Decoded, UnreadableImage
+from client.archive.processing import percentile_normalise, window
+from client.config import ImagingConfig
+
+
+def read_dataset(path: Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
+    """Parse a DICOM file, or raise :class:`UnreadableImage` saying what is wrong."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError as error:
+        forced = _read_without_preamble(path, stop_before_pixels)
+        if forced is None:
+            raise UnreadableImage(str(path), f"not a DICOM file ({error})") from error
+        return forced
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as error:
+        raise UnreadableImage(str(path), f"truncated or damaged DICOM ({error})") from error
+
+
+def _read_without_preamble(path: Path, stop_before_pixels: bool) -> pydicom.Dataset | None:
+    """Old files without the 128-byte preamble and meta header, when they hold an image."""
+    try:
+        dataset = pydicom.dcmread(path, force=True, stop_before_pixels=stop_before_pixels)
+    except Exception:  # anything pydicom cannot parse even when forced is simply not DICOM
+        return None
+    if "Rows" not in dataset or "Columns" not in dataset:
+        return None
+    if "TransferSyntaxUID" not in dataset.file_meta:
+        dataset.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    return dataset
+
+
+def frames(dataset: pydicom.Dataset, path: Path) -> np.ndarray:
+    """Stored pixel values (RGB for colour), ``(H, W[, 3])`` or ``(F, H, W[, 3])``."""
+    if "PixelData" not in dataset and "FloatPixelData" not in dataset:
+        raise UnreadableImage(str(path), "no pixel data (a non-image object)")
+    syntax = dataset.file_meta.get("TransferSyntaxUID", "unknown")
+    try:
+        return dataset.pixel_array
+    except NotImplementedError as error:
+        raise UnreadableImage(
+            str(path), f"unsupported transfer syntax {syntax} ({error})"
+        ) from error
+    except Exception as error:  # decoder plugins raise many types; each is a reason, not a crash
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if any(word in message.lower() for word in ("length", "truncat", "less than expected")):
+            raise UnreadableImage(str(path), f"truncated pixel data ({message})") from error
+        raise UnreadableImage(
+            str(path), f"cannot decode pixel data ({syntax}: {message})"
+        ) from error
+
+
+def to_unit(stored: np.ndarray, dataset: pydicom.Dataset, imaging: ImagingConfig) -> np.ndarray:
+    """Modality LUT, VOI and photometric fixes: values in ``[0, 1]`` (RGB kept as RGB)."""
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(stored, dataset)
+        return rgb.astype(np.float32) / float(
+            np.iinfo(rgb.dtype).max if rgb.dtype.kind == "u" else 255
+        )
+    if stored.shape[-1:] == (3,) and int(dataset.get("SamplesPerPixel", 1)) == 3:
+        return stored.astype(np.float32) / float(2 ** int(dataset.get("BitsStored", 8)) - 1)
+    values = apply_modality_lut(stored, dataset).astype(np.float32)
+    unit = _voi(values, stored, dataset, imaging)
+    if photometric == "MONOCHROME1":
+        unit = 1.0 - unit
+    return unit
+
+
+def _voi(values, stored, dataset, imaging: ImagingConfig) -> np.ndarray:
+    has_window = "WindowCenter" in dataset and "WindowWidth" in dataset
+    has_lut = "VOILUTSequence" in dataset
+    if imaging.prefer_file_window and has_lut:
+        out = apply_voi_lut(stored, dataset).astype(np.float32)
+        return percentile_normalise(out, 0.0, 100.0)
+    if imaging.prefer_file_window and has_window:
+        centre, width = (_first(dataset.WindowCenter), _first(dataset.WindowWidth))
+        if width > 0:
+            return window(values, centre, width)
+    if str(dataset.get("Modality", "")).upper() == "CT":
+        return window(values, *imaging.ct_window)
+    return percentile_normalise(values, *imaging.intensity_percentiles)
+
+
+def _first(value) -> float:
+    return float(value[0] if isinstance(value, pydicom.multival.MultiValue) else value)
+
+
+def pixel_spacing(dataset: pydicom.Dataset) -> tuple[float, float] | None:
+    """``(x, y)`` millimetres per pixel from Pixel Spacing (or Imager Pixel Spacing)."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        if keyword in dataset and len(dataset.get(keyword)) == 2:
+            row, column = (float(v) for v in dataset.get(keyword))
+            return column, row
+    return None
+
+
+def read_dicom_file(path: Path, imaging: ImagingConfig) -> Decoded:
+    """One DICOM file: a 2D image, or a volume when it holds several frames."""
+    dataset = read_dataset(path)
+    if path.name.upper() == "DICOMDIR" or "DirectoryRecordSequence" in dataset:
+        from client.archive.dicom_series import read_dicomdir
+
+        return read_dicomdir(path, dataset, imaging)
+    stored = frames(dataset, path)
+    unit = to_unit(stored, dataset, imaging)
+    spacing = pixel_spacing(dataset)
+    multi = int(dataset.get("NumberOfFrames", 1) or 1) > 1
+    if multi and spacing is not None:
+        between = dataset.get("SpacingBetweenSlices") or dataset.get("SliceThickness") or 1.0
+        spacing = (*spacing, float(between))
+    return Decoded(
+        pixels=unit,
+        is_volume=multi,
+        spacing=spacing,
+        patient_id=str(dataset.get("PatientID", "")) or None,
+        modality=str(dataset.get("Modality", "")) or None,
+    )

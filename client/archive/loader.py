@@ -1,0 +1,207 @@
+"""From a site's archive to samples: read the manifest, decode (or reuse) every image once,
+validate coordinates, map boxes and points onto the 0-1000 grid.
+
+A bad record or unreadable file is skipped with a :class:`Problem` naming the record, the file
+and the reason; the loop goes on. Nothing in the archive is written or moved.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from client.archive.cache import CachedImage, PixelCache
+from client.archive.decoded import Decoded, UnreadableImage
+from client.archive.dicom import read_dicom_file
+from client.archive.dicom_series import read_series
+from client.archive.image import read_image
+from client.archive.manifest import (
+    ManifestRecord,
+    Problem,
+    RecordError,
+    check_geometry,
+    read_manifest,
+    resolve_inside,
+)
+from client.archive.nifti import read_nifti
+from client.archive.processing import letterbox, resample_slices, to_rgb8
+from client.config import ImagingConfig, SiteConfig
+from shared_model.sample import Geometry, Sample
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+@dataclass
+class ArchiveReport:
+    """What reading an archive gave: usable samples' counts and every problem."""
+
+    records: int = 0
+    usable: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    decoded: int = 0
+    cache_hits: int = 0
+    images_2d: int = 0
+    volumes_3d: int = 0
+    patients: int = 0
+    by_task: Counter = field(default_factory=Counter)
+    by_lang: Counter = field(default_factory=Counter)
+    by_modality: Counter = field(default_factory=Counter)
+    by_split: Counter = field(default_factory=Counter)
+
+    def to_dict(self) -> dict:
+        """Plain data for ``--json``."""
+        data = asdict(self)
+        data["problems"] = [asdict(p) for p in self.problems]
+        return data
+
+
+def decode(path: Path, imaging: ImagingConfig, modality: str | None) -> Decoded:
+    """Pick the reader by what ``path`` is: series folder, NIfTI, PNG/JPEG, or DICOM."""
+    name = path.name.lower()
+    if path.is_dir():
+        return read_series(path, imaging)
+    if name.endswith(NIFTI_SUFFIXES):
+        return read_nifti(path, imaging, modality)
+    if name.endswith(IMAGE_SUFFIXES):
+        return read_image(path)
+    return read_dicom_file(path, imaging)
+
+
+def to_canvas(decoded: Decoded, canvas: int, slices: int) -> CachedImage:
+    """Letterbox to the canvas (and resample a volume to ``slices``) as uint8 RGB."""
+    width, height, depth = decoded.size
+    if decoded.is_volume:
+        pixels = resample_slices(decoded.pixels, slices)
+        rgb = np.stack([letterbox(to_rgb8(s), canvas) for s in pixels])
+    else:
+        rgb = letterbox(to_rgb8(decoded.pixels), canvas)
+    geometry = Geometry(width, height, canvas, depth, decoded.spacing)
+    return CachedImage(rgb, geometry.to_dict(), decoded.patient_id, decoded.modality)
+
+
+class ArchiveReader:
+    """Reads one site's archive through the pixel cache."""
+
+    def __init__(self, config: SiteConfig, canvas: int, slices: int) -> None:
+        self.config, self.canvas, self.slices = config, canvas, slices
+        settings = {"canvas": canvas, "slices": slices, "imaging": asdict(config.imaging)}
+        self.cache = PixelCache(config.cache_dir, settings)
+        self._images: dict[str, CachedImage | UnreadableImage] = {}
+        self.report = ArchiveReport()
+
+    def image(self, relative: str, modality: str | None) -> CachedImage:
+        """The canvas-ready image of an archive path (decoded at most once per content)."""
+        if relative not in self._images:
+            path = resolve_inside(self.config.archive, relative)
+            try:
+                key = self.cache.key(path)
+                cached = self.cache.get(key)
+                if cached is None:
+                    cached = to_canvas(
+                        decode(path, self.config.imaging, modality), self.canvas, self.slices
+                    )
+                    self.cache.put(key, cached)
+                    self.report.decoded += 1
+                else:
+                    self.report.cache_hits += 1
+                self._images[relative] = cached
+                if cached.pixels.ndim == 4:
+                    self.report.volumes_3d += 1
+                else:
+                    self.report.images_2d += 1
+            except UnreadableImage as error:
+                self._images[relative] = UnreadableImage(relative, error.reason)
+        found = self._images[relative]
+        if isinstance(found, UnreadableImage):
+            raise found
+        return found
+
+    def sample(self, record: ManifestRecord) -> Sample:
+        """Decode a record's images and build its sample; raises on any problem."""
+        images = [self.image(path, record.modality) for path in record.images]
+        geometries = [Geometry.from_dict(image.geometry) for image in images]
+        first = geometries[0]
+        check_geometry(record, (first.width, first.height, first.depth))
+        fields = dict(record.fields)
+        if record.task == "detection":
+            fields["boxes"] = [list(first.box_to_grid(box)) for box in fields["boxes"]]
+        if record.task == "landmark":
+            fields["point"] = list(first.point_to_grid(fields["point"]))
+        patient = record.patient_id or images[0].patient_id
+        if not patient:
+            raise RecordError("no patient_id in the manifest and no DICOM Patient ID")
+        return Sample(
+            record_id=record.record_id,
+            patient_id=patient,
+            task=record.task,
+            lang=record.lang,
+            split=record.split,
+            images=tuple(image.pixels for image in images),
+            geometries=tuple(geometries),
+            fields=fields,
+            modality=record.modality or images[0].modality,
+        )
+
+    def read(
+        self,
+        splits: Iterable[str] | None = None,
+        tasks: Iterable[str] | None = None,
+        progress: bool = False,
+    ) -> tuple[list[Sample], ArchiveReport]:
+        """Every usable sample of the chosen splits and tasks, and the report."""
+        records, problems = read_manifest(self.config.archive)
+        self.report.problems.extend(problems)
+        wanted = [
+            r
+            for r in records
+            if (splits is None or r.split in set(splits))
+            and (tasks is None or r.task in set(tasks))
+        ]
+        self.report.records = len(wanted) + len(problems)
+        samples = []
+        bar = tqdm(wanted, desc=f"reading {self.config.name}", unit="record", disable=not progress)
+        for record in bar:
+            try:
+                sample = self.sample(record)
+            except UnreadableImage as error:
+                self.report.problems.append(
+                    Problem(record.record_id, record.line, error.path, error.reason)
+                )
+                continue
+            except RecordError as error:
+                file = record.images[0]
+                self.report.problems.append(
+                    Problem(record.record_id, record.line, file, str(error))
+                )
+                continue
+            samples.append(sample)
+            self._count(sample)
+        self.report.patients = len({s.patient_id for s in samples})
+        return samples, self.report
+
+    def _count(self, sample: Sample) -> None:
+        report = self.report
+        report.usable += 1
+        report.by_task[sample.task] += 1
+        report.by_lang[sample.lang] += 1
+        report.by_modality[sample.modality or "unknown"] += 1
+        report.by_split[sample.split] += 1
+
+
+def load_site_samples(
+    config: SiteConfig,
+    *,
+    canvas: int,
+    slices: int,
+    splits: Iterable[str] | None = None,
+    tasks: Iterable[str] | None = None,
+    progress: bool = False,
+) -> tuple[list[Sample], ArchiveReport]:
+    """Read a site's archive into samples (see :class:`ArchiveReader`)."""
+    return ArchiveReader(config, canvas, slices).read(splits, tasks, progress)
