@@ -56,7 +56,8 @@ class ArchiveReport:
 
     def to_dict(self) -> dict:
         """Plain data for ``--json``."""
-        data = asdict(self)
+        data = {k: v for k, v in vars(self).items() if not isinstance(v, (list, Counter))}
+        data.update({k: dict(v) for k, v in vars(self).items() if isinstance(v, Counter)})
         data["problems"] = [asdict(p) for p in self.problems]
         return data
 

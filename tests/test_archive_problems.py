@@ -1,0 +1,136 @@
+"""Bad input never stops a site: each problem is named, good records stay usable, the archive
+is untouched; the cache decodes each file once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client.archive import ArchiveReader, load_site_samples
+from client.config import load_site_config
+from fedumit.cli import main
+from simulations.imaging_writers import write_dicom_image
+from tests.archive_fixtures import good_archive, site_toml, tree_digest, write_manifest, xray
+
+
+def bad_archive(tmp_path: Path) -> tuple[Path, list[dict]]:
+    archive = tmp_path / "archive"
+    records = good_archive(archive)
+    full = write_dicom_image(archive / "bad" / "full.dcm", xray(), patient_id="P9")
+    data = full.read_bytes()
+    (archive / "bad" / "truncated.dcm").write_bytes(data[: len(data) - 2000])
+    (archive / "bad" / "not-dicom.dcm").write_bytes(b"this is a spreadsheet, not an image")
+    (archive / "bad" / "broken.nii").write_bytes(b"\x00" * 100)
+    outside = tmp_path / "outside.dcm"
+    outside.write_bytes(data)
+    (archive / "bad" / "link.dcm").symlink_to(outside)
+    base = {"patient_id": "P9", "lang": "en", "split": "train", "task": "caption", "text": "x"}
+    bad = [
+        {**base, "id": "truncated", "images": ["bad/truncated.dcm"]},
+        {**base, "id": "not-dicom", "images": ["bad/not-dicom.dcm"]},
+        {**base, "id": "broken-nifti", "images": ["bad/broken.nii"]},
+        {**base, "id": "escape", "images": ["../outside.dcm"]},
+        {**base, "id": "symlink-out", "images": ["bad/link.dcm"]},
+        {
+            **base,
+            "id": "box-outside",
+            "task": "detection",
+            "target": "x",
+            "images": ["bad/full.dcm"],
+            "boxes": [[10, 10, 500, 20]],
+        },
+        {**base, "id": "unknown-task", "task": "segmentation", "images": ["bad/full.dcm"]},
+        {
+            **base,
+            "id": "label-range",
+            "task": "classification",
+            "question": "q",
+            "options": ["a", "b"],
+            "label": 5,
+            "images": ["bad/full.dcm"],
+        },
+    ]
+    write_manifest(archive, records + bad, extra_lines=['{"id": "json-broken", "task": '])
+    return archive, records
+
+
+EXPECTED_REASONS = {
+    "truncated": "truncated",
+    "not-dicom": "not a DICOM file",
+    "broken-nifti": "unreadable NIfTI",
+    "escape": "escapes the archive",
+    "symlink-out": "leading out of the archive",
+    "box-outside": "outside the image",
+    "unknown-task": "unknown task",
+    "label-range": "not an index",
+}
+
+
+def test_each_problem_is_named_and_good_records_survive(tmp_path: Path) -> None:
+    archive, good = bad_archive(tmp_path)
+    before = tree_digest(archive)
+    config = load_site_config(site_toml(tmp_path, archive))
+    samples, report = load_site_samples(config, canvas=112, slices=4)
+    assert sorted(s.record_id for s in samples) == sorted(r["id"] for r in good)
+    reasons = {p.record_id: p for p in report.problems}
+    for record_id, words in EXPECTED_REASONS.items():
+        assert words in reasons[record_id].reason, (record_id, reasons[record_id])
+        assert reasons[record_id].line > 0 and reasons[record_id].file
+    json_problem = [p for p in report.problems if "invalid JSON" in p.reason]
+    assert len(json_problem) == 1 and json_problem[0].line == len(good) + 9
+    assert reasons["truncated"].file == "bad/truncated.dcm"
+    assert tree_digest(archive) == before
+    assert not any(config.work_dir.is_relative_to(p) for p in (archive,))
+
+
+def test_site_check_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    archive, good = bad_archive(tmp_path)
+    toml = site_toml(tmp_path, archive)
+    report_path = tmp_path / "report.json"
+    assert main(["site", "check", "--site", str(toml), "--json", str(report_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "records skipped" in printed and "escapes the archive" in printed
+    report = json.loads(report_path.read_text())
+    assert report["usable"] == len(good) and report["patients"] == 2
+    assert report["volumes_3d"] == 2 and report["images_2d"] == 3  # full.dcm decodes fine
+    assert len(report["problems"]) == len(EXPECTED_REASONS) + 1
+    write_manifest(archive, [], extra_lines=["not json"])
+    assert main(["site", "check", "--site", str(toml)]) == 1
+
+
+def test_cache_decodes_once_and_follows_changes(tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    good_archive(archive)
+    config = load_site_config(site_toml(tmp_path, archive))
+    first = ArchiveReader(config, 112, 4)
+    samples, report = first.read()
+    assert report.decoded == 4 and report.cache_hits == 0
+    assert not any(p.is_relative_to(archive) for p in config.cache_dir.rglob("*"))
+
+    second = ArchiveReader(config, 112, 4)
+    again, report = second.read()
+    assert report.decoded == 0 and report.cache_hits == 4
+    for a, b in zip(samples, again, strict=True):
+        assert all(np.array_equal(x, y) for x, y in zip(a.images, b.images, strict=True))
+
+    write_dicom_image(
+        archive / "p1" / "cr.dcm",
+        xray() + 7,
+        patient_id="P1",
+        modality="CR",
+        window=(2000.0, 4000.0),
+    )
+    _, report = ArchiveReader(config, 112, 4).read()
+    assert report.decoded == 1 and report.cache_hits == 3
+
+    reader = ArchiveReader(config, 112, 4)
+    key = reader.cache.key(archive / "p2" / "ct.nii.gz")
+    next(config.cache_dir.rglob(f"{key}.npz")).write_bytes(b"corrupt")
+    _, report = reader.read()
+    assert report.decoded == 1 and report.cache_hits == 3 and report.problems == []
+
+    _, report = ArchiveReader(config, 224, 4).read()  # other settings: other entries
+    assert report.decoded == 4
