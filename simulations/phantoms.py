@@ -1,0 +1,90 @@
+"""Synthetic chest X-rays and CT volumes with lesions and landmarks of known class and place.
+
+Lesion classes differ in what a small model can see at 112x112: a ``nodule`` is small and
+bright, a ``mass`` large and bright, a ``cyst`` large and dark. The landmark is a bright ring
+marker. Coordinates are returned in source pixels (x = column, y = row, z = slice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LESION_CLASSES = ("nodule", "mass", "cyst")
+# class -> (radius as a fraction of the image, intensity offset over lung tissue)
+LESION_LOOK = {"nodule": (0.07, 900.0), "mass": (0.15, 900.0), "cyst": (0.15, -450.0)}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a phantom shows: lesion (or none), its side and box, the landmark point."""
+
+    lesion: str | None
+    side: str | None
+    box: tuple[float, ...] | None
+    landmark: tuple[float, ...]
+
+
+def chest_xray(rng: np.random.Generator, lesion: str | None, size: int = 96) -> tuple:
+    """Stored uint16 values of a chest-like radiograph and its :class:`Finding`."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    image = np.full((size, size), 600.0)
+    body = ((xx - 0.5) / 0.45) ** 2 + ((yy - 0.5) / 0.48) ** 2 < 1
+    image[body] = 1500.0
+    for centre in (0.3, 0.7):
+        lung = ((xx - centre) / 0.16) ** 2 + ((yy - 0.5) / 0.3) ** 2 < 1
+        image[lung] = 900.0
+    image += rng.normal(0, 40, image.shape)
+    side, box = None, None
+    if lesion is not None:
+        side = str(rng.choice(["left", "right"]))
+        radius, offset = LESION_LOOK[lesion]
+        cx = (0.3 if side == "right" else 0.7) + rng.uniform(-0.04, 0.04)  # patient's side
+        cy = 0.5 + rng.uniform(-0.12, 0.12)
+        disc = (xx - cx) ** 2 + (yy - cy) ** 2 < radius**2
+        image[disc] += offset
+        box = _box(cx, cy, radius, size)
+    mx, my = rng.uniform(0.42, 0.58), rng.uniform(0.15, 0.3)
+    ring = np.abs(np.hypot(xx - mx, yy - my) - 0.03) < 0.012
+    image[ring] = 3200.0
+    finding = Finding(lesion, side, box, (mx * size, my * size))
+    return np.clip(image, 0, 4095).astype(np.uint16), finding
+
+
+def ct_volume(rng: np.random.Generator, lesion: str | None, size: int = 48, slices: int = 16):
+    """A CT-like volume in HU ``(slices, rows, columns)`` and its :class:`Finding`."""
+    zz, yy, xx = np.mgrid[0:slices, 0:size, 0:size]
+    zz, yy, xx = zz / slices, yy / size, xx / size
+    volume = np.full((slices, size, size), -1000.0)
+    body = ((xx - 0.5) / 0.45) ** 2 + ((yy - 0.5) / 0.4) ** 2 < 1
+    volume[body] = 40.0
+    for centre in (0.3, 0.7):
+        lung = ((xx - centre) / 0.15) ** 2 + ((yy - 0.5) / 0.28) ** 2 < 1
+        volume[lung] = -700.0
+    volume += rng.normal(0, 15, volume.shape)
+    side, box = None, None
+    if lesion is not None:
+        side = str(rng.choice(["left", "right"]))
+        radius, offset = LESION_LOOK[lesion]
+        cx, cy = (0.3 if side == "right" else 0.7), 0.5 + rng.uniform(-0.08, 0.08)
+        cz = rng.uniform(0.35, 0.65)
+        ball = (xx - cx) ** 2 + (yy - cy) ** 2 + ((zz - cz) * slices / size) ** 2 < radius**2
+        volume[ball] += 900.0 if offset > 0 else -250.0
+        depth = radius * size
+        box = (
+            *_box(cx, cy, radius, size)[:2],
+            max(0.0, cz * slices - depth),
+            *_box(cx, cy, radius, size)[2:],
+            min(float(slices), cz * slices + depth),
+        )
+    mx, my, mz = 0.5, rng.uniform(0.2, 0.3), rng.uniform(0.3, 0.7)
+    marker = (np.abs(xx - mx) < 0.04) & (np.abs(yy - my) < 0.04) & (np.abs(zz - mz) < 0.1)
+    volume[marker] = 1500.0
+    return volume, Finding(lesion, side, box, (mx * size, my * size, mz * slices))
+
+
+def _box(cx: float, cy: float, radius: float, size: int) -> tuple[float, float, float, float]:
+    x1, y1 = max(0.0, (cx - radius) * size), max(0.0, (cy - radius) * size)
+    x2, y2 = min(float(size), (cx + radius) * size), min(float(size), (cy + radius) * size)
+    return (x1, y1, x2, y2)
