@@ -7,6 +7,8 @@ carries adapter arrays and numbers only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -26,24 +28,46 @@ from fedumit.protocol import (
 )
 
 NODE_SITE_CONFIG = "site-config"
+SIMULATION_SITES = "simulation-sites"
 
-app = ClientApp()
-
-
-@app.train()
-def train(message: Message, context: Context) -> Message:
-    """Train the round's stage locally and reply with the updated adapter."""
-    return _handle(message, context, train_round)
+SiteResolver = Callable[[Context], Site]
 
 
-@app.evaluate()
-def evaluate(message: Message, context: Context) -> Message:
-    """Evaluate the global adapter on the site's val split."""
-    return _handle(message, context, evaluate_round)
+def site_from_context(context: Context) -> Site:
+    """The site of this node: ``site-config`` in the node config (a SuperNode's
+    ``--node-config``), or, in a simulation, entry ``partition-id`` of the run config's
+    comma-separated ``simulation-sites``."""
+    path = context.node_config.get(NODE_SITE_CONFIG)
+    sites = str(context.run_config.get(SIMULATION_SITES, ""))
+    if not path and sites and "partition-id" in context.node_config:
+        path = sites.split(",")[int(context.node_config["partition-id"])]
+    if not path:
+        raise ValueError(
+            f"node config has no {NODE_SITE_CONFIG!r}: start the SuperNode with "
+            f"--node-config \"{NODE_SITE_CONFIG}='site_configs/X.toml'\""
+        )
+    return site_for(str(path))
 
 
-def _handle(message: Message, context: Context, run_round) -> Message:
-    site = _site(context)
+def build_client_app(resolve_site: SiteResolver = site_from_context) -> ClientApp:
+    """A ClientApp whose messages run at the site ``resolve_site`` picks for the node."""
+    client_app = ClientApp()
+
+    @client_app.train()
+    def train(message: Message, context: Context) -> Message:
+        """Train the round's stage locally and reply with the updated adapter."""
+        return handle(resolve_site(context), message, train_round)
+
+    @client_app.evaluate()
+    def evaluate(message: Message, context: Context) -> Message:
+        """Evaluate the global adapter on the site's val split."""
+        return handle(resolve_site(context), message, evaluate_round)
+
+    return client_app
+
+
+def handle(site: Site, message: Message, run_round) -> Message:
+    """Run one round at ``site`` and build the reply: arrays and numbers only."""
     config = dict(message.content[CONFIG])
     try:
         arrays = from_record(message.content[ARRAYS])
@@ -68,16 +92,6 @@ def _handle(message: Message, context: Context, run_round) -> Message:
     return Message(content=content, reply_to=message)
 
 
-def _site(context: Context) -> Site:
-    path = context.node_config.get(NODE_SITE_CONFIG)
-    if not path:
-        raise ValueError(
-            f"node config has no {NODE_SITE_CONFIG!r}: start the SuperNode with "
-            f"--node-config \"{NODE_SITE_CONFIG}='site_configs/X.toml'\""
-        )
-    return site_for(str(path))
-
-
 def _stage1(site: Site, message: Message, config: dict):
     """The frozen global ``align`` arrays: sent with the message, or kept from an earlier one."""
     if config.get("stage") != "instruct" or not config.get("stage1-hash"):
@@ -95,3 +109,6 @@ def _stage1(site: Site, message: Message, config: dict):
 def site_stage1_hash(site: Site) -> str:
     """Hash of the stage-1 adapter the site holds (empty when none)."""
     return arrays_hash(site.stage1) if site.stage1 is not None else ""
+
+
+app = build_client_app()

@@ -13,6 +13,46 @@ from typing import Any
 
 AGGREGATIONS = ("fedavg", "fedprox", "fedadam", "median", "trimmed-mean")
 
+# The defaults of [tool.flwr.app.config] in pyproject.toml (Flower reads those; this copy
+# serves runs started from Python, and a test keeps the two equal).
+RUN_DEFAULTS: dict[str, Any] = {
+    "model-spec": "",
+    "run-dir": "runs",
+    "run-id": "",
+    "resume": "",
+    "seed": 0,
+    "aggregation": "fedavg",
+    "proximal-mu": 0.0,
+    "max-update-norm": 0.0,
+    "trim-fraction": 0.1,
+    "server-lr": 0.01,
+    "fraction-train": 1.0,
+    "min-sites": 2,
+    "min-available-sites": 2,
+    "round-timeout": 1800.0,
+    "eval-every": 1,
+    "retries": 1,
+    "dp": True,
+    "noise-multiplier": 0.0,
+    "max-grad-norm": 1.0,
+    "physical-batch-size": 16,
+    "stage1-adapter": "",
+    "stop-after-align": False,
+    "simulation-sites": "",
+    "align.rounds": 3,
+    "align.local-steps": 20,
+    "align.local-epochs": 0.0,
+    "align.lr": 0.001,
+    "align.lr-decay": 1.0,
+    "align.batch-size": 8,
+    "instruct.rounds": 4,
+    "instruct.local-steps": 30,
+    "instruct.local-epochs": 0.0,
+    "instruct.lr": 0.002,
+    "instruct.lr-decay": 0.9,
+    "instruct.batch-size": 8,
+}
+
 
 class RunConfigError(ValueError):
     """A run-config key is missing or holds an impossible value."""

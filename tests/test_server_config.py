@@ -53,3 +53,9 @@ def test_missing_key_is_named() -> None:
     del flat["instruct.lr"]
     with pytest.raises(RunConfigError, match=r"instruct\.lr\]: missing"):
         RunConfig.from_flat(flat)
+
+
+def test_code_defaults_equal_pyproject() -> None:
+    from server.config import RUN_DEFAULTS
+
+    assert defaults() == RUN_DEFAULTS

@@ -1,0 +1,62 @@
+"""The FedUMIT ``ServerApp``: read the run config, run both stages, export the global model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from server.checkpoints import load_checkpoint
+from server.config import RunConfig
+from server.coordinator import Coordinator
+from server.export import export_run
+from server.run_folder import RunFolder, new_run_id
+from shared_model.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TINY_BASE = Path(".fedumit") / "tiny-base"
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run every stage of the consortium's run and export the result."""
+    config = RunConfig.from_flat(context.run_config)
+    run(grid, config)
+
+
+def resolve_spec(model_spec: str) -> ModelSpec:
+    """The run's model spec; empty means the embedded tiny base (built when missing)."""
+    if model_spec:
+        return ModelSpec.from_toml(model_spec)
+    from shared_model.tiny import SPEC_FILE, ensure_tiny_base
+
+    return ModelSpec.from_toml(ensure_tiny_base(DEFAULT_TINY_BASE) / SPEC_FILE)
+
+
+def run(grid: Grid, config: RunConfig) -> RunFolder:
+    """Create or resume the run folder, run the stages, export when every round completed."""
+    spec = resolve_spec(config.model_spec)
+    if config.resume:
+        folder = RunFolder(Path(config.resume))
+        if not (folder.root / "config.json").is_file():
+            raise FileNotFoundError(f"cannot resume: {folder.root} is not a run folder")
+    else:
+        folder = RunFolder(Path(config.run_dir) / (config.run_id or new_run_id()))
+    folder.create(
+        {"run": config.to_dict(), "model": spec.to_dict(), "fingerprint": spec.fingerprint()}
+    )
+    log.info("run %s (fingerprint %s), folder %s", folder.run_id, spec.fingerprint(), folder.root)
+    stage1 = None
+    if config.stage1_adapter:
+        stage1 = load_checkpoint(Path(config.stage1_adapter), spec.fingerprint()).arrays
+    outcome = Coordinator(config, spec, folder).run(grid, stage1=stage1)
+    if outcome.completed:
+        export_run(folder, folder.root / "export")
+    else:
+        log.error("run stopped early: %s", outcome.stopped_reason)
+    return folder
