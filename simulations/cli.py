@@ -1,9 +1,54 @@
-"""Simulation commands (filled by the simulation issue)."""
+"""``fedumit simulate``: a consortium of virtual hospitals on one machine, end to end."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+DATASETS = ("synthetic",)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Register simulation commands."""
+    """Register ``simulate``."""
+    simulate = commands.add_parser(
+        "simulate",
+        help="simulate a consortium: data, both stages with DP, export, bilingual answers",
+    )
+    simulate.add_argument("--dataset", choices=DATASETS, default="synthetic")
+    simulate.add_argument(
+        "--archives",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="existing site archives (manifest format), one hospital each",
+    )
+    simulate.add_argument("--sites", type=int, default=3, help="virtual hospitals")
+    simulate.add_argument("--patients", type=int, default=36, help="patients per hospital")
+    simulate.add_argument("--align-rounds", type=int, default=2)
+    simulate.add_argument("--instruct-rounds", type=int, default=4)
+    simulate.add_argument("--align-steps", type=int, default=10, help="local steps per round")
+    simulate.add_argument("--instruct-steps", type=int, default=40, help="local steps per round")
+    simulate.add_argument("--dp", action=argparse.BooleanOptionalAction, default=True)
+    simulate.add_argument("--epsilon", type=float, default=8.0, help="each site's budget")
+    simulate.add_argument("--aggregation", default="fedavg")
+    simulate.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="a local Qwen2-VL checkpoint (default: the embedded tiny base)",
+    )
+    simulate.add_argument(
+        "--out",
+        type=Path,
+        default=Path("simulation"),
+        help="folder for archives, site configs, runs and the export",
+    )
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--json", action="store_true", help="print the final table as JSON")
+    simulate.set_defaults(handler=_simulate)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from simulations.experiment import run_experiment
+
+    return run_experiment(args)
