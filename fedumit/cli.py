@@ -12,7 +12,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = ("shared_model.cli", "client.cli", "server.cli", "simulations.cli")
+COMMAND_MODULES = (
+    "shared_model.cli",
+    "client.cli",
+    "server.cli",
+    "simulations.cli",
+    "deploy.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

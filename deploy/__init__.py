@@ -1,0 +1,1 @@
+"""Real deployment: the consortium PKI and Flower's own SuperLink and SuperNode processes."""

@@ -1,0 +1,227 @@
+"""Deployment commands: ``fedumit pki``, ``superlink``, ``supernode``, ``launch``, ``status``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Register the deployment commands."""
+    _add_pki(commands)
+    link = commands.add_parser("superlink", help="start the coordinator's Flower SuperLink")
+    link.add_argument("--pki", type=Path, help="PKI folder from `fedumit pki init`")
+    link.add_argument("--database", type=Path, default=Path("superlink.db"), help="state file")
+    link.add_argument("--host", default="0.0.0.0", help="bind address (default 0.0.0.0)")
+    link.add_argument("--port", type=int, default=8000, help="Fleet/Control API port (8000)")
+    _insecure_flag(link)
+    link.set_defaults(handler=_superlink)
+
+    node = commands.add_parser("supernode", help="start a hospital's Flower SuperNode")
+    node.add_argument("--site", type=Path, required=True, help="site config TOML")
+    node.add_argument("--superlink", default="127.0.0.1:8000", help="SuperLink HOST:PORT")
+    node.add_argument("--pki", type=Path, help="folder with ca.crt and sites/<site>.key")
+    node.add_argument("--root-cert", type=Path, help="consortium CA certificate")
+    node.add_argument("--auth-key", type=Path, help="this site's SuperNode private key")
+    node.add_argument("--runtime-port", type=int, default=9094, help="local ClientApp API port")
+    _insecure_flag(node)
+    node.set_defaults(handler=_supernode)
+
+    launch = commands.add_parser("launch", help="start a FedUMIT run on a SuperLink (flwr run)")
+    _connection_flags(launch)
+    launch.add_argument("--app", type=Path, default=Path("."), help="FedUMIT project folder")
+    launch.add_argument(
+        "--run-config", action="append", default=[], help="'key=value ...' overrides"
+    )
+    launch.add_argument("--resume", type=Path, help="a run folder to continue")
+    launch.add_argument("--stream", action="store_true", help="follow the run's logs")
+    launch.set_defaults(handler=_launch)
+
+    status = commands.add_parser("status", help="connected sites and the current run's round")
+    _connection_flags(status)
+    status.add_argument("--run-dir", type=Path, default=Path("runs"), help="where runs go")
+    status.add_argument("--run", type=Path, help="a run folder (default: the newest)")
+    status.set_defaults(handler=_status)
+
+
+def _add_pki(commands: argparse._SubParsersAction) -> None:
+    pki = commands.add_parser("pki", help="consortium CA, SuperLink certificate, site keys")
+    sub = pki.add_subparsers(dest="pki_command", required=True, metavar="SUBCOMMAND")
+    init = sub.add_parser("init", help="create the CA and the SuperLink's TLS certificate")
+    init.add_argument("--out", type=Path, required=True, help="PKI folder")
+    init.add_argument(
+        "--superlink-host", required=True, help="SuperLink DNS names and IPs, comma-separated"
+    )
+    init.add_argument("--force", action="store_true", help="replace existing keys")
+    init.set_defaults(handler=_pki_init)
+    site = sub.add_parser("add-site", help="create a site's SuperNode authentication key pair")
+    site.add_argument("name", help="site name (as in its site config)")
+    site.add_argument("--out", type=Path, required=True, help="PKI folder")
+    site.add_argument("--force", action="store_true", help="replace an existing key")
+    site.set_defaults(handler=_pki_add_site)
+    register = sub.add_parser("register", help="register a site's public key on the SuperLink")
+    register.add_argument("name", help="site name")
+    register.add_argument("--out", type=Path, required=True, help="PKI folder")
+    _connection_flags(register)
+    register.set_defaults(handler=_pki_register)
+
+
+def _connection_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--federation", required=True, help="SuperLink connection name in Flower's config"
+    )
+    parser.add_argument("--superlink", help="HOST:PORT: (re)write the connection first")
+    parser.add_argument("--root-cert", type=Path, help="CA certificate for --superlink")
+    _insecure_flag(parser)
+
+
+def _insecure_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--insecure", action="store_true", help="NO TLS, NO authentication (closed tests only)"
+    )
+
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _guarded(handler: Handler) -> Handler:
+    """Report expected failures as one line and exit code 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        from deploy.pki import PkiError
+
+        try:
+            return handler(args)
+        except (PkiError, ValueError, FileNotFoundError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+@_guarded
+def _pki_init(args: argparse.Namespace) -> int:
+    from deploy.pki import init_pki
+
+    hosts = [h.strip() for h in args.superlink_host.split(",") if h.strip()]
+    pki = init_pki(args.out, hosts, force=args.force)
+    print(f"CA {pki.ca_cert}\nSuperLink certificate {pki.server_cert} for {', '.join(hosts)}")
+    return 0
+
+
+@_guarded
+def _pki_add_site(args: argparse.Namespace) -> int:
+    from deploy.pki import add_site
+
+    pki = add_site(args.out, args.name, force=args.force)
+    print(f"private key {pki.site_key(args.name)} (stays at the site)")
+    print(f"public key {pki.site_public_key(args.name)} (send to the coordinator)")
+    return 0
+
+
+@_guarded
+def _pki_register(args: argparse.Namespace) -> int:
+    from deploy.flower import run_flwr
+    from deploy.pki import Pki
+
+    _connect(args)
+    public_key = Pki(args.out).site_public_key(args.name)
+    if not public_key.is_file():
+        raise FileNotFoundError(f"{public_key} not found (fedumit pki add-site {args.name})")
+    flwr_args = ["supernode", "register", str(public_key), args.federation, "--name", args.name]
+    return run_flwr(flwr_args).returncode
+
+
+@_guarded
+def _superlink(args: argparse.Namespace) -> int:
+    from deploy.flower import exec_flower, warn_insecure
+    from deploy.nodes import SuperLinkOptions, superlink_command
+    from deploy.pki import Pki
+
+    if args.insecure:
+        warn_insecure()
+    options = SuperLinkOptions(
+        pki=Pki(args.pki) if args.pki else None,
+        database=args.database.resolve(),
+        host=args.host,
+        port=args.port,
+        insecure=args.insecure,
+    )
+    exec_flower(superlink_command(options))
+
+
+@_guarded
+def _supernode(args: argparse.Namespace) -> int:
+    from client.config import load_site_config
+    from deploy.flower import exec_flower, warn_insecure
+    from deploy.nodes import SuperNodeOptions, supernode_command
+    from deploy.pki import Pki
+
+    if args.insecure:
+        warn_insecure()
+    root_cert, auth_key = args.root_cert, args.auth_key
+    if args.pki is not None:
+        pki = Pki(args.pki)
+        root_cert = root_cert or pki.ca_cert
+        auth_key = auth_key or pki.site_key(load_site_config(args.site).name)
+    options = SuperNodeOptions(
+        site_config=args.site,
+        superlink=args.superlink,
+        root_cert=root_cert,
+        auth_key=auth_key,
+        runtime_port=args.runtime_port,
+        insecure=args.insecure,
+    )
+    exec_flower(supernode_command(options))
+
+
+@_guarded
+def _launch(args: argparse.Namespace) -> int:
+    from deploy.coordinator import launch_args
+    from deploy.flower import run_flwr
+
+    _connect(args)
+    return run_flwr(
+        launch_args(args.app, args.federation, args.run_config, args.resume, args.stream)
+    ).returncode
+
+
+@_guarded
+def _status(args: argparse.Namespace) -> int:
+    from deploy.coordinator import latest_run, run_progress, site_rows
+    from deploy.flower import run_flwr
+
+    _connect(args)
+    nodes = run_flwr(["supernode", "list", args.federation, "--format", "json"], capture=True)
+    if nodes.returncode != 0:
+        print(f"error: cannot list SuperNodes: {nodes.stderr or nodes.stdout}", file=sys.stderr)
+        return nodes.returncode
+    rows = site_rows(nodes.stdout)
+    print(f"{sum(r['status'] == 'online' for r in rows)} of {len(rows)} sites online")
+    for row in rows:
+        print(f"  node {row['node-id']}: {row['status']} (online since {row['online-at']})")
+    run = args.run or latest_run(args.run_dir)
+    print(run_progress(run).describe() if run else f"no run folder under {args.run_dir}")
+    return 0
+
+
+def _connect(args: argparse.Namespace) -> None:
+    """Write the SuperLink connection when ``--superlink`` is given."""
+    if args.superlink is None:
+        return
+    from deploy.connection import save_connection
+
+    if args.insecure:
+        from deploy.flower import warn_insecure
+
+        warn_insecure()
+    root_cert = args.root_cert
+    if root_cert is None and getattr(args, "out", None) is not None:
+        root_cert = args.out / "ca.crt"
+    path = save_connection(args.federation, args.superlink, root_cert, insecure=args.insecure)
+    log.info("SuperLink connection %r -> %s written to %s", args.federation, args.superlink, path)
