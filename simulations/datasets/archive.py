@@ -1,0 +1,107 @@
+"""A converted public dataset, held in memory until it is written as site archives.
+
+Converters return :class:`PublicDataset`: manifest records whose image paths are relative to
+an archive, and for each path a writer that produces the file (a copy, a PNG, a NIfTI). Images
+are only written for the patients a site receives, and never into the source dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from client.archive.manifest import MANIFEST
+from simulations.imaging_writers import write_nifti
+
+FileWriter = Callable[[Path], object]
+"""Writes one archive file to the path it is given."""
+
+UNKNOWN = "unknown"
+
+
+@dataclass
+class PublicDataset:
+    """Manifest records, the files they name, and a label per patient for partitioning."""
+
+    name: str
+    records: list[dict] = field(default_factory=list)
+    files: dict[str, FileWriter] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def add(self, record: dict, label: str) -> None:
+        """Append a record; ``label`` is its patient's label (the first one given wins)."""
+        self.records.append(record)
+        self.labels.setdefault(record["patient_id"], label)
+
+    def patients(self) -> list[str]:
+        """Patient ids in first-seen order."""
+        return list(dict.fromkeys(r["patient_id"] for r in self.records))
+
+    def modalities(self) -> dict[str, str]:
+        """Each patient's most frequent record modality (``unknown`` when none is given)."""
+        counts: dict[str, Counter] = {}
+        for record in self.records:
+            counts.setdefault(record["patient_id"], Counter())[record.get("modality", UNKNOWN)] += 1
+        return {patient: counter.most_common(1)[0][0] for patient, counter in counts.items()}
+
+    def split_counts(self) -> Counter:
+        """Records per split."""
+        return Counter(r["split"] for r in self.records)
+
+    def write_archive(self, folder: Path, patients: Iterable[str] | None = None) -> Path:
+        """Write the images and ``manifest.jsonl`` of ``patients`` (default: all) to ``folder``."""
+        wanted = set(self.patients() if patients is None else patients)
+        records = [r for r in self.records if r["patient_id"] in wanted]
+        folder.mkdir(parents=True, exist_ok=True)
+        for relative in dict.fromkeys(path for r in records for path in r["images"]):
+            target = folder / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.files[relative](target)
+        lines = [json.dumps(r, ensure_ascii=False, sort_keys=True) for r in records]
+        (folder / MANIFEST).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return folder
+
+
+def copy_of(source: Path) -> FileWriter:
+    """Copy ``source`` unchanged."""
+    return partial(shutil.copyfile, source)
+
+
+def png_of_array(pixels: np.ndarray) -> FileWriter:
+    """Save a uint8 greyscale or RGB array as PNG."""
+    return lambda target: Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(target)
+
+
+def png_of_file(source: Path) -> FileWriter:
+    """Re-encode an image file Pillow reads (BMP, TIFF, ...) as PNG."""
+
+    def write(target: Path) -> None:
+        with Image.open(source) as image:
+            image.save(target, format="PNG")
+
+    return write
+
+
+def nifti_of_array(volume: np.ndarray, spacing: tuple[float, float, float]) -> FileWriter:
+    """Save a ``(slices, rows, columns)`` volume as NIfTI with ``spacing`` in mm."""
+    return lambda target: write_nifti(target, volume, spacing=spacing)
+
+
+def take(items: Iterable, limit: int | None) -> list:
+    """The first ``limit`` items (all when ``limit`` is None)."""
+    items = list(items)
+    return items if limit is None else items[:limit]
+
+
+def yes_no_options(answer: str, lang: str) -> list[str] | None:
+    """``[yes, no]`` in the record's language when the answer is one of them, else None."""
+    options = {"en": ["yes", "no"], "zh": ["是", "否"]}[lang]
+    return options if answer in options else None
