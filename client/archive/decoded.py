@@ -21,6 +21,8 @@ class Decoded:
 
     ``pixels`` is ``(H, W)`` or ``(H, W, 3)`` for a 2D image and ``(D, H, W)`` or
     ``(D, H, W, 3)`` for a volume; ``spacing`` is millimetres per pixel ``(x, y[, z])``.
+    ``source_depth`` is the volume's slice count when ``pixels`` hold it already resampled
+    to fewer slices (a series read for the model canvas); ``None`` when they hold every slice.
     """
 
     pixels: np.ndarray
@@ -28,10 +30,12 @@ class Decoded:
     spacing: tuple[float, ...] | None = None
     patient_id: str | None = None
     modality: str | None = None
+    source_depth: int | None = None
 
     @property
     def size(self) -> tuple[int, int, int | None]:
         """``(width, height, depth)``; depth is ``None`` for a 2D image."""
         if self.is_volume:
-            return self.pixels.shape[2], self.pixels.shape[1], self.pixels.shape[0]
+            depth = self.source_depth or self.pixels.shape[0]
+            return self.pixels.shape[2], self.pixels.shape[1], depth
         return self.pixels.shape[1], self.pixels.shape[0], None

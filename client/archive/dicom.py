@@ -17,7 +17,12 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from client.archive.decoded import Decoded, UnreadableImage
-from client.archive.processing import percentile_normalise, window
+from client.archive.processing import (
+    integer_percentiles,
+    percentile_normalise,
+    stretch,
+    window,
+)
 from client.config import ImagingConfig
 
 
@@ -77,14 +82,41 @@ def to_unit(stored: np.ndarray, dataset: pydicom.Dataset, imaging: ImagingConfig
         )
     if stored.shape[-1:] == (3,) and int(dataset.get("SamplesPerPixel", 1)) == 3:
         return stored.astype(np.float32) / float(2 ** int(dataset.get("BitsStored", 8)) - 1)
-    values = apply_modality_lut(stored, dataset).astype(np.float32)
-    unit = _voi(values, stored, dataset, imaging)
+    rescale = _rescale(dataset)
+    if rescale is None:
+        values = apply_modality_lut(stored, dataset).astype(np.float32)
+    else:  # the common linear modality LUT, in float32 (a float64 copy costs more than it gives)
+        values = stored.astype(np.float32) * np.float32(rescale[0]) + np.float32(rescale[1])
+    unit = _voi(values, stored, dataset, imaging, rescale)
     if photometric == "MONOCHROME1":
         unit = 1.0 - unit
     return unit
 
 
-def _voi(values, stored, dataset, imaging: ImagingConfig) -> np.ndarray:
+def _rescale(dataset: pydicom.Dataset) -> tuple[float, float] | None:
+    """``(slope, intercept)`` when the modality LUT is Rescale Slope/Intercept (or nothing)."""
+    if "ModalityLUTSequence" in dataset:
+        return None
+    slope, intercept = dataset.get("RescaleSlope", 1.0), dataset.get("RescaleIntercept", 0.0)
+    return float(slope if slope is not None else 1.0), float(intercept or 0.0)
+
+
+def _percentile_range(values, stored, rescale, imaging: ImagingConfig) -> np.ndarray:
+    """The site's percentile range to ``[0, 1]``; for 8/16-bit stored values under a rising
+    linear rescale, the percentiles come exactly from a histogram of the stored values."""
+    low, high = imaging.intensity_percentiles
+    if (
+        rescale is None
+        or rescale[0] <= 0
+        or stored.dtype.kind not in "iu"
+        or stored.dtype.itemsize > 2
+    ):
+        return percentile_normalise(values, low, high)
+    bottom, top = integer_percentiles(stored, (low, high)) * rescale[0] + rescale[1]
+    return stretch(values, float(bottom), float(top))
+
+
+def _voi(values, stored, dataset, imaging: ImagingConfig, rescale) -> np.ndarray:
     has_window = "WindowCenter" in dataset and "WindowWidth" in dataset
     has_lut = "VOILUTSequence" in dataset
     if imaging.prefer_file_window and has_lut:
@@ -96,7 +128,7 @@ def _voi(values, stored, dataset, imaging: ImagingConfig) -> np.ndarray:
             return window(values, centre, width)
     if str(dataset.get("Modality", "")).upper() == "CT":
         return window(values, *imaging.ct_window)
-    return percentile_normalise(values, *imaging.intensity_percentiles)
+    return _percentile_range(values, stored, rescale, imaging)
 
 
 def _first(value) -> float:

@@ -15,15 +15,22 @@ import pydicom
 
 from client.archive.decoded import Decoded, UnreadableImage
 from client.archive.dicom import frames, pixel_spacing, read_dataset, to_unit
+from client.archive.processing import resample_weights
 from client.config import ImagingConfig
 
 
-def read_series(folder: Path, imaging: ImagingConfig) -> Decoded:
-    """Every DICOM file of ``folder`` as one volume (hidden files ignored)."""
+def read_series(folder: Path, imaging: ImagingConfig, slices: int | None = None) -> Decoded:
+    """Every DICOM file of ``folder`` as one volume (hidden files ignored).
+
+    With ``slices``, the volume comes back resampled to ``slices`` (as
+    :func:`~client.archive.processing.resample_slices` does) and only the slices that
+    resampling reads are decoded: every header is still read and checked, but a 500-slice
+    series converts 16 slices to pixels instead of 500.
+    """
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
         raise UnreadableImage(str(folder), "empty series folder")
-    return _volume_from_files(folder, files, imaging)
+    return _volume_from_files(folder, files, imaging, slices)
 
 
 def read_dicomdir(path: Path, dataset: pydicom.Dataset, imaging: ImagingConfig) -> Decoded:
@@ -48,20 +55,38 @@ def read_dicomdir(path: Path, dataset: pydicom.Dataset, imaging: ImagingConfig) 
     return _volume_from_files(path, first, imaging)
 
 
-def _volume_from_files(label: Path, files: list[Path], imaging: ImagingConfig) -> Decoded:
+def _volume_from_files(
+    label: Path, files: list[Path], imaging: ImagingConfig, slices: int | None = None
+) -> Decoded:
     datasets = [(read_dataset(f), f) for f in files]
     _check_consistent(label, [d for d, _ in datasets])
     ordered = sorted(datasets, key=lambda item: _position(item[0]))
-    slices = [to_unit(frames(d, f), d, imaging) for d, f in ordered]
+
+    def unit(index: int) -> np.ndarray:
+        dataset, file = ordered[index]
+        return to_unit(frames(dataset, file), dataset, imaging).astype(np.float32, copy=False)
+
+    if slices is None:
+        pixels = np.stack([unit(i) for i in range(len(ordered))])
+    else:
+        below, above, weight = resample_weights(len(ordered), slices)
+        needed = {i: unit(i) for i in sorted({*below, *above})}
+        pixels = np.stack(
+            [
+                needed[b] * (1.0 - w) + needed[a] * w
+                for b, a, w in zip(below, above, weight, strict=True)
+            ]
+        )
     first = ordered[0][0]
     spacing = pixel_spacing(first)
     z = _slice_spacing([d for d, _ in ordered])
     return Decoded(
-        pixels=np.stack(slices).astype(np.float32),
+        pixels=pixels,
         is_volume=True,
         spacing=(*spacing, z) if spacing is not None else None,
         patient_id=str(first.get("PatientID", "")) or None,
         modality=str(first.get("Modality", "")) or None,
+        source_depth=len(ordered) if slices is not None else None,
     )
 
 

@@ -29,7 +29,7 @@ from client.archive.manifest import (
     resolve_inside,
 )
 from client.archive.nifti import read_nifti
-from client.archive.processing import letterbox, resample_slices, to_rgb8
+from client.archive.processing import resample_slices, to_canvas_rgb
 from client.config import ImagingConfig, SiteConfig
 from shared_model.sample import Geometry, Sample
 
@@ -62,11 +62,16 @@ class ArchiveReport:
         return data
 
 
-def decode(path: Path, imaging: ImagingConfig, modality: str | None) -> Decoded:
-    """Pick the reader by what ``path`` is: series folder, NIfTI, PNG/JPEG, or DICOM."""
+def decode(
+    path: Path, imaging: ImagingConfig, modality: str | None, slices: int | None = None
+) -> Decoded:
+    """Pick the reader by what ``path`` is: series folder, NIfTI, PNG/JPEG, or DICOM.
+
+    With ``slices``, a series folder decodes only what resampling to ``slices`` needs.
+    """
     name = path.name.lower()
     if path.is_dir():
-        return read_series(path, imaging)
+        return read_series(path, imaging, slices)
     if name.endswith(NIFTI_SUFFIXES):
         return read_nifti(path, imaging, modality)
     if name.endswith(IMAGE_SUFFIXES):
@@ -79,9 +84,9 @@ def to_canvas(decoded: Decoded, canvas: int, slices: int) -> CachedImage:
     width, height, depth = decoded.size
     if decoded.is_volume:
         pixels = resample_slices(decoded.pixels, slices)
-        rgb = np.stack([letterbox(to_rgb8(s), canvas) for s in pixels])
+        rgb = np.stack([to_canvas_rgb(s, canvas) for s in pixels])
     else:
-        rgb = letterbox(to_rgb8(decoded.pixels), canvas)
+        rgb = to_canvas_rgb(decoded.pixels, canvas)
     geometry = Geometry(width, height, canvas, depth, decoded.spacing)
     return CachedImage(rgb, geometry.to_dict(), decoded.patient_id, decoded.modality)
 
@@ -104,9 +109,8 @@ class ArchiveReader:
                 key = self.cache.key(path)
                 cached = self.cache.get(key)
                 if cached is None:
-                    cached = to_canvas(
-                        decode(path, self.config.imaging, modality), self.canvas, self.slices
-                    )
+                    decoded = decode(path, self.config.imaging, modality, self.slices)
+                    cached = to_canvas(decoded, self.canvas, self.slices)
                     self.cache.put(key, cached)
                     self.report.decoded += 1
                 else:

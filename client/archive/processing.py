@@ -5,6 +5,8 @@ Everything here takes and returns numpy arrays; decoding lives in the format rea
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from PIL import Image
 
@@ -22,22 +24,55 @@ def percentile_normalise(values: np.ndarray, low: float, high: float) -> np.ndar
     if finite.size == 0:
         return np.zeros_like(values)
     bottom, top = np.percentile(finite, [low, high])
+    return stretch(values, bottom, top)
+
+
+def integer_percentiles(stored: np.ndarray, percents: Sequence[float]) -> np.ndarray:
+    """``np.percentile(stored, percents)`` (linear method) of 8- or 16-bit integers, exactly,
+    from a histogram instead of a partial sort (several times faster on a large image)."""
+    flat = stored.ravel()
+    offset = min(int(flat.min()), 0)  # signed values are shifted to start at zero
+    counts = np.bincount(flat.astype(np.int32) - offset if offset else flat)
+    at_or_below = np.cumsum(counts)
+    position = np.asarray(percents, dtype=np.float64) / 100.0 * (flat.size - 1)
+    lower = np.floor(position).astype(np.int64)
+    upper = np.minimum(lower + 1, flat.size - 1)
+    low_value = np.searchsorted(at_or_below, lower, side="right") + offset
+    high_value = np.searchsorted(at_or_below, upper, side="right") + offset
+    return low_value + (high_value - low_value) * (position - lower)
+
+
+def stretch(values: np.ndarray, bottom: float, top: float) -> np.ndarray:
+    """Map ``[bottom, top]`` of ``values`` (float32) linearly to ``[0, 1]``."""
     if top <= bottom:
         return np.zeros_like(values) if top == 0 else (values >= top).astype(np.float32)
     return np.clip((values - bottom) / (top - bottom), 0.0, 1.0)
 
 
-def to_rgb8(unit: np.ndarray) -> np.ndarray:
-    """``[0, 1]`` grey ``(..., H, W)`` or colour ``(..., H, W, 3)`` to uint8 RGB."""
-    data = np.nan_to_num(unit, nan=0.0)
-    data = np.rint(np.clip(data, 0.0, 1.0) * 255.0).astype(np.uint8)
-    if data.shape[-1] == 3 and data.ndim >= 3:
-        return data
-    return np.repeat(data[..., None], 3, axis=-1)
+def to_uint8(unit: np.ndarray) -> np.ndarray:
+    """``[0, 1]`` values (grey or colour, any shape) to uint8; NaN becomes 0."""
+    data = np.clip(unit, 0.0, 1.0)
+    np.nan_to_num(data, copy=False, nan=0.0)
+    data *= 255.0
+    return np.rint(data, out=data).astype(np.uint8)
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """A uint8 grey ``(H, W)`` image as RGB ``(H, W, 3)``; colour stays as it is."""
+    if image.ndim == 3 and image.shape[-1] == 3:
+        return image
+    return np.repeat(image[..., None], 3, axis=-1)
+
+
+def to_canvas_rgb(unit: np.ndarray, canvas: int) -> np.ndarray:
+    """A ``[0, 1]`` 2D image (grey or colour) letterboxed as uint8 RGB; grey is resized as
+    one channel and copied to three afterwards (the same pixels, a third of the work)."""
+    return as_rgb(letterbox(to_uint8(unit), canvas))
 
 
 def letterbox(image: np.ndarray, canvas: int) -> np.ndarray:
-    """Fit a uint8 RGB ``(H, W, 3)`` image into ``canvas`` x ``canvas``, centred, zero-padded.
+    """Fit a uint8 ``(H, W)`` or RGB ``(H, W, 3)`` image into ``canvas`` x ``canvas``, centred,
+    zero-padded.
 
     The scale and offsets are the ones :class:`shared_model.sample.Geometry` assumes.
     """
@@ -48,7 +83,7 @@ def letterbox(image: np.ndarray, canvas: int) -> np.ndarray:
     resized = np.asarray(
         Image.fromarray(image).resize((new_width, new_height), Image.Resampling.BILINEAR)
     )
-    out = np.zeros((canvas, canvas, 3), dtype=np.uint8)
+    out = np.zeros((canvas, canvas, *image.shape[2:]), dtype=np.uint8)
     top = round((canvas - height * scale) / 2.0)
     left = round((canvas - width * scale) / 2.0)
     out[top : top + new_height, left : left + new_width] = resized[: canvas - top, : canvas - left]
@@ -61,9 +96,15 @@ def resample_slices(volume: np.ndarray, slices: int) -> np.ndarray:
     Output slice ``i`` samples source depth ``(i + 0.5) * D / slices - 0.5``, so the slab each
     output slice stands for covers ``[i * D / slices, (i + 1) * D / slices)``.
     """
-    depth = volume.shape[0]
+    below, above, weight = resample_weights(volume.shape[0], slices)
+    weight = weight.reshape(-1, *([1] * (volume.ndim - 1)))
+    return volume[below] * (1.0 - weight) + volume[above] * weight
+
+
+def resample_weights(depth: int, slices: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source slices below and above each output slice of :func:`resample_slices`, and the
+    weight of the one above."""
     positions = np.clip((np.arange(slices) + 0.5) * depth / slices - 0.5, 0, depth - 1)
     below = np.floor(positions).astype(int)
     above = np.minimum(below + 1, depth - 1)
-    weight = (positions - below).reshape(-1, *([1] * (volume.ndim - 1)))
-    return volume[below] * (1.0 - weight) + volume[above] * weight
+    return below, above, positions - below
