@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DATASETS = ("synthetic",)
+from simulations.datasets import PARTITIONS, PUBLIC_DATASETS
+
+DATASETS = ("synthetic", *PUBLIC_DATASETS)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -15,6 +17,24 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="simulate a consortium: data, both stages with DP, export, bilingual answers",
     )
     simulate.add_argument("--dataset", choices=DATASETS, default="synthetic")
+    simulate.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="folder holding the public datasets (default: ../shared/data)",
+    )
+    simulate.add_argument(
+        "--partition",
+        choices=PARTITIONS,
+        default="iid",
+        help="how a public dataset's patients are split across the hospitals",
+    )
+    simulate.add_argument(
+        "--alpha", type=float, default=0.5, help="Dirichlet concentration (--partition dirichlet)"
+    )
+    simulate.add_argument(
+        "--limit", type=int, default=None, help="at most this many items per split of a dataset"
+    )
     simulate.add_argument(
         "--archives",
         type=Path,

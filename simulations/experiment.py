@@ -11,6 +11,7 @@ from rich.console import Console
 
 from server.run_folder import new_run_id
 from shared_model.spec import ModelSpec
+from simulations.datasets import public_archives
 from simulations.heldout import answer_heldout
 from simulations.report import final_table, print_answers, print_final_table
 from simulations.runner import simulate, write_site_config
@@ -29,9 +30,20 @@ def model_spec_file(out: Path, base: Path | None) -> Path:
 
 
 def site_archives(args: argparse.Namespace) -> list[Path]:
-    """Existing archives, or freshly generated synthetic hospitals."""
+    """Existing archives, a public dataset split across hospitals, or synthetic hospitals."""
     if args.archives:
         return [Path(a).resolve() for a in args.archives]
+    if args.dataset != "synthetic":
+        return public_archives(
+            args.dataset,
+            args.out / "archives",
+            data_root=args.data_root,
+            sites=args.sites,
+            partition=args.partition,
+            limit=args.limit,
+            seed=args.seed,
+            alpha=args.alpha,
+        )
     return generate_consortium(
         args.out / "archives", n_sites=args.sites, patients=args.patients, seed=args.seed
     )
