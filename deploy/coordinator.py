@@ -85,5 +85,8 @@ def latest_run(run_dir: Path) -> Path | None:
 def site_rows(nodes_json: str) -> list[dict[str, str]]:
     """Node id, status and last online time of each SuperNode in
     ``flwr supernode list --format json``."""
+    listed = json.loads(nodes_json)
+    if not listed.get("success"):  # flwr exits 0 with --format json even when it fails
+        raise ValueError(f"cannot list SuperNodes: {listed.get('error-message', nodes_json)}")
     keys = ("node-id", "status", "online-at")
-    return [{k: str(n.get(k, "")) for k in keys} for n in json.loads(nodes_json).get("nodes", [])]
+    return [{k: str(n.get(k, "")) for k in keys} for n in listed.get("nodes", [])]
