@@ -35,6 +35,10 @@ def test_slake_bilingual_questions_and_boxes(tmp_path: Path) -> None:
     assert by_id["slake-1-detect-liver"]["boxes"] == [[10, 12, 30, 27]]
     assert by_id["slake-1-detect-liver"]["split"] == "train"
     assert [r["task"] for r in records].count("detection") == 2
+    captions = {r["patient_id"]: r for r in records if r["task"] == "caption"}
+    assert captions["slake-1"]["text"] == "A CT image of the abdomen."
+    assert captions["slake-3"]["text"] == "An X-ray of the lung."
+    assert captions["slake-3"]["split"] == "test"
     assert dataset.labels == {"slake-1": "Abdomen", "slake-2": "Abdomen", "slake-3": "Lung"}
 
 
@@ -42,10 +46,12 @@ def test_iu_xray_reports_per_view(tmp_path: Path) -> None:
     write_iu_xray(tmp_path / "iu_xray")
     dataset = convert("iu-xray", tmp_path)
     records = check_archive(dataset.write_archive(tmp_path / "site"), tmp_path / "work")
-    assert len(records) == 6
-    assert {r["task"] for r in records} == {"report"}
-    assert dataset.split_counts() == {"train": 2, "val": 2, "test": 2}
-    first = [r for r in records if r["patient_id"] == "CXR1"]
+    reports = [r for r in records if r["task"] == "report"]
+    assert len(reports) == 6
+    assert dataset.split_counts() == {"train": 4, "val": 4, "test": 4}
+    captions = {r["images"][0]: r["text"] for r in records if r["task"] == "caption"}
+    assert captions == {r["images"][0]: r["report"] for r in reports}
+    first = [r for r in reports if r["patient_id"] == "CXR1"]
     assert [r["images"] for r in first] == [
         ["images/CXR1_IM-0001/0.png"],
         ["images/CXR1_IM-0001/1.png"],
@@ -58,9 +64,9 @@ def test_isbi_landmarks_average_the_doctors(tmp_path: Path) -> None:
     write_isbi(tmp_path / "isbi2015")
     dataset = convert("isbi2015", tmp_path)
     records = check_archive(dataset.write_archive(tmp_path / "site"), tmp_path / "work")
-    assert len(records) == 4 * len(LANDMARKS)
-    assert dataset.split_counts() == {"train": 38, "test": 38}
-    point = {(r["patient_id"], r["landmark"]): r["point"] for r in records}
+    assert len(records) == 4 * (len(LANDMARKS) + 1)
+    assert dataset.split_counts() == {"train": 40, "test": 40}
+    point = {(r["patient_id"], r["landmark"]): r["point"] for r in records if "point" in r}
     senior, junior = isbi_points("001", 0)[2], isbi_points("001", 2)[2]
     assert point[("isbi-001", "orbitale")] == [
         (s + j) / 2 for s, j in zip(senior, junior, strict=True)

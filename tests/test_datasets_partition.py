@@ -127,4 +127,4 @@ def test_simulate_arguments_write_public_sites(tmp_path: Path) -> None:
     sites = site_archives(argparse.Namespace(**{**vars(args), "out": tmp_path}))
     assert [s.name for s in sites] == ["pneumoniamnist-a", "pneumoniamnist-b"]
     records = [r for s in sites for r in check_archive(s, tmp_path / "work" / s.name)]
-    assert Counter(r["split"] for r in records) == {"train": 20, "val": 20, "test": 20}
+    assert Counter(r["split"] for r in records) == {"train": 40, "val": 40, "test": 40}

@@ -17,9 +17,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def task_splits(records: list[dict], task: str) -> Counter:
+    return Counter(r["split"] for r in records if r["task"] == task)
+
+
 def test_vqa_rad_official_split_across_sites(tmp_path: Path) -> None:
     dataset = convert("vqa-rad", SHARED_DATA)
-    assert dataset.split_counts() == {"train": 1797, "test": 451}
+    assert task_splits(dataset.records, "vqa") == {"train": 1797, "test": 451}
+    assert task_splits(dataset.records, "caption") == {"train": 313, "test": 1}
     closed = [r for r in dataset.records if "options" in r]
     assert all(r["options"] == ["yes", "no"] and r["answer"] in r["options"] for r in closed)
     assert len(closed) == 1193
@@ -27,7 +32,7 @@ def test_vqa_rad_official_split_across_sites(tmp_path: Path) -> None:
     sites = write_sites(dataset, tmp_path / "archives", sites=3, method="modality")
     per_site = {s.name: check_archive(s, tmp_path / "work" / s.name) for s in sites}
     records = [r for site in per_site.values() for r in site]
-    assert Counter(r["split"] for r in records) == {"train": 1797, "test": 451}
+    assert task_splits(records, "vqa") == {"train": 1797, "test": 451}
     owners = {(r["patient_id"], name) for name, site in per_site.items() for r in site}
     assert len(owners) == 314
     assert {r.get("modality") for r in records} >= {"CR", "CT", "MR"}
@@ -37,16 +42,13 @@ def test_vqa_rad_official_split_across_sites(tmp_path: Path) -> None:
 
 def test_pneumoniamnist_counts_and_archives(tmp_path: Path) -> None:
     source = SHARED_DATA / "medmnist"
-    assert convert("pneumoniamnist", SHARED_DATA).split_counts() == {
-        "train": 3882,
-        "val": 524,
-        "test": 624,
-    }
+    full = convert("pneumoniamnist", SHARED_DATA).records
+    assert task_splits(full, "classification") == {"train": 3882, "val": 524, "test": 624}
     dataset = convert("pneumoniamnist", SHARED_DATA, limit=12)
-    assert dataset.split_counts() == {"train": 12, "val": 12, "test": 12}
+    assert task_splits(dataset.records, "caption") == {"train": 12, "val": 12, "test": 12}
     sites = write_sites(dataset, tmp_path / "archives", sites=2, method="iid")
     records = [r for s in sites for r in check_archive(s, tmp_path / "work" / s.name)]
-    assert len(records) == 36 and {r["modality"] for r in records} == {"CR"}
+    assert len(records) == 72 and {r["modality"] for r in records} == {"CR"}
     first = next(r for r in records if r["id"] == "pneumoniamnist-test-00000")
     assert first["options"] == ["normal", "pneumonia"] and first["split"] == "test"
     assert not any(source.glob("*.png"))
@@ -54,10 +56,10 @@ def test_pneumoniamnist_counts_and_archives(tmp_path: Path) -> None:
 
 def test_adrenalmnist3d_counts_and_volumes(tmp_path: Path) -> None:
     dataset = convert("adrenalmnist3d", SHARED_DATA)
-    assert dataset.split_counts() == {"train": 1188, "val": 98, "test": 298}
+    assert task_splits(dataset.records, "classification") == {"train": 1188, "val": 98, "test": 298}
     chosen = [
         f"adrenalmnist3d-{split}-0000{i}" for split in ("train", "val", "test") for i in (0, 1)
     ]
     records = check_archive(dataset.write_archive(tmp_path / "adrenal", chosen), tmp_path / "work")
-    assert len(records) == 6
+    assert len(records) == 12
     assert all(r["images"][0].endswith(".nii.gz") and "modality" not in r for r in records)

@@ -2,7 +2,9 @@
 
 Converters return :class:`PublicDataset`: manifest records whose image paths are relative to
 an archive, and for each path a writer that produces the file (a copy, a PNG, a NIfTI). Images
-are only written for the patients a site receives, and never into the source dataset.
+are only written for the patients a site receives, and never into the source dataset. Every
+image also gets an English ``caption`` record built from the dataset's own labels and metadata,
+so that stage 1 (``align``) has data at every site.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ FileWriter = Callable[[Path], object]
 """Writes one archive file to the path it is given."""
 
 UNKNOWN = "unknown"
+MODALITY_TEXT = {"CT": "a CT image", "MR": "an MRI image", "CR": "an X-ray", "US": "an ultrasound"}
 
 
 @dataclass
@@ -40,6 +43,16 @@ class PublicDataset:
         """Append a record; ``label`` is its patient's label (the first one given wins)."""
         self.records.append(record)
         self.labels.setdefault(record["patient_id"], label)
+
+    def add_caption(self, record: dict, text: str) -> None:
+        """A ``caption`` record (stage-1 data) of ``record``'s image, patient and split.
+
+        The patient must already have a record (its label is reused).
+        """
+        keep = ("patient_id", "split", "images", "modality")
+        caption = {key: record[key] for key in keep if key in record}
+        caption.update(id=f"caption-{record['images'][0]}", task="caption", lang="en", text=text)
+        self.add(caption, self.labels[record["patient_id"]])
 
     def patients(self) -> list[str]:
         """Patient ids in first-seen order."""
@@ -95,13 +108,13 @@ def nifti_of_array(volume: np.ndarray, spacing: tuple[float, float, float]) -> F
     return lambda target: write_nifti(target, volume, spacing=spacing)
 
 
-def take(items: Iterable, limit: int | None) -> list:
-    """The first ``limit`` items (all when ``limit`` is None)."""
-    items = list(items)
-    return items if limit is None else items[:limit]
-
-
 def yes_no_options(answer: str, lang: str) -> list[str] | None:
     """``[yes, no]`` in the record's language when the answer is one of them, else None."""
     options = {"en": ["yes", "no"], "zh": ["是", "否"]}[lang]
     return options if answer in options else None
+
+
+def describe(modality: str | None, region: str) -> str:
+    """``An MRI image of the head.``: a caption from the modality and the body region."""
+    text = f"{MODALITY_TEXT.get(modality or '', 'a radiology image')} of the {region}."
+    return text[0].upper() + text[1:]

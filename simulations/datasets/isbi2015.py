@@ -45,19 +45,24 @@ def convert(source: Path, limit: int | None = None) -> PublicDataset:
         for image in sorted((source / "RawImage" / folder).glob("*.bmp"))[:limit]:
             relative = f"images/{image.stem}.png"
             dataset.files[relative] = png_of_file(image)
-            for name, point in zip(LANDMARKS, landmarks(source, image.stem), strict=True):
+            base = {
+                "patient_id": f"isbi-{image.stem}",
+                "split": split,
+                "images": [relative],
+                "modality": "CR",
+            }
+            points = landmarks(source, image.stem)
+            for name, point in zip(LANDMARKS, points, strict=True):
                 record = {
+                    **base,
                     "id": f"isbi-{image.stem}-{name.replace(' ', '-')}",
-                    "patient_id": f"isbi-{image.stem}",
                     "task": "landmark",
                     "lang": "en",
-                    "split": split,
-                    "images": [relative],
-                    "modality": "CR",
                     "landmark": name,
                     "point": point,
                 }
                 dataset.add(record, "cephalogram")
+            dataset.add_caption(base, "A lateral cephalometric radiograph of the head.")
     return dataset
 
 

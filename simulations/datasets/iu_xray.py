@@ -2,7 +2,8 @@
 
 ``annotation.json`` maps each split (``train``, ``val``, ``test``) to studies ``{"id",
 "report", "image_path": [...], "split"}``; the image paths are relative to ``images/``. Every
-view of a study gets a report record; the patient is the study's ``CXR<n>`` number.
+view of a study gets a report record, and the report as its caption; the patient is the
+study's ``CXR<n>`` number.
 """
 
 from __future__ import annotations
@@ -35,4 +36,5 @@ def convert(source: Path, limit: int | None = None) -> PublicDataset:
                     "report": study["report"].strip(),
                 }
                 dataset.add(record, "chest")
+                dataset.add_caption(record, record["report"])
     return dataset

@@ -30,6 +30,7 @@ class Flavour:
     file: str
     question: str
     options: tuple[str, ...]
+    captions: tuple[str, ...]
     modality: str | None
     volume: bool
 
@@ -39,6 +40,7 @@ FLAVOURS = {
         "pneumoniamnist.npz",
         "What is the diagnosis of this chest X-ray?",
         ("normal", "pneumonia"),
+        ("A chest X-ray with no sign of pneumonia.", "A chest X-ray showing pneumonia."),
         "CR",
         volume=False,
     ),
@@ -46,6 +48,7 @@ FLAVOURS = {
         "adrenalmnist3d_64.npz",
         "Does this adrenal gland CT show a normal gland or an adrenal mass?",
         ("normal", "adrenal mass"),
+        ("The shape of a normal adrenal gland.", "The shape of an adrenal gland with a mass."),
         None,
         volume=True,
     ),
@@ -78,6 +81,7 @@ def convert(source: Path, limit: int | None = None) -> PublicDataset:
                 if flavour.modality:
                     record["modality"] = flavour.modality
                 dataset.add(record, flavour.options[label])
+                dataset.add_caption(record, flavour.captions[label])
     return dataset
 
 

@@ -5,7 +5,7 @@ The release holds ``train.json``, ``validate.json`` and ``test.json`` (one entry
 ``answer_type`` ``OPEN``/``CLOSED``, ``modality``, ``location``) and ``imgs/xmlab<id>/`` with
 ``source.jpg`` and ``detection.json``: a list of ``{organ: [x, y, width, height]}``. An image
 is one patient and belongs to one split; its boxes become one English detection record per
-organ, in the image's split.
+organ, in the image's split, and its modality and body region an English caption.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from simulations.datasets.archive import PublicDataset, copy_of, yes_no_options
+from simulations.datasets.archive import PublicDataset, copy_of, describe, yes_no_options
 
 SPLIT_FILES = {"train": "train.json", "val": "validate.json", "test": "test.json"}
 MODALITIES = {"MRI": "MR", "CT": "CT", "X-RAY": "CR"}
@@ -33,6 +33,8 @@ def convert(source: Path, limit: int | None = None) -> PublicDataset:
             images.setdefault(relative, record)
             dataset.add(record, entry["location"])
     for relative, first in images.items():
+        region = dataset.labels[first["patient_id"]].lower()
+        dataset.add_caption(first, describe(first["modality"], region))
         for record in _detections(source / Path(relative).parent / "detection.json", first):
             dataset.add(record, dataset.labels[first["patient_id"]])
     return dataset

@@ -4,7 +4,9 @@ The official test split is the records whose ``phrase_type`` is ``test_freeform`
 ``test_para``; everything else is train. An image is one patient, so all its questions stay
 in one site. Closed yes/no questions get ``options``; other questions are open. The modality
 comes from what the image's own questions and answers say (``Is this a CT?`` - yes), else
-from the organ where VQA-RAD has only one modality for it (chest X-ray, abdominal CT).
+from the organ where VQA-RAD has only one modality for it (chest X-ray, abdominal CT). Each
+image's caption names its modality and organ; it is train data when any of the image's
+questions is.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from simulations.datasets.archive import PublicDataset, copy_of, yes_no_options
+from simulations.datasets.archive import PublicDataset, copy_of, describe, yes_no_options
 
 ANNOTATIONS = "VQA_RAD Dataset Public.json"
 TEST_PHRASES = ("test_freeform", "test_para")
@@ -25,6 +27,7 @@ MODALITY_WORDS = {
     "US": r"\b(ultrasound|sonograph\w*)\b",
 }
 ORGAN_MODALITY = {"CHEST": "CR", "ABD": "CT"}
+ORGAN_REGION = {"HEAD": "head", "CHEST": "chest", "ABD": "abdomen"}
 
 
 def convert(source: Path, limit: int | None = None) -> PublicDataset:
@@ -33,6 +36,7 @@ def convert(source: Path, limit: int | None = None) -> PublicDataset:
     modalities = image_modalities(entries)
     dataset = PublicDataset("vqa-rad")
     kept: Counter = Counter()
+    captioned: dict[str, dict] = {}
     for entry in entries:
         split = "test" if entry["phrase_type"] in TEST_PHRASES else "train"
         if limit is not None and kept[split] >= limit:
@@ -41,7 +45,13 @@ def convert(source: Path, limit: int | None = None) -> PublicDataset:
         image = entry["image_name"]
         relative = f"images/{image}"
         dataset.files[relative] = copy_of(source / "images" / image)
-        dataset.add(_record(entry, split, relative, modalities[image]), entry["image_organ"])
+        record = _record(entry, split, relative, modalities[image])
+        dataset.add(record, entry["image_organ"])
+        if captioned.setdefault(image, record)["split"] == "test" and split == "train":
+            captioned[image] = record
+    for image, record in captioned.items():
+        region = ORGAN_REGION.get(dataset.labels[record["patient_id"]], "body")
+        dataset.add_caption(record, describe(modalities[image], region))
     return dataset
 
 
