@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "server.cli",
     "simulations.cli",
     "deploy.cli",
+    "fedumit.infer_cli",
 )
 
 

@@ -1,9 +1,28 @@
-"""Coordinator commands (filled by the coordinator issue)."""
+"""Coordinator commands: ``fedumit export``."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register coordinator commands."""
+    export = commands.add_parser(
+        "export", help="merge a run's last global adapters into the base, as a plain HF checkpoint"
+    )
+    export.add_argument("--run", type=Path, required=True, help="run folder (runs/<run-id>)")
+    export.add_argument("--out", type=Path, help="export directory (default: RUN/export)")
+    export.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from server.export import export_run
+    from server.run_folder import RunFolder
+
+    folder = RunFolder(args.run)
+    if not (folder.root / "config.json").is_file():
+        raise SystemExit(f"{folder.root} is not a run folder (no config.json)")
+    out = export_run(folder, args.out or folder.root / "export")
+    print(f"exported run {folder.run_id} to {out}")
+    return 0

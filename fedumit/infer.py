@@ -1,0 +1,212 @@
+"""``fedumit infer``: ask an exported model about one image, or answer a whole archive manifest.
+
+Images are read exactly as sites read them (:mod:`client.archive`: DICOM files and series
+folders, NIfTI, PNG/JPEG, letterboxed to the export's canvas), so a model meets the same pixels
+at inference as in training. Boxes and points come back in source pixels (voxels for a volume).
+This module sits in the command layer because it joins the client's readers with the exported
+model; ``server`` and ``client`` still never import each other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
+
+from client.archive import ArchiveReader, decode
+from client.archive.loader import to_canvas
+from client.archive.manifest import MANIFEST
+from client.config import ImagingConfig, SiteConfig
+from shared_model.device import resolve_device
+from shared_model.evaluation import evaluate_samples
+from shared_model.export import read_export_info
+from shared_model.inference import Answer, Answerer, Question
+from shared_model.sample import Geometry, Sample
+from shared_model.tasks import get_task
+
+log = logging.getLogger(__name__)
+
+
+class QuestionError(ValueError):
+    """A question or manifest that cannot be asked as given."""
+
+
+REQUIRED = {
+    "vqa": ("question",),
+    "classification": ("question", "options"),
+    "detection": ("target",),
+    "landmark": ("target",),
+}
+"""Command-line options each task needs (``target`` names the finding or the landmark)."""
+
+
+def load_export(directory: Path, device: str = "auto") -> tuple[Answerer, dict[str, Any]]:
+    """An :class:`Answerer` over an export directory (plain transformers), and its export info."""
+    info = read_export_info(directory)
+    model = Qwen2VLForConditionalGeneration.from_pretrained(directory, dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(directory)
+    answerer = Answerer(model.to(resolve_device(device)), processor, canvas=int(info["canvas"]))
+    return answerer, info
+
+
+def answer_image(
+    answerer: Answerer,
+    paths: Sequence[Path],
+    task: str,
+    lang: str,
+    *,
+    canvas: int,
+    slices: int,
+    question: str | None = None,
+    options: Sequence[str] | None = None,
+    target: str | None = None,
+    modality: str | None = None,
+) -> dict[str, Any]:
+    """Ask one question about image files; the answer text and its structure in source units."""
+    images = [read_for_model(path, canvas, slices, modality) for path in paths]
+    geometry = images[0][1]
+    fields = question_fields(
+        task, question=question, options=options, target=target, geometry=geometry
+    )
+    (answer,) = answerer.answer([Question(tuple(p for p, _ in images), task, lang, fields)])
+    return {
+        "task": task,
+        "lang": lang,
+        "answer": answer.text,
+        "parsed": in_source_units(task, answer.parsed, fields, geometry),
+    }
+
+
+def read_for_model(
+    path: Path, canvas: int, slices: int, modality: str | None = None
+) -> tuple[np.ndarray, Geometry]:
+    """Canvas-ready uint8 pixels of an image file or series folder, and how they were fitted."""
+    cached = to_canvas(decode(path, ImagingConfig(), modality), canvas, slices)
+    return cached.pixels, Geometry.from_dict(cached.geometry)
+
+
+def question_fields(
+    task: str,
+    *,
+    question: str | None,
+    options: Sequence[str] | None,
+    target: str | None,
+    geometry: Geometry,
+) -> dict[str, Any]:
+    """The task fields of a question asked on the command line.
+
+    Detection and landmark templates and parsers read 2D or 3D from the dimension of the
+    record's coordinates; a zero placeholder of the image's dimension stands in for them.
+    """
+    given = {"question": question, "options": list(options or []), "target": target}
+    missing = [name for name in REQUIRED.get(task, ()) if not given[name]]
+    if missing:
+        raise QuestionError(f"task {task} needs " + ", ".join(f"--{name}" for name in missing))
+    dimension = 3 if geometry.is_volume else 2
+    fields: dict[str, Any] = {}
+    if question:
+        fields["question"] = question
+    if options:
+        fields["options"] = list(options)
+    if task == "detection":
+        fields.update(target=target, boxes=[[0.0] * (2 * dimension)])
+    if task == "landmark":
+        fields.update(landmark=target, point=[0.0] * dimension)
+    return fields
+
+
+def in_source_units(task: str, value: Any, fields: Mapping[str, Any], geometry: Geometry) -> Any:
+    """A structured answer for people: boxes and points in source pixels, options by name."""
+    if value is None:
+        return None
+    if task == "detection":
+        return [[round(v, 2) for v in geometry.box_to_source(box)] for box in value]
+    if task == "landmark":
+        return [round(v, 2) for v in geometry.point_to_source(value)]
+    if task in ("vqa", "classification") and isinstance(value, int):
+        return {"index": value, "option": str(fields["options"][value])}
+    return value
+
+
+class RecordingAnswerer(Answerer):
+    """An :class:`Answerer` that keeps every answer it gives, in order."""
+
+    def __init__(self, answerer: Answerer) -> None:
+        super().__init__(
+            answerer.model, answerer.processor, answerer.canvas, answerer.max_new_tokens
+        )
+        self.given: list[Answer] = []
+
+    def answer(self, questions: Sequence[Question]) -> list[Answer]:
+        """Answer and record."""
+        answers = super().answer(questions)
+        self.given.extend(answers)
+        return answers
+
+
+def answer_manifest(
+    answerer: Answerer,
+    manifest: Path,
+    out: Path,
+    canvas: int,
+    slices: int,
+    split: str | None = None,
+    batch_size: int = 8,
+) -> dict[str, float]:
+    """Answer every usable record; write one prediction a line and the metrics beside it.
+
+    Returns the metrics (``<task>/<lang>/<metric>``), also written to ``<out stem>-metrics.json``.
+    """
+    archive = manifest.parent if manifest.name == MANIFEST else manifest
+    if not (archive / MANIFEST).is_file():
+        raise QuestionError(f"{manifest}: expected an archive folder or its {MANIFEST}")
+    with tempfile.TemporaryDirectory(prefix="fedumit-infer-") as work:
+        config = SiteConfig(
+            path=archive / MANIFEST, name=archive.name, archive=archive, work_dir=Path(work)
+        )
+        samples, report = ArchiveReader(config, canvas, slices).read(
+            splits=[split] if split else None, progress=True
+        )
+    for problem in report.problems:
+        log.warning(
+            "skipped record %s (line %d, %s): %s",
+            problem.record_id,
+            problem.line,
+            problem.file,
+            problem.reason,
+        )
+    recorder = RecordingAnswerer(answerer)
+    metrics = evaluate_samples(recorder, samples, batch_size=batch_size, progress=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as handle:
+        for sample, answer in zip(samples, recorder.given, strict=True):
+            handle.write(json.dumps(prediction(sample, answer), ensure_ascii=False) + "\n")
+    metrics_path = out.with_name(out.stem + "-metrics.json")
+    metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"{len(samples)} predictions in {out}, metrics in {metrics_path}", file=sys.stderr)
+    return metrics
+
+
+def prediction(sample: Sample, answer: Answer) -> dict[str, Any]:
+    """One line of ``predictions.jsonl``: the answer and the reference, in source units."""
+    task = get_task(sample.task)
+    geometry = sample.geometries[0]
+    return {
+        "id": sample.record_id,
+        "task": sample.task,
+        "lang": sample.lang,
+        "split": sample.split,
+        "answer": answer.text,
+        "parsed": in_source_units(sample.task, answer.parsed, sample.fields, geometry),
+        "reference": in_source_units(
+            sample.task, task.reference(sample.fields), sample.fields, geometry
+        ),
+    }
