@@ -128,3 +128,17 @@ def test_simulate_arguments_write_public_sites(tmp_path: Path) -> None:
     assert [s.name for s in sites] == ["pneumoniamnist-a", "pneumoniamnist-b"]
     records = [r for s in sites for r in check_archive(s, tmp_path / "work" / s.name)]
     assert Counter(r["split"] for r in records) == {"train": 40, "val": 40, "test": 40}
+
+
+def test_hold_out_val_moves_whole_train_patients_only() -> None:
+    dataset = cohort(50)
+    for record in dataset.records:
+        record["split"] = "train" if record["split"] == "val" else record["split"]
+    tests_before = [r["id"] for r in dataset.records if r["split"] == "test"]
+    dataset.hold_out_val(0.25, seed=3)
+    splits: dict[str, set[str]] = {}
+    for record in dataset.records:
+        splits.setdefault(record["patient_id"], set()).add(record["split"])
+    assert sum(s == {"val"} for s in splits.values()) == 10
+    assert all(len(s) == 1 for s in splits.values())
+    assert [r["id"] for r in dataset.records if r["split"] == "test"] == tests_before

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from simulations.datasets import convert
+from simulations.datasets import convert, public_archives
 from simulations.datasets.partition import write_sites
 from tests.conftest import SHARED_DATA
 from tests.dataset_fixtures import check_archive
@@ -38,6 +38,13 @@ def test_vqa_rad_official_split_across_sites(tmp_path: Path) -> None:
     assert {r.get("modality") for r in records} >= {"CR", "CT", "MR"}
     modalities = [{r.get("modality") for r in site} for site in per_site.values()]
     assert [len(m) for m in modalities] == [1, 1, 2]
+
+
+def test_vqa_rad_gets_a_val_split_from_train_patients(tmp_path: Path) -> None:
+    sites = public_archives("vqa-rad", tmp_path, data_root=SHARED_DATA, sites=2, limit=60)
+    records = [r for s in sites for r in check_archive(s, tmp_path / "work" / s.name)]
+    vqa = task_splits(records, "vqa")
+    assert vqa["test"] == 60 and vqa["train"] + vqa["val"] == 60 and vqa["val"] > 0
 
 
 def test_pneumoniamnist_counts_and_archives(tmp_path: Path) -> None:

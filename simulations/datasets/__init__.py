@@ -53,9 +53,15 @@ def public_archives(
     limit: int | None = None,
     seed: int = 0,
     alpha: float = 0.5,
+    val_fraction: float = 0.1,
 ) -> list[Path]:
-    """Convert ``name`` and write one archive per virtual hospital under ``out_dir``."""
+    """Convert ``name`` and write one archive per virtual hospital under ``out_dir``.
+
+    A dataset released without a val split gets one: ``val_fraction`` of its train patients.
+    """
     from simulations.datasets.partition import write_sites
 
     dataset = convert(name, data_root or default_data_root(), limit)
+    if not dataset.split_counts()["val"]:
+        dataset.hold_out_val(val_fraction, seed)
     return write_sites(dataset, out_dir, sites=sites, method=partition, seed=seed, alpha=alpha)

@@ -69,6 +69,19 @@ class PublicDataset:
         """Records per split."""
         return Counter(r["split"] for r in self.records)
 
+    def hold_out_val(self, fraction: float, seed: int = 0) -> None:
+        """Move the train records of a seeded ``fraction`` of patients to val (test stays test).
+
+        For datasets released without a val split (VQA-RAD, ISBI 2015), so that per-round
+        evaluation never has to look at test.
+        """
+        rng = np.random.default_rng(seed)
+        training = sorted({r["patient_id"] for r in self.records if r["split"] == "train"})
+        chosen = set(rng.permutation(training)[: round(fraction * len(training))].tolist())
+        for record in self.records:
+            if record["split"] == "train" and record["patient_id"] in chosen:
+                record["split"] = "val"
+
     def write_archive(self, folder: Path, patients: Iterable[str] | None = None) -> Path:
         """Write the images and ``manifest.jsonl`` of ``patients`` (default: all) to ``folder``."""
         wanted = set(self.patients() if patients is None else patients)
