@@ -9,7 +9,7 @@ modality), so all of a patient's records, whatever their split, land in exactly 
 - ``modality``: sites specialise by modality (``NaturalIdPartitioner`` on the modality column):
   with more sites than modalities the larger modalities are shared by several sites
   (``IidPartitioner`` within a modality), with fewer the smallest are merged into the least
-  loaded site.
+  loaded site. Patients without a modality form a group of their own.
 """
 
 from __future__ import annotations
@@ -17,7 +17,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasets import Dataset
-from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, NaturalIdPartitioner
+from flwr_datasets.partitioner import (
+    DirichletPartitioner,
+    IidPartitioner,
+    NaturalIdPartitioner,
+    Partitioner,
+)
 
 from simulations.datasets import PARTITIONS
 from simulations.datasets.archive import PublicDataset
@@ -76,7 +81,7 @@ def write_sites(
     ]
 
 
-def _ids(partitioner, table: Dataset) -> list[list[str]]:
+def _ids(partitioner: Partitioner, table: Dataset) -> list[list[str]]:
     partitioner.dataset = table
     return [
         list(partitioner.load_partition(i)["patient_id"]) for i in range(partitioner.num_partitions)
