@@ -6,9 +6,10 @@ key, so hospital IT can fix it without reading code.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,14 @@ class Policy:
     require_dp: bool = True
 
 
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "site": ("name", "archive", "work_dir", "device"),
+    "model": ("spec",),
+    "imaging": tuple(f.name for f in fields(ImagingConfig)),
+    "policy": tuple(f.name for f in fields(Policy)),
+}
+
+
 @dataclass(frozen=True)
 class SiteConfig:
     """One hospital: where its archive is, where FedUMIT may write, and its policy.
@@ -116,10 +125,8 @@ def load_site_config(path: str | Path) -> SiteConfig:
 
 def site_config_from_dict(data: Mapping[str, Any], path: Path) -> SiteConfig:
     """Validate an already parsed site config; ``path`` locates relative paths and errors."""
+    _check_names(data, path)
     reader = _Reader(data, path)
-    unknown = set(data) - {"site", "model", "imaging", "policy"}
-    if unknown:
-        raise SiteConfigError(path, sorted(unknown)[0], "unknown section")
     archive = reader.path("site", "archive")
     if archive.is_relative_to(reader.path("site", "work_dir")) or reader.path(
         "site", "work_dir"
@@ -138,6 +145,26 @@ def site_config_from_dict(data: Mapping[str, Any], path: Path) -> SiteConfig:
         imaging=_imaging(reader),
         policy=_policy(reader),
     )
+
+
+def _check_names(data: Mapping[str, Any], path: Path) -> None:
+    """Refuse an unknown section, or an unknown key in a known one: a misspelt key would
+    otherwise leave its default in force (``max_epslion`` the default privacy budget)."""
+    for section in sorted(data):
+        if section not in SECTIONS:
+            raise SiteConfigError(path, section, f"unknown section{_closest(section, SECTIONS)}")
+        if not isinstance(data[section], Mapping):
+            raise SiteConfigError(path, section, "must be a table")
+        unknown = sorted(set(data[section]) - set(SECTIONS[section]))
+        if unknown:
+            reason = f"unknown key in [{section}]{_closest(unknown[0], SECTIONS[section])}"
+            raise SiteConfigError(path, f"{section}.{unknown[0]}", reason)
+
+
+def _closest(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest known name, or nothing when none is close."""
+    match = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {match[0]!r}?" if match else ""
 
 
 def _imaging(reader: _Reader) -> ImagingConfig:
@@ -207,7 +234,8 @@ def _policy(reader: _Reader) -> Policy:
 
 
 class _Reader:
-    """Typed access to a parsed TOML document that names file and key in every error."""
+    """Typed access to a parsed TOML document (names checked by :func:`_check_names`) that
+    names file and key in every error."""
 
     def __init__(self, data: Mapping[str, Any], path: Path) -> None:
         self.data, self.file = data, path
@@ -217,8 +245,6 @@ class _Reader:
 
     def get(self, section: str, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
         table = self.data.get(section, {})
-        if not isinstance(table, Mapping):
-            self.fail(section, "must be a table")
         if key not in table:
             return default
         value = table[key]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import tomli_w
 
-from client.config import SiteConfigError, load_site_config
+from client.config import SiteConfigError, load_site_config, site_config_from_dict
 from shared_model.spec import STAGES, ModelSpec
 from tests.conftest import REPO_ROOT
 
@@ -93,6 +93,11 @@ BAD_VALUES = [
     ({"policy": {"max_batch_size": "64"}}, (), "policy.max_batch_size"),
     ({"policy": {"require_dp": "yes"}}, (), "policy.require_dp"),
     ({"sites": {"name": "typo"}}, (), "sites"),
+    ({"site": {"workdir": "/srv/fedumit/work"}}, (), "site.workdir"),
+    ({"model": {"specs": "models/qwen2-vl-2b-instruct.toml"}}, (), "model.specs"),
+    ({"imaging": {"ct_windw": "bone"}}, (), "imaging.ct_windw"),
+    ({"policy": {"max_epslion": 3.0}}, (), "policy.max_epslion"),
+    ({"policy": {"limits": {"max_epsilon": 3.0}}}, (), "policy.limits"),
 ]
 
 
@@ -113,3 +118,47 @@ def test_unreadable_file_is_named(tmp_path: Path) -> None:
     for path in (broken, tmp_path / "missing.toml"):
         with pytest.raises(SiteConfigError, match=str(path)):
             load_site_config(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"policy": {"max_epslion": 3.0}}, "unknown key in [policy]; did you mean 'max_epsilon'?"),
+        (
+            {"imaging": {"prefer_file_windows": False}},
+            "unknown key in [imaging]; did you mean 'prefer_file_window'?",
+        ),
+        ({"site": {"devise": "cpu"}}, "unknown key in [site]; did you mean 'device'?"),
+        ({"policy": {"budget": 3.0}}, "unknown key in [policy]"),
+        ({"polcy": {"max_epsilon": 3.0}}, "unknown section; did you mean 'policy'?"),
+    ],
+)
+def test_misspelt_name_is_refused_with_the_closest_known_one(
+    tmp_path: Path, change: dict, reason: str
+) -> None:
+    """A typo must not leave a default in force (``max_epslion`` the default budget)."""
+    with pytest.raises(SiteConfigError) as raised:
+        load_site_config(_variant(tmp_path, change))
+    assert raised.value.reason == reason
+
+
+def test_section_that_is_not_a_table_is_refused() -> None:
+    data = tomllib.loads(TEMPLATE.read_text(encoding="utf-8")) | {"imaging": "lung"}
+    with pytest.raises(SiteConfigError) as raised:
+        site_config_from_dict(data, TEMPLATE)
+    assert raised.value.key == "imaging" and raised.value.reason == "must be a table"
+
+
+def test_simulation_site_config_loads(tmp_path: Path) -> None:
+    from simulations.runner import write_site_config
+
+    path = write_site_config(
+        tmp_path / "virtual.toml",
+        name="virtual",
+        archive=tmp_path / "archive",
+        work_dir=tmp_path / "work",
+        model_spec=SPEC_FILES[0],
+        max_epsilon=3.0,
+    )
+    config = load_site_config(path)
+    assert config.policy.max_epsilon == 3.0 and config.model_spec == SPEC_FILES[0]
