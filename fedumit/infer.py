@@ -18,17 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 
 from client.archive import ArchiveReader, decode
 from client.archive.loader import to_canvas
 from client.archive.manifest import MANIFEST
 from client.config import ImagingConfig, SiteConfig
-from shared_model.device import resolve_device
 from shared_model.evaluation import evaluate_samples
 from shared_model.export import read_export_info
-from shared_model.inference import Answer, Answerer, Question
+from shared_model.inference import Answer, Answerer, Question, load_answerer
 from shared_model.sample import Geometry, Sample
 from shared_model.tasks import get_task
 
@@ -51,10 +48,7 @@ REQUIRED = {
 def load_export(directory: Path, device: str = "auto") -> tuple[Answerer, dict[str, Any]]:
     """An :class:`Answerer` over an export directory (plain transformers), and its export info."""
     info = read_export_info(directory)
-    model = Qwen2VLForConditionalGeneration.from_pretrained(directory, dtype=torch.float32)
-    processor = AutoProcessor.from_pretrained(directory)
-    answerer = Answerer(model.to(resolve_device(device)), processor, canvas=int(info["canvas"]))
-    return answerer, info
+    return load_answerer(directory, int(info["canvas"]), device), info
 
 
 def answer_image(

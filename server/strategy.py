@@ -167,34 +167,17 @@ class FedUmitStrategy(Strategy):
         mean = StreamingWeightedMean(self._current) if self.aggregation in STREAMING else None
         buffered: list[dict[str, np.ndarray]] = []
         for reply in replies:
-            node = reply.metadata.src_node_id
-            self.round_log.bytes_received += _bytes(reply)
-            status, reason = reply_status(reply)
-            self._remember_stage1(node, reply)
-            if status == "refused":
-                self.round_log.refused[node] = reason
-                log.warning("site %s refused round %d: %s", node, server_round, reason)
-                self._note_epsilon(node, reply)
-                continue
-            problem, arrays = (
-                (reason or "error", None) if status != "ok" else check_train_reply(reply, expected)
-            )
-            if problem:
-                self.round_log.rejected[node] = problem
-                log.warning(
-                    "rejected the reply of site %s in round %d: %s", node, server_round, problem
-                )
-                continue
-            metrics = reply.content[METRICS]
-            weight = float(metrics["num-examples"])
-            self.round_log.sites.append(node)
-            self.round_log.losses.append((float(metrics.get("train-loss", float("nan"))), weight))
-            self._note_epsilon(node, reply)
-            if mean is not None:
-                mean.fold(arrays, weight)
-            else:
-                buffered.append(arrays)
-            del arrays, reply  # drop the reply's arrays once folded
+            try:
+                admitted = self._admit(server_round, reply, expected)
+                if admitted is None:
+                    continue
+                arrays, weight = admitted
+                if mean is not None:
+                    mean.fold(arrays, weight)
+                else:
+                    buffered.append(arrays)
+            finally:
+                _release(reply)
         valid = len(self.round_log.sites)
         if valid < self.min_sites:
             reasons = [
@@ -205,6 +188,36 @@ class FedUmitStrategy(Strategy):
         result = self._combine(mean, buffered)
         metrics = MetricRecord({"train-loss": self.round_log.train_loss, "sites": float(valid)})
         return to_record(result), metrics
+
+    def _admit(
+        self, server_round: int, reply: Message, expected
+    ) -> tuple[dict[str, np.ndarray], float] | None:
+        """A reply's arrays and weight when it counts, ``None`` when refused or rejected (each
+        noted in the round log)."""
+        node = reply.metadata.src_node_id
+        self.round_log.bytes_received += _bytes(reply)
+        status, reason = reply_status(reply)
+        self._remember_stage1(node, reply)
+        if status == "refused":
+            self.round_log.refused[node] = reason
+            log.warning("site %s refused round %d: %s", node, server_round, reason)
+            self._note_epsilon(node, reply)
+            return None
+        problem, arrays = (
+            (reason or "error", None) if status != "ok" else check_train_reply(reply, expected)
+        )
+        if problem:
+            self.round_log.rejected[node] = problem
+            log.warning(
+                "rejected the reply of site %s in round %d: %s", node, server_round, problem
+            )
+            return None
+        metrics = reply.content[METRICS]
+        weight = float(metrics["num-examples"])
+        self.round_log.sites.append(node)
+        self.round_log.losses.append((float(metrics.get("train-loss", float("nan"))), weight))
+        self._note_epsilon(node, reply)
+        return arrays, weight
 
     def _combine(self, mean, buffered):
         if self.aggregation == "median":
@@ -260,3 +273,11 @@ def _bytes(message: Message) -> int:
     if message.has_error():
         return 0
     return sum(record.count_bytes() for record in message.content.array_records.values())
+
+
+def _release(reply: Message) -> None:
+    """Drop a reply's adapter arrays once read: Flower records are reference cycles, so without
+    this their bytes would live until the cycle collector runs, and server memory would grow
+    with the number of replies."""
+    if reply.has_content() and ARRAYS in reply.content:
+        reply.content[ARRAYS].clear()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from transformers import ProcessorMixin
+from transformers import AutoProcessor, ProcessorMixin, Qwen2VLForConditionalGeneration
 
+from shared_model.device import resolve_device
 from shared_model.inputs import collate, encode_question
 from shared_model.tasks import get_task
 
@@ -74,6 +76,14 @@ class Answerer:
             task = get_task(question.task)
             answers.append(Answer(text, task.parse(text, question.fields, question.lang)))
         return answers
+
+
+def load_answerer(directory: str | Path, canvas: int, device: str = "auto") -> Answerer:
+    """An :class:`Answerer` over a Hugging Face model directory (a base or an export), loaded
+    with plain transformers."""
+    model = Qwen2VLForConditionalGeneration.from_pretrained(directory, dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(directory)
+    return Answerer(model.to(resolve_device(device)), processor, canvas=canvas)
 
 
 def _strip_end(text: str, tokenizer) -> str:

@@ -11,11 +11,23 @@ DATASETS = ("synthetic", *PUBLIC_DATASETS)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Register ``simulate``."""
+    """Register ``simulate`` and ``compare``."""
     simulate = commands.add_parser(
         "simulate",
         help="simulate a consortium: data, both stages with DP, export, bilingual answers",
     )
+    add_consortium_arguments(simulate)
+    simulate.set_defaults(handler=_simulate)
+    compare = commands.add_parser(
+        "compare",
+        help="centralized vs local-only vs federated vs federated+DP on the same data and steps",
+    )
+    add_consortium_arguments(compare)
+    compare.set_defaults(handler=_compare)
+
+
+def add_consortium_arguments(simulate: argparse.ArgumentParser) -> None:
+    """The options shared by ``simulate`` and ``compare``: data, schedule, privacy, output."""
     simulate.add_argument("--dataset", choices=DATASETS, default="synthetic")
     simulate.add_argument(
         "--data-root",
@@ -48,6 +60,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     simulate.add_argument("--instruct-rounds", type=int, default=4)
     simulate.add_argument("--align-steps", type=int, default=10, help="local steps per round")
     simulate.add_argument("--instruct-steps", type=int, default=40, help="local steps per round")
+    simulate.add_argument(
+        "--eval-every", type=int, default=2, help="federated evaluation every k rounds"
+    )
     simulate.add_argument("--dp", action=argparse.BooleanOptionalAction, default=True)
     simulate.add_argument("--epsilon", type=float, default=8.0, help="each site's budget")
     simulate.add_argument("--aggregation", default="fedavg")
@@ -65,10 +80,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--json", action="store_true", help="print the final table as JSON")
-    simulate.set_defaults(handler=_simulate)
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from simulations.experiment import run_experiment
 
     return run_experiment(args)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from simulations.compare import run_compare
+
+    return run_compare(args)

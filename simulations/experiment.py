@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-from server.run_folder import new_run_id
+from server.run_folder import new_run_id, write_json_atomically
 from shared_model.spec import ModelSpec
 from simulations.datasets import public_archives
-from simulations.heldout import answer_heldout
-from simulations.report import final_table, print_answers, print_final_table
+from simulations.heldout import answer_heldout, score_model, test_samples
+from simulations.report import metric_rows, print_answers, print_metric_table
 from simulations.runner import simulate, write_site_config
 from simulations.synthetic import generate_consortium
 
-log = logging.getLogger(__name__)
+ROUND_0 = "round 0"
+FINAL = "final"
 
 
 def model_spec_file(out: Path, base: Path | None) -> Path:
@@ -49,64 +52,113 @@ def site_archives(args: argparse.Namespace) -> list[Path]:
     )
 
 
-def run_experiment(args: argparse.Namespace) -> int:
-    """Build everything a simulated consortium needs, run it, and print what it learned."""
-    console = Console()
+@dataclass(frozen=True)
+class Consortium:
+    """What every simulated run of one experiment shares: the model and the hospitals."""
+
+    out: Path
+    spec_file: Path
+    archives: list[Path]
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model spec every site and the server use."""
+        return ModelSpec.from_toml(self.spec_file)
+
+    def site_configs(
+        self, run_id: str, archives: Sequence[Path], *, epsilon: float, dp: bool
+    ) -> list[Path]:
+        """Fresh site configs for ``archives`` (work folders, and so ledgers, of this run)."""
+        runs = self.out / "runs" / run_id
+        return [
+            write_site_config(
+                runs / "sites" / f"{archive.name}.toml",
+                name=archive.name,
+                archive=archive,
+                work_dir=runs / "work" / archive.name,
+                model_spec=self.spec_file,
+                max_epsilon=epsilon,
+                require_dp=dp,
+            )
+            for archive in archives
+        ]
+
+
+def prepare_consortium(args: argparse.Namespace, console: Console) -> Consortium:
+    """The base model (built when missing) and the hospitals' archives, under ``args.out``."""
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    console.rule("[bold]FedUMIT simulation")
-    console.print("1/4 base model")
+    console.print("base model")
     spec_file = model_spec_file(out, args.base)
-    console.print("2/4 hospitals")
+    console.print("hospitals")
     archives = site_archives(argparse.Namespace(**{**vars(args), "out": out}))
-    run_id = new_run_id()
-    sites = [
-        write_site_config(
-            out / "runs" / run_id / "sites" / f"{archive.name}.toml",
-            name=archive.name,
-            archive=archive,
-            work_dir=out / "runs" / run_id / "work" / archive.name,
-            model_spec=spec_file,
-            max_epsilon=args.epsilon,
-            require_dp=args.dp,
-        )
-        for archive in archives
-    ]
-    console.print(
-        f"3/4 federated run {run_id}: {len(sites)} sites, align "
-        f"{args.align_rounds} rounds, instruct {args.instruct_rounds} rounds, "
-        f"DP {'on, epsilon ' + str(args.epsilon) if args.dp else 'off'}"
-    )
-    overrides = {
-        "run-dir": str(out / "runs"),
+    return Consortium(out, spec_file, archives)
+
+
+def run_overrides(
+    args: argparse.Namespace,
+    consortium: Consortium,
+    run_id: str,
+    *,
+    sites: int,
+    dp: bool,
+    steps_scale: int = 1,
+) -> dict[str, Any]:
+    """The run config of one simulated run of ``args``'s schedule."""
+    return {
+        "run-dir": str(consortium.out / "runs"),
         "run-id": run_id,
-        "model-spec": str(spec_file),
+        "model-spec": str(consortium.spec_file),
         "seed": args.seed,
-        "dp": args.dp,
+        "dp": dp,
         "aggregation": args.aggregation,
-        "min-sites": min(2, len(sites)),
-        "min-available-sites": len(sites),
-        "eval-every": 2,
+        "min-sites": min(2, sites),
+        "min-available-sites": sites,
+        "eval-every": args.eval_every,
         "align.rounds": args.align_rounds,
-        "align.local-steps": args.align_steps,
+        "align.local-steps": args.align_steps * steps_scale,
         "instruct.rounds": args.instruct_rounds,
-        "instruct.local-steps": args.instruct_steps,
+        "instruct.local-steps": args.instruct_steps * steps_scale,
     }
+
+
+def run_experiment(args: argparse.Namespace) -> int:
+    """Build everything a simulated consortium needs, run it, and print what it learned."""
+    console = Console(stderr=args.json)
+    console.rule("[bold]FedUMIT simulation")
+    consortium = prepare_consortium(args, console)
+    run_id = new_run_id()
+    sites = consortium.site_configs(run_id, consortium.archives, epsilon=args.epsilon, dp=args.dp)
+    console.print(
+        f"federated run {run_id}: {len(sites)} sites, align {args.align_rounds} rounds, "
+        f"instruct {args.instruct_rounds} rounds, "
+        f"DP {f'on, epsilon {args.epsilon} per site' if args.dp else 'off'}"
+    )
+    overrides = run_overrides(args, consortium, run_id, sites=len(sites), dp=args.dp)
     folder = simulate(sites, overrides)
-    rows = final_table(folder.metrics())
     export = folder.root / "export"
-    console.print("4/4 held-out questions")
-    answers = answer_heldout(export, sites) if export.is_dir() else []
+    if not export.is_dir():
+        console.print(f"[red]the run stopped before its last round; see {folder.metrics_path}")
+        return 1
+    spec = consortium.spec
+    console.print("held-out test split: the base (round 0) and the exported model")
+    samples = test_samples(sites, spec)
+    columns = {
+        ROUND_0: score_model(spec.base, samples, spec.canvas),
+        FINAL: score_model(export, samples, spec.canvas),
+    }
+    rows = metric_rows(columns)
+    answers = answer_heldout(export, samples, spec.canvas)
+    summary = {"run": str(folder.root), "export": str(export), "table": rows, "answers": answers}
+    write_json_atomically(folder.root / "summary.json", summary)
     if args.json:
-        print(
-            json.dumps(
-                {"run": str(folder.root), "table": rows, "answers": answers},
-                ensure_ascii=False,
-                indent=2,
-            )
-        )
-    else:
-        print_final_table(rows, console)
-        print_answers(answers, console)
-        console.print(f"run folder: {folder.root}\nexported model: {export}\nplots: {folder.plots}")
-    return 0 if export.is_dir() else 1
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+        return 0
+    title = f"test split of {len(sites)} hospitals ({len(samples)} records): round 0 vs final"
+    print_metric_table(rows, (ROUND_0, FINAL), title, console, change=(ROUND_0, FINAL))
+    print_answers(answers, console)
+    console.print(
+        f"run folder: {folder.root}\nexported model: {export}\nplots: {folder.plots}\n"
+        f"summary: {folder.root / 'summary.json'}"
+    )
+    return 0

@@ -1,4 +1,9 @@
-"""Ask an exported model held-out questions from the sites' test splits, in both languages."""
+"""Score models on the sites' held-out test splits, and ask them a few questions in both languages.
+
+Sites train on ``train`` and the federated evaluation reads ``val``; the ``test`` split is read
+only here, after training, to report how the base and the exported model compare. Models are
+loaded from their directories with plain transformers, as any user of the export would.
+"""
 
 from __future__ import annotations
 
@@ -6,40 +11,35 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
-
 from client.archive import load_site_samples
 from client.config import load_site_config
-from shared_model.export import read_export_info
-from shared_model.inference import Answerer, Question
+from shared_model.evaluation import evaluate_samples
+from shared_model.inference import Question, load_answerer
 from shared_model.sample import Sample
+from shared_model.spec import ModelSpec
 from shared_model.tasks import STAGE_TASKS, get_task
 
 PREFERRED = ("vqa", "classification", "detection", "landmark", "report")
 
 
-def load_exported(directory: Path) -> tuple[Answerer, dict]:
-    """An :class:`Answerer` over an export directory, loaded with plain transformers."""
-    info = read_export_info(directory)
-    model = Qwen2VLForConditionalGeneration.from_pretrained(directory, dtype=torch.float32)
-    processor = AutoProcessor.from_pretrained(directory)
-    return Answerer(model, processor, canvas=int(info["canvas"])), info
-
-
-def test_samples(site_configs: Sequence[Path], canvas: int, slices: int) -> list[Sample]:
-    """Every usable test-split sample of the ``instruct`` tasks of every site."""
+def test_samples(site_configs: Sequence[Path], spec: ModelSpec) -> list[Sample]:
+    """Every usable test-split sample of the ``instruct`` tasks of every site, pooled."""
     samples = []
     for path in site_configs:
         loaded, _ = load_site_samples(
             load_site_config(path),
-            canvas=canvas,
-            slices=slices,
+            canvas=spec.canvas,
+            slices=spec.volume_slices,
             splits=("test",),
             tasks=STAGE_TASKS["instruct"],
         )
         samples.extend(loaded)
     return samples
+
+
+def score_model(directory: Path, samples: Sequence[Sample], canvas: int) -> dict[str, float]:
+    """Per task and language metrics of the model in ``directory`` on ``samples``."""
+    return evaluate_samples(load_answerer(directory, canvas), samples, progress=True)
 
 
 def pick_questions(samples: Sequence[Sample], per_language: int = 3) -> list[Sample]:
@@ -55,14 +55,12 @@ def pick_questions(samples: Sequence[Sample], per_language: int = 3) -> list[Sam
 
 
 def answer_heldout(
-    export_dir: Path, site_configs: Sequence[Path], per_language: int = 3
+    directory: Path, samples: Sequence[Sample], canvas: int, per_language: int = 3
 ) -> list[dict[str, Any]]:
     """Question, expected answer and generated answer for a few held-out test samples."""
-    answerer, info = load_exported(export_dir)
-    samples = pick_questions(
-        test_samples(site_configs, int(info["canvas"]), int(info["volume_slices"])), per_language
-    )
-    answers = answerer.answer([Question(s.images, s.task, s.lang, s.fields) for s in samples])
+    chosen = pick_questions(samples, per_language)
+    answerer = load_answerer(directory, canvas)
+    answers = answerer.answer([Question(s.images, s.task, s.lang, s.fields) for s in chosen])
     return [
         {
             "lang": s.lang,
@@ -72,5 +70,5 @@ def answer_heldout(
             "answer": a.text,
             "correct": a.parsed == get_task(s.task).reference(s.fields),
         }
-        for s, a in zip(samples, answers, strict=True)
+        for s, a in zip(chosen, answers, strict=True)
     ]

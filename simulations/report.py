@@ -1,9 +1,8 @@
-"""What a simulation prints at the end: per task and language, the last round against round 0,
-and a few held-out answers in English and Chinese from the exported model."""
+"""Tables a simulation prints: headline metrics per task and language, one column per model."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -24,57 +23,63 @@ CLOSED_FORM = {
     "detection": "mean_iou",
     "landmark": "sdr",
 }
+LOWER_IS_BETTER = {"mre"}
 
 
-def final_table(records: Sequence[dict[str, Any]], stage: str = "instruct") -> list[dict[str, Any]]:
-    """Rows (task, language, metric, round 0, last round) from a run's metrics records."""
-    evaluated = [r for r in records if r.get("stage") == stage and r.get("eval")]
-    if not evaluated:
-        return []
-    first, last = evaluated[0], evaluated[-1]
+def metric_rows(columns: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
+    """One row per headline ``task/lang/metric`` found in any column, with each column's value."""
+    keys = sorted({key for metrics in columns.values() for key in metrics})
     rows = []
-    for key in sorted(last["eval"]):
+    for key in keys:
         task, lang, metric = key.split("/")
         if metric in HEADLINE.get(task, ()):
-            rows.append(
-                {
-                    "task": task,
-                    "lang": lang,
-                    "metric": metric,
-                    "round_0": first["eval"].get(key),
-                    "final": last["eval"][key],
-                    "final_round": last["round"],
-                }
-            )
+            row: dict[str, Any] = {"task": task, "lang": lang, "metric": metric}
+            row.update({name: metrics.get(key) for name, metrics in columns.items()})
+            rows.append(row)
     return rows
 
 
-def print_final_table(rows: Sequence[dict[str, Any]], console: Console) -> None:
-    """The rows as a table; closed-form metrics that improved are marked."""
-    table = Table(title="federated evaluation on the sites' val splits: round 0 vs last round")
-    for column in ("task", "lang", "metric", "round 0", "last", "change"):
-        table.add_column(
-            column, justify="right" if column in ("round 0", "last", "change") else "left"
-        )
+def closed_form(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rows of the closed-form metrics (accuracy, IoU, detection rate)."""
+    return [r for r in rows if CLOSED_FORM.get(r["task"]) == r["metric"]]
+
+
+def improved(row: Mapping[str, Any], before: str, after: str) -> bool:
+    """Whether ``after`` beats ``before`` on this row's metric (both present)."""
+    old, new = row.get(before), row.get(after)
+    if old is None or new is None:
+        return False
+    return new < old if row["metric"] in LOWER_IS_BETTER else new > old
+
+
+def print_metric_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    title: str,
+    console: Console,
+    change: tuple[str, str] | None = None,
+) -> None:
+    """The rows as a table; with ``change=(before, after)`` a difference column, green when
+    ``after`` is better."""
+    table = Table(title=title)
+    for name in ("task", "lang", "metric"):
+        table.add_column(name)
+    for name in columns:
+        table.add_column(name, justify="right")
+    if change:
+        table.add_column(f"{change[1]} - {change[0]}", justify="right")
     for row in rows:
-        before, after = row["round_0"], row["final"]
-        change = "" if before is None else f"{after - before:+.3f}"
-        better = before is not None and (
-            after < before if row["metric"] == "mre" else after > before
-        )
-        style = "green" if better else ""
-        table.add_row(
-            row["task"],
-            row["lang"],
-            row["metric"],
-            "-" if before is None else f"{before:.3f}",
-            f"{after:.3f}",
-            f"[{style}]{change}[/]" if style else change,
-        )
+        cells = [row["task"], row["lang"], row["metric"]]
+        cells += [_number(row.get(name)) for name in columns]
+        if change:
+            old, new = row.get(change[0]), row.get(change[1])
+            difference = "" if old is None or new is None else f"{new - old:+.3f}"
+            cells.append(f"[green]{difference}[/]" if improved(row, *change) else difference)
+        table.add_row(*cells)
     console.print(table)
 
 
-def print_answers(answers: Sequence[dict[str, Any]], console: Console) -> None:
+def print_answers(answers: Sequence[Mapping[str, Any]], console: Console) -> None:
     """Held-out questions with the expected and the generated answer."""
     table = Table(title="held-out questions answered by the exported model")
     for column in ("lang", "task", "question", "expected", "answer"):
@@ -84,3 +89,7 @@ def print_answers(answers: Sequence[dict[str, Any]], console: Console) -> None:
             item["lang"], item["task"], item["question"], item["expected"], item["answer"]
         )
     console.print(table)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

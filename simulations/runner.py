@@ -77,7 +77,7 @@ def simulate(site_configs: Sequence[Path], overrides: Mapping[str, Any]) -> RunF
         client_app=build_client_app(site_of),
         num_supernodes=len(paths),
         backend_config={
-            "client_resources": {"num_cpus": 2, "num_gpus": 0.0},
+            "client_resources": {"num_cpus": 2, "num_gpus": _gpus_per_site()},
             "init_args": {"logging_level": logging.WARNING},
         },
     )

@@ -144,12 +144,6 @@ def peak_while_aggregating(replies: int) -> int:
     return peak
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Flower records are reference cycles (their TypedDict keeps bound methods of "
-    "itself), so a folded reply's bytes live until the cycle collector runs; "
-    "aggregate_train must clear reply.content[ARRAYS] once folded",
-)
 def test_streaming_memory_does_not_grow_with_the_number_of_replies() -> None:
     few, many = peak_while_aggregating(4), peak_while_aggregating(32)
     # holding the 32 replies alone would take 32 * REPLY_BYTES

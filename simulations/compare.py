@@ -1,0 +1,120 @@
+"""``fedumit compare``: is federating worth it? Centralized, local-only, federated and federated
+with DP, on the same hospitals, model and number of training steps, scored on the pooled
+held-out test split.
+
+- ``centralized``: every archive pooled into one site, ``sites`` times the local steps (the
+  same number of sampled examples as the federation), no DP.
+- ``local-only``: each hospital trains alone on the same schedule; the table shows the mean
+  of the local models.
+- ``federated``: the consortium without DP; ``federated+dp``: with each site's budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from rich.console import Console
+
+from server.run_folder import new_run_id, write_json_atomically
+from simulations.experiment import Consortium, prepare_consortium, run_overrides
+from simulations.heldout import score_model, test_samples
+from simulations.pooling import pool_archives
+from simulations.report import closed_form, metric_rows, print_metric_table
+from simulations.runner import simulate
+
+CENTRALIZED, LOCAL, FEDERATED, FEDERATED_DP = (
+    "centralized",
+    "local-only",
+    "federated",
+    "federated+dp",
+)
+ARMS = (CENTRALIZED, LOCAL, FEDERATED, FEDERATED_DP)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Run the four arms, print and write the table, and draw the plot."""
+    console = Console(stderr=args.json)
+    console.rule("[bold]FedUMIT compare")
+    consortium = prepare_consortium(args, console)
+    run_id = new_run_id()
+    sites = len(consortium.archives)
+    pooled = pool_archives(consortium.archives, consortium.out / "pooled" / run_id)
+
+    def arm(name: str, archives: Sequence[Path], dp: bool, steps_scale: int = 1) -> Path:
+        arm_id = f"{run_id}-{name}"
+        console.rule(f"{name}: {len(archives)} site(s), DP {'on' if dp else 'off'}")
+        configs = consortium.site_configs(arm_id, archives, epsilon=args.epsilon, dp=dp)
+        overrides = run_overrides(
+            args, consortium, arm_id, sites=len(configs), dp=dp, steps_scale=steps_scale
+        )
+        export = simulate(configs, overrides).root / "export"
+        if not export.is_dir():
+            raise RuntimeError(f"the {name} run stopped early: no export in {export.parent}")
+        return export
+
+    central = arm(CENTRALIZED, [pooled], dp=False, steps_scale=sites)
+    spec = consortium.spec
+    samples = test_samples(_site_configs_of(consortium, f"{run_id}-{CENTRALIZED}"), spec)
+
+    def score(export: Path) -> dict[str, float]:
+        return score_model(export, samples, spec.canvas)
+
+    results = {CENTRALIZED: score(central)}
+    results[LOCAL] = mean_metrics(
+        [score(arm(f"{LOCAL}-{a.name}", [a], dp=False)) for a in consortium.archives]
+    )
+    results[FEDERATED] = score(arm(FEDERATED, consortium.archives, dp=False))
+    results[FEDERATED_DP] = score(arm(FEDERATED_DP, consortium.archives, dp=True))
+    rows = metric_rows(results)
+    report = consortium.out / f"compare-{run_id}"
+    summary = {"run": run_id, "sites": sites, "test_records": len(samples), "table": rows}
+    write_json_atomically(report.with_suffix(".json"), summary)
+    plot = draw_comparison(closed_form(rows), report.with_suffix(".png"))
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+        return 0
+    title = f"test split of {sites} hospitals ({len(samples)} records)"
+    print_metric_table(rows, ARMS, title, console, change=(CENTRALIZED, FEDERATED))
+    console.print(f"table: {report.with_suffix('.json')}\nplot: {plot}")
+    return 0
+
+
+def mean_metrics(results: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Per key, the mean over the results that have it."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for metrics in results:
+        for key, value in metrics.items():
+            values[key].append(value)
+    return {key: sum(v) / len(v) for key, v in values.items()}
+
+
+def draw_comparison(rows: Sequence[Mapping[str, object]], path: Path) -> Path:
+    """Grouped bars: one group per task and language, one bar per arm."""
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.4 * len(rows)), 4.0))
+    width = 0.8 / len(ARMS)
+    for index, name in enumerate(ARMS):
+        values = [row.get(name) or 0.0 for row in rows]
+        positions = [i + (index - (len(ARMS) - 1) / 2) * width for i in range(len(rows))]
+        axes.bar(positions, values, width, label=name)
+    axes.set_xticks(range(len(rows)))
+    axes.set_xticklabels([f"{r['task']}/{r['lang']}\n{r['metric']}" for r in rows], fontsize=8)
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("score on the test split")
+    axes.legend(fontsize=8)
+    axes.set_title("centralized vs local-only vs federated (closed-form tasks)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _site_configs_of(consortium: Consortium, run_id: str) -> list[Path]:
+    return sorted((consortium.out / "runs" / run_id / "sites").glob("*.toml"))
