@@ -8,7 +8,10 @@ own archive with a manifest (one record per radiograph, one for the whole series
   modality LUT and window, resample, letterbox, cache write);
 - ``cached``: the same call again in a fresh reader, served from the pixel cache.
 
-Every file is read once before timing, so all three passes run on a warm page cache.
+Every file is read once before timing, so all three passes run on a warm page cache, and is
+dated an hour back, as an archive export is by the time a site reads it: the cache re-hashes
+a file modified less than ``client.archive.cache.RACY_NS`` before it was hashed, so a cached
+pass seconds after writing would time that safeguard, not the cache.
 Targets: cached at least 20x faster than the first pass; the first pass at most 1.5x plain
 pydicom. Prints a table and writes JSON.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,6 +36,7 @@ from client.config import SiteConfig
 from simulations.imaging_writers import write_dicom_image, write_dicom_series
 
 CACHED_TARGET, FIRST_TARGET = 20.0, 1.5
+EXPORT_AGE_NS = 3600 * 10**9
 
 
 def write_ct_archive(archive: Path, slices: int, size: int, rng: np.random.Generator) -> int:
@@ -84,7 +89,9 @@ def timed(function: Callable[[], object]) -> float:
 def measure(name: str, archive: Path, work: Path, records: int, canvas: int, slices: int) -> dict:
     """Plain pydicom, first and cached pass over one archive."""
     files = sorted(archive.rglob("*.dcm"))
-    for file in files:  # warm the page cache for every pass alike
+    written = time.time_ns() - EXPORT_AGE_NS
+    for file in files:  # an export written earlier; page cache warm for every pass alike
+        os.utime(file, ns=(written, written))
         file.read_bytes()
     config = SiteConfig(path=archive / "site.toml", name=name, archive=archive, work_dir=work)
 

@@ -1,15 +1,14 @@
 """Bad input never stops a site: each problem is named, good records stay usable, the archive
-is untouched; the cache decodes each file once."""
+is untouched."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from client.archive import ArchiveReader, load_site_samples
+from client.archive import load_site_samples
 from client.config import load_site_config
 from fedumit.cli import main
 from simulations.imaging_writers import write_dicom_image
@@ -99,38 +98,3 @@ def test_site_check_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     assert len(report["problems"]) == len(EXPECTED_REASONS) + 1
     write_manifest(archive, [], extra_lines=["not json"])
     assert main(["site", "check", "--site", str(toml)]) == 1
-
-
-def test_cache_decodes_once_and_follows_changes(tmp_path: Path) -> None:
-    archive = tmp_path / "archive"
-    good_archive(archive)
-    config = load_site_config(site_toml(tmp_path, archive))
-    first = ArchiveReader(config, 112, 4)
-    samples, report = first.read()
-    assert report.decoded == 4 and report.cache_hits == 0
-    assert not any(p.is_relative_to(archive) for p in config.cache_dir.rglob("*"))
-
-    second = ArchiveReader(config, 112, 4)
-    again, report = second.read()
-    assert report.decoded == 0 and report.cache_hits == 4
-    for a, b in zip(samples, again, strict=True):
-        assert all(np.array_equal(x, y) for x, y in zip(a.images, b.images, strict=True))
-
-    write_dicom_image(
-        archive / "p1" / "cr.dcm",
-        xray() + 7,
-        patient_id="P1",
-        modality="CR",
-        window=(2000.0, 4000.0),
-    )
-    _, report = ArchiveReader(config, 112, 4).read()
-    assert report.decoded == 1 and report.cache_hits == 3
-
-    reader = ArchiveReader(config, 112, 4)
-    key = reader.cache.key(archive / "p2" / "ct.nii.gz")
-    next(config.cache_dir.rglob(f"{key}.npz")).write_bytes(b"corrupt")
-    _, report = reader.read()
-    assert report.decoded == 1 and report.cache_hits == 3 and report.problems == []
-
-    _, report = ArchiveReader(config, 224, 4).read()  # other settings: other entries
-    assert report.decoded == 4

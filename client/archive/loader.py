@@ -188,6 +188,7 @@ class ArchiveReader:
             samples.append(sample)
             self._count(sample)
         self.report.patients = len({s.patient_id for s in samples})
+        self.cache.save_index()
         return samples, self.report
 
     def _count(self, sample: Sample) -> None:
