@@ -1,10 +1,10 @@
 """The two-stage schedule: ``align`` rounds, freeze and hand over, then ``instruct`` rounds.
 
-After every round the global adapter is checkpointed, the round's record appended to
-``metrics.jsonl`` and the plots redrawn; federated evaluation runs at round 0 and every
+After every round the round's record is appended to ``metrics.jsonl``, the plots redrawn and
+then the global adapter checkpointed; federated evaluation runs at round 0 and every
 ``eval-every`` rounds. A run resumes from its last complete round with the same result as an
 uninterrupted one: site sampling is seeded per round, sites derive their seeds from the run's,
-and the server optimiser's state is checkpointed.
+the server optimiser's state is checkpointed, and records after the last checkpoint are dropped.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class Coordinator:
     def run(self, grid: Grid, stage1: dict[str, np.ndarray] | None = None) -> RunOutcome:
         """Every planned stage and round, resuming after the last checkpoint in the folder."""
         outcome = RunOutcome()
+        self._forget_unfinished_rounds()
         if stage1 is not None:
             outcome.arrays["align"] = stage1
         stages = self.config.stages
@@ -109,14 +110,25 @@ class Coordinator:
                 outcome.completed, outcome.stopped_reason = False, str(error)
                 self._record(schedule.name, server_round, {"failed": str(error)})
                 return None
-            self._checkpoint(schedule.name, server_round, arrays)
             evaluate = self.config.eval_every and server_round % self.config.eval_every == 0
             if evaluate or server_round == schedule.rounds:
                 metrics = self._evaluate(grid, schedule, server_round, arrays)
             else:
                 metrics = {}
             self._record(schedule.name, server_round, self._train_record(metrics, began))
+            self._checkpoint(schedule.name, server_round, arrays)
         return arrays
+
+    def _forget_unfinished_rounds(self) -> None:
+        """Drop the records of rounds after the last checkpoint (a killed run's last words):
+        a resumed run runs and records those rounds again, so each round has one record."""
+        names = [schedule.name for schedule in self.config.stages]
+        last = ("", 0)
+        for name in names:
+            checkpoint = latest_checkpoint(self.folder.checkpoints, name, self.fingerprint)
+            if checkpoint is not None:
+                last = (name, checkpoint.server_round)
+        self.folder.truncate_metrics_after(*last, names)
 
     def _train(self, grid, schedule, server_round, arrays, rounds_left):
         config = self._round_config(schedule, server_round, rounds_left)

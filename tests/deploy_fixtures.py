@@ -103,13 +103,15 @@ def running(tmp_path: Path) -> Iterator[Processes]:
         started.stop_all()
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until true, or fail naming ``what``."""
+def wait_for(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.5
+) -> None:
+    """Poll ``condition`` every ``interval`` seconds until true, or fail naming ``what``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.5)
+        time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
