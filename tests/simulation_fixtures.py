@@ -11,6 +11,7 @@ from typing import Any
 
 import tomli_w
 
+from deploy.flower import toml_literal
 from simulations.runner import write_site_config
 from simulations.synthetic import generate_consortium
 
@@ -63,3 +64,11 @@ def simulate_argv(sites: Sequence[Path], overrides: Mapping[str, Any]) -> list[s
         "simulate(json.loads(sys.argv[1]), json.loads(sys.argv[2]))\n"
     )
     return [sys.executable, "-c", code, json.dumps([str(s) for s in sites]), json.dumps(overrides)]
+
+
+def run_config_text(overrides: Mapping[str, Any]) -> str:
+    """``overrides`` as ``flwr run --run-config`` text: space-separated TOML ``key=value``."""
+    return " ".join(
+        f"{key}={toml_literal(v) if isinstance(v, str) else json.dumps(v)}"
+        for key, v in overrides.items()
+    )
