@@ -25,8 +25,11 @@ import pytest
 
 from client.config import load_site_config
 from client.privacy import PrivacyLedger
-from server.checkpoints import checkpoint_path, load_checkpoint
+from server.checkpoints import Checkpoint, checkpoint_path, load_checkpoint, save_checkpoint
+from server.config import RUN_DEFAULTS, RunConfig
+from server.coordinator import Coordinator
 from server.run_folder import RunFolder
+from shared_model.spec import ModelSpec
 from tests.deploy_fixtures import running, wait_for
 from tests.simulation_fixtures import TINY_SCHEDULE, simulate_argv, tiny_sites
 
@@ -118,3 +121,22 @@ def test_a_run_killed_in_instruct_resumes_without_rerunning_align(runs: dict[str
         after = (folder.checkpoints / name).stat()
         assert (after.st_ino, after.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
     assert runs["align-entries"] == before["align-entries"] == 2 * ROUNDS["align"]
+
+
+def test_records_after_the_last_checkpoint_are_dropped_before_resuming(
+    tmp_path: Path, tiny_spec: ModelSpec
+) -> None:
+    """Killed after instruct round 1 was recorded but before it was checkpointed: the resumed
+    run redoes instruct from round 0, so the records of instruct go."""
+    folder = RunFolder(tmp_path / "run").create({})
+    arrays = {"w": np.zeros(2, np.float32)}
+    for server_round in (1, 2):
+        checkpoint = Checkpoint("align", server_round, tiny_spec.fingerprint(), "run", arrays, {})
+        save_checkpoint(folder.checkpoints, checkpoint)
+    records = [("align", r) for r in range(3)] + [("instruct", r) for r in range(2)]
+    for stage, server_round in records:
+        folder.append_metrics({"stage": stage, "round": server_round})
+    rounds = {f"{stage}.rounds": rounds for stage, rounds in ROUNDS.items()}
+    config = RunConfig.from_flat({**RUN_DEFAULTS, **rounds})
+    Coordinator(config, tiny_spec, folder)._forget_unfinished_rounds()
+    assert [(m["stage"], m["round"]) for m in folder.metrics()] == records[:3]
