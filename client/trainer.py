@@ -34,6 +34,7 @@ from shared_model.sample import Sample
 from shared_model.spec import ModelSpec
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+LORA_MARKER = "lora_"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,11 @@ class TrainConfig:
         Most rows per forward pass (gradient accumulation beyond it).
     max_records_per_unit:
         Most records a sampled unit contributes to one step.
+    projector_lr_scale:
+        The patch merger's learning rate as a fraction of ``learning_rate``. LoRA matrices start
+        at zero and take large steps well; the merger is a full pretrained weight (entries of
+        about 0.02 on the tiny base), which AdamW at a LoRA learning rate would overwrite within
+        a few steps, and under DP noise would random-walk away from.
     proximal_mu:
         FedProx proximal term weight (0 = off).
     optimizer:
@@ -71,7 +77,8 @@ class TrainConfig:
     noise_multiplier: float = 1.0
     max_grad_norm: float = 1.0
     physical_batch_size: int = 16
-    max_records_per_unit: int = 8
+    max_records_per_unit: int = 2
+    projector_lr_scale: float = 0.02
     proximal_mu: float = 0.0
     weight_decay: float = 0.0
     optimizer: str = "adamw"
@@ -82,6 +89,8 @@ class TrainConfig:
             raise ValueError(f"need steps >= 0 and 0 < sample_rate <= 1, got {self}")
         if self.dp and (self.noise_multiplier < 0 or self.max_grad_norm <= 0):
             raise ValueError("DP needs noise_multiplier >= 0 and max_grad_norm > 0")
+        if not 0.0 <= self.projector_lr_scale <= 1.0:
+            raise ValueError(f"projector_lr_scale must be in [0, 1], got {self.projector_lr_scale}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer {self.optimizer!r} is not one of {sorted(OPTIMIZERS)}")
 
@@ -100,6 +109,19 @@ class TrainResult:
 def steps_for_epochs(epochs: float, sample_rate: float) -> int:
     """Logical steps that visit each unit ``epochs`` times in expectation."""
     return max(1, math.ceil(epochs / sample_rate))
+
+
+def parameter_groups(
+    named: Sequence[tuple[str, torch.nn.Parameter]], config: TrainConfig
+) -> list[dict]:
+    """Optimizer groups: LoRA matrices at the round's learning rate, the rest (the merger) at
+    ``projector_lr_scale`` times it."""
+    lora = [p for name, p in named if LORA_MARKER in name]
+    projector = [p for name, p in named if LORA_MARKER not in name]
+    groups = [{"params": lora}] if lora else []
+    if projector:
+        groups.append({"params": projector, "lr": config.learning_rate * config.projector_lr_scale})
+    return groups
 
 
 class LocalTrainer:
@@ -143,7 +165,9 @@ class LocalTrainer:
         parameters = [p for _, p in named]
         anchor = [p.detach().clone() for p in parameters] if config.proximal_mu else None
         optimizer = OPTIMIZERS[config.optimizer](
-            parameters, lr=config.learning_rate, weight_decay=config.weight_decay
+            parameter_groups(named, config),
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
         )
         generator = torch.Generator().manual_seed(
             config.seed if config.seed is not None else secrets.randbits(63)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from client.privacy.per_unit import PerSampleGradients, clip_and_sum, sum_per_unit
-from client.trainer import LocalTrainer, TrainConfig
+from client.trainer import LocalTrainer, TrainConfig, parameter_groups
 from shared_model.adapters import StageAdapter
 from shared_model.inputs import collate, encode_example
 from shared_model.loading import load_base
@@ -131,6 +131,8 @@ def test_one_dp_step_update_matches_hand_computation(tiny_spec) -> None:
         noise_multiplier=0.0,
         max_grad_norm=CLIP,
         optimizer="sgd",
+        max_records_per_unit=8,  # every record of a unit, as the brute force takes them
+        projector_lr_scale=1.0,  # one learning rate, as the hand computation uses
         seed=0,
     )
     trainer.train(samples, units, config, progress=False)
@@ -181,6 +183,7 @@ def test_noise_has_the_calibrated_scale(tiny_spec) -> None:
         noise_multiplier=sigma,
         max_grad_norm=clip,
         optimizer="sgd",
+        projector_lr_scale=1.0,
         seed=3,
     )
     trainer.train(samples, units, config, progress=False)
@@ -188,3 +191,16 @@ def test_noise_has_the_calibrated_scale(tiny_spec) -> None:
     expected_std = sigma * clip / (rate * 3)
     assert abs(deltas.std() / expected_std - 1.0) < 0.01
     assert abs(deltas.mean()) < 0.01 * expected_std
+
+
+def test_the_merger_learns_at_a_fraction_of_the_lora_rate(tiny_spec) -> None:
+    model, _ = load_base(tiny_spec)
+    adapter = StageAdapter.attach(model, tiny_spec, "instruct")
+    config = TrainConfig(steps=1, sample_rate=1.0, learning_rate=2e-3, projector_lr_scale=0.05)
+    groups = parameter_groups(adapter.trainable_parameters(), config)
+    names = {id(p): n for n, p in adapter.trainable_parameters()}
+    lora, projector = groups
+    assert "lr" not in lora and all("lora_" in names[id(p)] for p in lora["params"])
+    assert projector["lr"] == pytest.approx(1e-4)
+    assert all("merger" in names[id(p)] for p in projector["params"])
+    assert len(lora["params"]) + len(projector["params"]) == len(names)
