@@ -31,6 +31,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "min-available-sites": 2,
     "round-timeout": 1800.0,
     "eval-every": 1,
+    "eval-at-start": True,
     "retries": 1,
     "dp": True,
     "noise-multiplier": 0.0,
@@ -102,6 +103,7 @@ class RunConfig:
     min_available_sites: int
     round_timeout: float
     eval_every: int
+    eval_at_start: bool
     retries: int
     dp: bool
     noise_multiplier: float
@@ -144,6 +146,7 @@ class RunConfig:
             min_available_sites=read.integer("min-available-sites", minimum=1),
             round_timeout=read.number("round-timeout", minimum=1.0),
             eval_every=read.integer("eval-every", minimum=0),
+            eval_at_start=read.get("eval-at-start", bool),
             retries=read.integer("retries", minimum=0),
             dp=read.get("dp", bool),
             noise_multiplier=read.number("noise-multiplier", minimum=0.0),

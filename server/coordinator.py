@@ -95,7 +95,10 @@ class Coordinator:
             arrays, start = initial_arrays(self.spec, schedule.name, self.config.seed, align), 1
             if self.strategy.optimizer is not None:
                 self.strategy.optimizer.load_state({})
-            self._record(schedule.name, 0, {"eval": self._evaluate(grid, schedule, 0, arrays)})
+            start_metrics = (
+                self._evaluate(grid, schedule, 0, arrays) if self.config.eval_at_start else {}
+            )
+            self._record(schedule.name, 0, {"eval": start_metrics})
         for server_round in range(start, schedule.rounds + 1):
             began = time.perf_counter()
             rounds_left = schedule.rounds - server_round + 1 + later_rounds

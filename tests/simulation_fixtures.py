@@ -21,6 +21,7 @@ TINY_SCHEDULE: dict[str, Any] = {
     "dp": True,
     "noise-multiplier": 1.0,
     "eval-every": 0,
+    "eval-at-start": False,
     "align.local-steps": 2,
     "instruct.local-steps": 2,
     "align.batch-size": 2,

@@ -81,7 +81,7 @@ def test_launch_runs_both_stages_over_real_supernodes(
         f"run-dir='{tmp_path / 'runs'}' run-id='e2e' model-spec='{tiny_base / SPEC_FILE}' "
         "align.rounds=1 instruct.rounds=1 align.local-steps=2 instruct.local-steps=2 "
         "align.batch-size=2 instruct.batch-size=2 physical-batch-size=4 eval-every=0 "
-        "round-timeout=600.0"
+        "eval-at-start=false round-timeout=600.0"
     )
     started = time.monotonic()
     run_fedumit(
