@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -11,6 +13,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+if TYPE_CHECKING:
+    from tests.deploy_fixtures import Processes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -24,6 +29,16 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     prebuilt = os.environ.get("FEDUMIT_TEST_BASE")
     directory = Path(prebuilt) if prebuilt else tmp_path_factory.mktemp("tiny-base")
     return ensure_tiny_base(directory, progress=False)
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """Real processes a test starts (Flower's SuperLink, SuperNodes, ...); all stopped at its
+    end, pass or fail."""
+    from tests.deploy_fixtures import running
+
+    with running(tmp_path) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")

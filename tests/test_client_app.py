@@ -25,6 +25,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 from client.app import build_client_app
+from client.archive.cache import PixelCache
 from client.config import load_site_config
 from client.site import site_for
 from fedumit.protocol import ARRAYS, CONFIG, META, METRICS, STATUS_OK, from_record, to_record
@@ -244,9 +245,12 @@ def archive_pixels(archive: Path, work_dir: Path) -> list[bytes]:
 
     images = [pydicom.dcmread(f).PixelData for f in archive.rglob("*.dcm")]
     images += [np.asarray(nib.load(f).dataobj).tobytes() for f in archive.rglob("*.nii.gz")]
-    for entry in work_dir.rglob("*.npz"):
-        with np.load(entry) as data:
-            images.append(data["pixels"].tobytes())
+    entries = list(work_dir.rglob("*.pixels"))
+    assert entries, f"no cached pixels under {work_dir}: the cache layout changed"
+    for entry in entries:
+        cached = PixelCache(entry.parent.parent, {}).get(entry.stem)
+        assert cached is not None, f"unreadable cache entry {entry}"
+        images.append(cached.pixels.tobytes())
     return images
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,19 +16,11 @@ from tests.deploy_fixtures import (
     Processes,
     fedumit_argv,
     free_port,
-    running,
     serves_tls,
     wait_for,
 )
 
 FEDERATION = "e2e"
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    """Processes this test starts; all stopped at its end."""
-    with running(tmp_path) as started:
-        yield started
 
 
 def run_fedumit(processes: Processes, *args: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import ssl
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,20 +15,12 @@ from tests.deploy_fixtures import (
     Processes,
     fedumit_argv,
     free_port,
-    running,
     serves_tls,
     tls_handshake,
     wait_for,
 )
 
 FEDERATION = "consortium"
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    """Processes this test starts; all stopped at its end."""
-    with running(tmp_path) as started:
-        yield started
 
 
 @pytest.fixture
