@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from server.config import RUN_DEFAULTS
 from simulations.datasets import PARTITIONS, PUBLIC_DATASETS
 
 DATASETS = ("synthetic", *PUBLIC_DATASETS)
@@ -60,6 +61,8 @@ def add_consortium_arguments(simulate: argparse.ArgumentParser) -> None:
     simulate.add_argument("--instruct-rounds", type=int, default=4)
     simulate.add_argument("--align-steps", type=int, default=10, help="local steps per round")
     simulate.add_argument("--instruct-steps", type=int, default=40, help="local steps per round")
+    simulate.add_argument("--align-lr", type=float, default=RUN_DEFAULTS["align.lr"])
+    simulate.add_argument("--instruct-lr", type=float, default=RUN_DEFAULTS["instruct.lr"])
     simulate.add_argument(
         "--eval-every", type=int, default=2, help="federated evaluation every k rounds"
     )

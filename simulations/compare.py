@@ -27,7 +27,7 @@ from server.run_folder import new_run_id, write_json_atomically
 from simulations.experiment import Consortium, prepare_consortium, run_overrides
 from simulations.heldout import score_model, test_samples
 from simulations.pooling import pool_archives
-from simulations.report import closed_form, metric_rows, print_metric_table
+from simulations.report import LOWER_IS_BETTER, closed_form, metric_rows, print_metric_table
 from simulations.runner import simulate
 
 CENTRALIZED, LOCAL, FEDERATED, FEDERATED_DP = (
@@ -77,7 +77,8 @@ def run_compare(args: argparse.Namespace) -> int:
     report = consortium.out / f"compare-{run_id}"
     summary = {"run": run_id, "sites": sites, "test_records": len(samples), "table": rows}
     write_json_atomically(report.with_suffix(".json"), summary)
-    plot = draw_comparison(closed_form(rows), report.with_suffix(".png"))
+    scores = [r for r in closed_form(rows) if r["metric"] not in LOWER_IS_BETTER]
+    plot = draw_comparison(scores, report.with_suffix(".png"))
     if args.json:
         print(json.dumps(summary, ensure_ascii=False, indent=2))
         return 0

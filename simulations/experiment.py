@@ -117,8 +117,10 @@ def run_overrides(
         "eval-every": args.eval_every,
         "align.rounds": args.align_rounds,
         "align.local-steps": args.align_steps * steps_scale,
+        "align.lr": args.align_lr,
         "instruct.rounds": args.instruct_rounds,
         "instruct.local-steps": args.instruct_steps * steps_scale,
+        "instruct.lr": args.instruct_lr,
     }
 
 

@@ -18,10 +18,10 @@ HEADLINE = {
     "compare": ("bleu1", "rouge_l"),
 }
 CLOSED_FORM = {
-    "vqa": "closed_accuracy",
-    "classification": "accuracy",
-    "detection": "mean_iou",
-    "landmark": "sdr",
+    "vqa": ("closed_accuracy",),
+    "classification": ("accuracy", "macro_f1"),
+    "detection": ("mean_iou", "map50"),
+    "landmark": ("sdr", "mre"),
 }
 LOWER_IS_BETTER = {"mre"}
 
@@ -40,8 +40,8 @@ def metric_rows(columns: Mapping[str, Mapping[str, float]]) -> list[dict[str, An
 
 
 def closed_form(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The rows of the closed-form metrics (accuracy, IoU, detection rate)."""
-    return [r for r in rows if CLOSED_FORM.get(r["task"]) == r["metric"]]
+    """The rows of the closed-form tasks' metrics (accuracy, F1, IoU, mAP, radial error)."""
+    return [r for r in rows if r["metric"] in CLOSED_FORM.get(r["task"], ())]
 
 
 def improved(row: Mapping[str, Any], before: str, after: str) -> bool:
