@@ -3,6 +3,7 @@ and each site's privacy spend."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,7 +53,9 @@ def _training(records: Sequence[dict[str, Any]], path: Path) -> Path:
             if metric in HEADLINE_METRICS:
                 series[f"{task} {lang} {metric}"][position] = value
     for name, values in sorted(series.items()):
-        eval_axis.plot(labels, values, marker=".", label=name)
+        evaluated = [(i, v) for i, v in enumerate(values) if not math.isnan(v)]
+        eval_axis.plot(*zip(*evaluated, strict=True), marker=".", label=name)
+    eval_axis.set_xticks(range(len(labels)), labels)  # a line joins the rounds evaluated
     eval_axis.set_title("federated evaluation (val splits)")
     eval_axis.set_ylim(-0.02, 1.02)
     if series:
