@@ -61,13 +61,23 @@ def write_site_config(
 def simulate(site_configs: Sequence[Path], overrides: Mapping[str, Any]) -> RunFolder:
     """Run every stage over the sites in Flower's simulation engine; return the run folder."""
     config = RunConfig.from_flat({**RUN_DEFAULTS, **overrides})
-    paths = [str(Path(p).resolve()) for p in site_configs]
     outcome: dict[str, RunFolder] = {}
     server_app = ServerApp()
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         outcome["folder"] = run(grid, config)
+
+    run_on_sites(server_app, site_configs)
+    if "folder" not in outcome:
+        raise RuntimeError("the simulated run did not finish; see the log above")
+    return outcome["folder"]
+
+
+def run_on_sites(server_app: ServerApp, site_configs: Sequence[Path]) -> None:
+    """Run ``server_app`` in Flower's simulation engine with the real ClientApp, one virtual
+    node per site config (node ``partition-id`` i is site ``i``)."""
+    paths = [str(Path(p).resolve()) for p in site_configs]
 
     def site_of(context: Context):
         return site_for(paths[int(context.node_config["partition-id"])])
@@ -81,9 +91,6 @@ def simulate(site_configs: Sequence[Path], overrides: Mapping[str, Any]) -> RunF
             "init_args": {"logging_level": logging.WARNING},
         },
     )
-    if "folder" not in outcome:
-        raise RuntimeError("the simulated run did not finish; see the log above")
-    return outcome["folder"]
 
 
 def _gpus_per_site() -> float:

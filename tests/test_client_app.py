@@ -10,7 +10,6 @@ pixel byte runs.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,18 +21,15 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid, ServerApp
-from flwr.simulation import run_simulation
 
-from client.app import build_client_app
 from client.archive.cache import PixelCache
 from client.config import load_site_config
-from client.site import site_for
 from fedumit.protocol import ARRAYS, CONFIG, META, METRICS, STATUS_OK, from_record, to_record
 from server.coordinator import initial_arrays
 from server.strategy import wait_for_nodes
 from shared_model.spec import ModelSpec
 from shared_model.tiny import SPEC_FILE
-from simulations.runner import write_site_config
+from simulations.runner import run_on_sites, write_site_config
 from simulations.synthetic import generate_consortium
 
 STAGE = "instruct"
@@ -132,20 +128,7 @@ def exchange(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> dict[
             outcome[phase] = list(grid.send_and_receive(messages, timeout=300))
         outcome["ledgers-after"] = ledgers(configs)
 
-    paths = [str(c) for c in configs]
-
-    def site_of(context: Context):
-        return site_for(paths[int(context.node_config["partition-id"])])
-
-    run_simulation(
-        server_app=server_app,
-        client_app=build_client_app(site_of),
-        num_supernodes=len(configs),
-        backend_config={
-            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            "init_args": {"logging_level": logging.WARNING},
-        },
-    )
+    run_on_sites(server_app, configs)
     return outcome
 
 
