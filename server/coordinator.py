@@ -208,6 +208,7 @@ class Coordinator:
             "rejected": {str(n): r for n, r in round_log.rejected.items()},
             "refused": {str(n): r for n, r in round_log.refused.items()},
             "epsilon": {str(n): e for n, e in round_log.epsilon.items()},
+            "site_seconds": {str(n): t for n, t in round_log.train_seconds.items()},
             "bytes_sent": round_log.bytes_sent,
             "bytes_received": round_log.bytes_received,
             "seconds": time.perf_counter() - began,

@@ -50,6 +50,7 @@ class RoundLog:
     rejected: dict[int, str] = field(default_factory=dict)
     refused: dict[int, str] = field(default_factory=dict)
     epsilon: dict[int, float] = field(default_factory=dict)
+    train_seconds: dict[int, float] = field(default_factory=dict)  # as each site reported
     losses: list[tuple[float, float]] = field(default_factory=list)  # (loss, examples)
     bytes_sent: int = 0
     bytes_received: int = 0
@@ -216,6 +217,7 @@ class FedUmitStrategy(Strategy):
         weight = float(metrics["num-examples"])
         self.round_log.sites.append(node)
         self.round_log.losses.append((float(metrics.get("train-loss", float("nan"))), weight))
+        self.round_log.train_seconds[node] = float(metrics.get("seconds", float("nan")))
         self._note_epsilon(node, reply)
         return arrays, weight
 

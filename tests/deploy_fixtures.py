@@ -11,7 +11,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from deploy.pki import add_site, init_pki
+from server.checkpoints import checkpoint_path
+from server.run_folder import RunFolder
+from simulations.runner import write_site_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,6 +75,11 @@ class Processes:
             except subprocess.TimeoutExpired:
                 continue
 
+    def kill(self, process: subprocess.Popen) -> None:
+        """SIGKILL the process group at once, as a crash or a power cut would."""
+        _kill_group_leftovers(process.pid)
+        process.wait(timeout=30)
+
     def stop_all(self) -> None:
         """Stop every process this test started, newest first."""
         for process in reversed(self.started):
@@ -77,6 +89,16 @@ class Processes:
 def _kill_group_leftovers(group: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(group, signal.SIGKILL)
+
+
+def supernodes(env: dict[str, str], federation: str) -> list[dict[str, str]]:
+    """The SuperLink's SuperNodes as ``flwr supernode list`` reports them."""
+    from deploy.coordinator import site_rows
+    from deploy.flower import executable
+
+    argv = [executable("flwr"), "supernode", "list", federation, "--format", "json"]
+    listed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=True)
+    return site_rows(listed.stdout)
 
 
 def flower_env(home: Path) -> dict[str, str]:
@@ -132,3 +154,127 @@ def serves_tls(port: int, ca_file: Path) -> bool:
     except OSError:
         return False
     return True
+
+
+@dataclass
+class Consortium:
+    """A SuperLink (TLS, SuperNode auth) and hospitals' SuperNodes as real processes on
+    loopback, with the ``fedumit`` commands a coordinator runs against them."""
+
+    root: Path
+    processes: Processes
+    model_spec: Path
+    federation: str = "consortium"
+    run_id: str = "run"
+    port: int = field(default_factory=free_port)
+    sites: dict[str, list[str]] = field(default_factory=dict)  # name -> SuperNode argv
+    nodes: dict[str, subprocess.Popen] = field(default_factory=dict)  # name -> SuperNode
+    link: subprocess.Popen | None = None
+
+    @property
+    def pki(self) -> Path:
+        """The consortium PKI folder."""
+        return self.root / "pki"
+
+    @property
+    def run_folder(self) -> Path:
+        """The run folder ``launch`` writes."""
+        return self.root / "runs" / self.run_id
+
+    def fedumit(self, *args: str) -> str:
+        """Run one ``fedumit`` command to completion; what it printed."""
+        done = subprocess.run(
+            fedumit_argv(*args), env=self.processes.env, capture_output=True, text=True,
+            timeout=180,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    def start_superlink(self, name: str) -> subprocess.Popen:
+        """``fedumit superlink`` on this consortium's port and database; waits until it serves
+        TLS with the consortium's certificate."""
+        argv = fedumit_argv(
+            "superlink", "--pki", str(self.pki), "--database", str(self.root / "link.db"),
+            "--host", "127.0.0.1", "--port", str(self.port),
+        )  # fmt: skip
+        link = self.processes.start(name, argv, cwd=self.root)
+        wait_for(
+            lambda: serves_tls(self.port, self.pki / "ca.crt") or link.poll() is not None,
+            60,
+            name,
+        )
+        assert link.poll() is None, self.processes.log(name)
+        self.link = link
+        return link
+
+    def join(self, archive: Path) -> None:
+        """Give hospital ``archive.name`` a key, register it and start its SuperNode."""
+        name = archive.name
+        add_site(self.pki, name)
+        self.fedumit(
+            "pki", "register", name, "--out", str(self.pki), "--federation", self.federation,
+            "--superlink", f"127.0.0.1:{self.port}",
+        )  # fmt: skip
+        site = write_site_config(
+            self.root / "sites" / f"{name}.toml",
+            name=name,
+            archive=archive,
+            work_dir=self.work_dir(name),
+            model_spec=self.model_spec,
+        )
+        self.sites[name] = fedumit_argv(
+            "supernode", "--site", str(site), "--superlink", f"127.0.0.1:{self.port}",
+            "--pki", str(self.pki), "--runtime-port", str(free_port()),
+        )  # fmt: skip
+        self.start_site(name)
+
+    def start_site(self, name: str, suffix: str = "") -> None:
+        """Start (or restart) hospital ``name``'s SuperNode; logged as ``name[-suffix]``."""
+        log = f"{name}-{suffix}" if suffix else name
+        self.nodes[name] = self.processes.start(log, self.sites[name], cwd=self.root)
+
+    def work_dir(self, name: str) -> Path:
+        """Hospital ``name``'s work folder (cache, ledger)."""
+        return self.root / "work" / name
+
+    def ledger(self, name: str) -> bytes:
+        """Hospital ``name``'s privacy ledger as it is on disk."""
+        path = self.work_dir(name) / "privacy_ledger.jsonl"
+        return path.read_bytes() if path.is_file() else b""
+
+    def statuses(self) -> list[str]:
+        """Each SuperNode's status as the SuperLink lists it."""
+        return [node["status"] for node in supernodes(self.processes.env, self.federation)]
+
+    def launch(self, run_config: str, *extra: str) -> None:
+        """``fedumit launch`` this checkout's app with ``run_config`` overrides (detached)."""
+        where = f"run-dir='{self.root / 'runs'}' run-id='{self.run_id}' "
+        self.fedumit(
+            "launch", "--federation", self.federation, "--app", str(REPO_ROOT),
+            "--run-config", f"{where} model-spec='{self.model_spec}' {run_config}", *extra,
+        )  # fmt: skip
+
+    def records(self) -> list[dict[str, Any]]:
+        """The run's complete ``metrics.jsonl`` records so far."""
+        return RunFolder(self.run_folder).metrics()
+
+    def record(self, stage: str, server_round: int) -> dict[str, Any] | None:
+        """The record of one round, if written."""
+        found = [r for r in self.records() if (r["stage"], r["round"]) == (stage, server_round)]
+        return found[-1] if found else None
+
+    def checkpointed(self, stage: str, server_round: int) -> bool:
+        """Whether the global adapter of that round is checkpointed."""
+        return checkpoint_path(self.run_folder / "checkpoints", stage, server_round).is_file()
+
+    def trains_received(self, name: str) -> int:
+        """Train messages hospital ``name``'s SuperNode has taken so far (its log)."""
+        return self.processes.log(name).count("Receiving: train message")
+
+    def start(self, archives: list[Path]) -> None:
+        """A fresh PKI, the SuperLink and one registered SuperNode per archive, all online."""
+        init_pki(self.pki, ["localhost"])
+        self.start_superlink("superlink")
+        for archive in archives:
+            self.join(archive)
+        wait_for(lambda: self.statuses() == ["online"] * len(archives), 120, "every site online")

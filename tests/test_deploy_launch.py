@@ -1,88 +1,139 @@
-"""``fedumit launch`` end to end: a SuperLink, two SuperNodes, both stages, a run folder."""
+"""A consortium over real Flower processes on loopback, through failures.
+
+One scenario, real processes all along: a SuperLink with TLS and SuperNode authentication, three
+hospitals' SuperNodes, and ``fedumit launch`` running both stages. In ``align`` round 2 one
+hospital's SuperNode is SIGKILLed while it trains (a crash, not a shutdown); the round finishes
+with the other two, and the hospital restarts and rejoins the next round with its privacy ledger
+intact. After the first ``instruct`` checkpoint the coordinator's SuperLink is SIGKILLed too,
+restarted on the same database, and ``fedumit launch --resume`` completes the run from its last
+checkpoint. The tests below each check one part of what the scenario left behind.
+"""
 
 from __future__ import annotations
 
-import subprocess
+import json
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from deploy.pki import add_site, init_pki
-from simulations.runner import write_site_config
 from simulations.synthetic import generate_consortium
-from tests.deploy_fixtures import (
-    REPO_ROOT,
-    Processes,
-    fedumit_argv,
-    free_port,
-    serves_tls,
-    wait_for,
-)
+from tests.deploy_fixtures import Consortium, running, supernodes, wait_for
+
+pytestmark = pytest.mark.slow
 
 FEDERATION = "e2e"
+RUN_ID = "e2e"
+ROUNDS = 2  # per stage
+RUN_CONFIG = (
+    f"align.rounds={ROUNDS} instruct.rounds={ROUNDS} align.local-steps=2 instruct.local-steps=2 "
+    "align.batch-size=2 instruct.batch-size=2 physical-batch-size=4 eval-every=0 "
+    "eval-at-start=false min-sites=2 min-available-sites=3 round-timeout=300.0"
+)
 
 
-def run_fedumit(processes: Processes, *args: str) -> str:
-    """Run one ``fedumit`` command to completion and return what it printed."""
-    done = subprocess.run(
-        fedumit_argv(*args), env=processes.env, capture_output=True, text=True, timeout=180
+def run_scenario(c: Consortium, seen: dict[str, Any]) -> None:
+    """Launch, crash a hospital mid-round and restart it, crash the SuperLink and resume."""
+    archives = generate_consortium(c.root / "archives", n_sites=3, patients=4, seed=0)
+    c.start(archives)
+    c.launch(RUN_CONFIG)
+
+    victim = archives[-1].name
+    seen["victim"] = victim
+    wait_for(lambda: c.record("align", 1) is not None, 600, "align round 1")
+    wait_for(lambda: c.trains_received(victim) >= 2, 300, f"{victim} training align round 2")
+    assert c.record("align", 2) is None, "the victim must die while align round 2 is open"
+    c.processes.kill(c.nodes[victim])
+    seen["ledger_at_kill"] = c.ledger(victim)
+    wait_for(lambda: "offline" in c.statuses(), 180, f"the SuperLink to see {victim} offline")
+    seen["victim_node"] = next(
+        n["node-id"] for n in supernodes(c.processes.env, FEDERATION) if n["status"] == "offline"
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    time.sleep(5)  # the coordinator polls every 0.2 s: it has the "node unavailable" reply now
+    c.start_site(victim, "restarted")
+    wait_for(lambda: c.record("align", 2) is not None, 300, "align round 2 without the victim")
+
+    wait_for(lambda: c.checkpointed("instruct", 1), 600, "instruct round 1")
+    c.processes.kill(c.link)
+    seen["records_at_link_crash"] = len(c.records())
+    c.start_superlink("superlink-restarted")
+    wait_for(lambda: c.statuses() == ["online"] * 3, 180, "the sites back on the new SuperLink")
+    c.launch(RUN_CONFIG, "--resume", str(c.run_folder))
+    wait_for(lambda: (c.run_folder / "export").is_dir(), 600, "the resumed run's export")
+    seen["status"] = c.fedumit("status", "--federation", FEDERATION, "--run", str(c.run_folder))
 
 
-@pytest.mark.slow
-def test_launch_runs_both_stages_over_real_supernodes(
-    tmp_path: Path, processes: Processes, tiny_base: Path
-) -> None:
+@dataclass
+class Scenario:
+    """The consortium after the scenario, and what was seen while it ran."""
+
+    consortium: Consortium
+    seen: dict[str, Any]
+
+    def record(self, stage: str, server_round: int) -> dict[str, Any]:
+        """The metrics record of a round the scenario finished."""
+        found = self.consortium.record(stage, server_round)
+        assert found is not None, (stage, server_round)
+        return found
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Iterator[Scenario]:
+    """The scenario, run once for this module; every process stopped at its end, pass or fail."""
     from shared_model.tiny import SPEC_FILE
 
-    pki = tmp_path / "pki"
-    init_pki(pki, ["localhost"])
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    link_argv = fedumit_argv(
-        "superlink", "--pki", str(pki), "--database", str(tmp_path / "link.db"),
-        "--host", "127.0.0.1", "--port", str(port),
-    )  # fmt: skip
-    link = processes.start("superlink", link_argv, cwd=tmp_path)
-    archives = generate_consortium(tmp_path / "archives", n_sites=2, patients=4, seed=0)
-    wait_for(lambda: serves_tls(port, pki / "ca.crt") or link.poll() is not None, 60, "SuperLink")
-    assert link.poll() is None, processes.log("superlink")
-    for archive in archives:
-        add_site(pki, archive.name)
-        run_fedumit(
-            processes, "pki", "register", archive.name, "--out", str(pki),
-            "--federation", FEDERATION, "--superlink", address,
-        )  # fmt: skip
-        site = write_site_config(
-            tmp_path / "sites" / f"{archive.name}.toml",
-            name=archive.name,
-            archive=archive,
-            work_dir=tmp_path / "work" / archive.name,
-            model_spec=tiny_base / SPEC_FILE,
-        )
-        node_argv = fedumit_argv(
-            "supernode", "--site", str(site), "--superlink", address, "--pki", str(pki),
-            "--runtime-port", str(free_port()),
-        )  # fmt: skip
-        processes.start(archive.name, node_argv, cwd=tmp_path)
-    overrides = (
-        f"run-dir='{tmp_path / 'runs'}' run-id='e2e' model-spec='{tiny_base / SPEC_FILE}' "
-        "align.rounds=1 instruct.rounds=1 align.local-steps=2 instruct.local-steps=2 "
-        "align.batch-size=2 instruct.batch-size=2 physical-batch-size=4 eval-every=0 "
-        "eval-at-start=false round-timeout=600.0"
-    )
-    started = time.monotonic()
-    run_fedumit(
-        processes, "launch", "--federation", FEDERATION, "--app", str(REPO_ROOT),
-        "--run-config", overrides,
-    )  # fmt: skip
-    folder = tmp_path / "runs" / "e2e"
-    wait_for(lambda: (folder / "export").is_dir(), 600, "the exported model")
-    print(f"launch to export: {time.monotonic() - started:.1f}s")
-    status = run_fedumit(processes, "status", "--federation", FEDERATION, "--run", str(folder))
-    assert "2 of 2 sites online" in status
-    assert "stage instruct, round 1/1, exported" in status
-    assert (folder / "config.json").is_file() and (folder / "metrics.jsonl").is_file()
+    root = tmp_path_factory.mktemp("consortium")
+    with running(root) as processes:
+        consortium = Consortium(root, processes, tiny_base / SPEC_FILE, FEDERATION, RUN_ID)
+        seen: dict[str, Any] = {}
+        run_scenario(consortium, seen)
+        yield Scenario(consortium, seen)
+
+
+def test_launch_runs_both_stages_over_three_authenticated_sites(scenario: Scenario) -> None:
+    c = scenario.consortium
+    assert (c.run_folder / "config.json").is_file()
+    assert (c.run_folder / "export" / "config.json").is_file()
+    for stage in ("align", "instruct"):
+        for server_round in range(1, ROUNDS + 1):
+            assert c.checkpointed(stage, server_round), (stage, server_round)
+    assert len(scenario.record("align", 1)["sites"]) == 3
+    status = scenario.seen["status"]
+    assert "3 of 3 sites online" in status
+    assert f"stage instruct, round {ROUNDS}/{ROUNDS}, exported" in status
+
+
+def test_a_site_killed_mid_round_leaves_the_round_to_the_others(scenario: Scenario) -> None:
+    record = scenario.record("align", 2)
+    victim_node = scenario.seen["victim_node"]
+    assert len(record["sites"]) == 2 and victim_node not in record["sites"]
+    assert victim_node in record["rejected"], record
+    assert "failed" not in record
+
+
+def test_the_restarted_site_rejoins_with_its_ledger_intact(scenario: Scenario) -> None:
+    seen, victim_node = scenario.seen, scenario.seen["victim_node"]
+    instruct = scenario.record("instruct", 1)
+    assert victim_node in instruct["sites"] and len(instruct["sites"]) == 3
+    before = seen["ledger_at_kill"]
+    after = scenario.consortium.ledger(seen["victim"])
+    assert before and after.startswith(before), "the ledger lost or rewrote lines"
+    entries = [json.loads(line) for line in after.decode().splitlines()]
+    assert [(e["stage"], e["server_round"]) for e in entries][:2] == [
+        ("align", 1),
+        ("instruct", 1),
+    ]
+    epsilons = [e["epsilon"] for e in entries]
+    assert epsilons == sorted(epsilons) and epsilons[1] > epsilons[0]
+    reported_before_the_crash = scenario.record("align", 1)["epsilon"][victim_node]
+    assert instruct["epsilon"][victim_node] > reported_before_the_crash
+
+
+def test_the_run_resumes_after_the_superlink_restarts(scenario: Scenario) -> None:
+    rounds = [(r["stage"], r["round"]) for r in scenario.consortium.records()]
+    planned = [(s, n) for s in ("align", "instruct") for n in range(1, ROUNDS + 1)]
+    assert rounds == planned, "each round once, align not re-run"
+    assert scenario.seen["records_at_link_crash"] < len(planned)

@@ -16,6 +16,7 @@ from tests.deploy_fixtures import (
     fedumit_argv,
     free_port,
     serves_tls,
+    supernodes,
     tls_handshake,
     wait_for,
 )
@@ -75,14 +76,9 @@ def fedumit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
-def nodes(env: dict[str, str]) -> list[dict]:
-    """The SuperLink's SuperNodes as ``flwr supernode list`` reports them."""
-    from deploy.coordinator import site_rows
-    from deploy.flower import executable
-
-    argv = [executable("flwr"), "supernode", "list", FEDERATION, "--format", "json"]
-    listed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=True)
-    return site_rows(listed.stdout)
+def nodes(env: dict[str, str]) -> list[dict[str, str]]:
+    """This test's SuperNodes as the SuperLink lists them."""
+    return supernodes(env, FEDERATION)
 
 
 def test_registered_site_joins_and_unregistered_key_cannot(

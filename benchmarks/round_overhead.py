@@ -1,0 +1,107 @@
+"""Round overhead of a real deployment: three hospitals' SuperNodes and a SuperLink over TLS on
+loopback, ``fedumit launch`` running both stages on synthetic archives and the tiny base.
+
+For each round without evaluation (every round but a stage's last), the overhead is the round's
+wall time at the coordinator minus the slowest site's training time as the site reported it:
+message transfer, each SuperNode starting a ClientApp process and loading the model, reply
+validation and aggregation, checkpointing. Printed next to the bytes sent to and received from
+each site per round and the adapter's size. Prints a table and writes JSON.
+
+    python benchmarks/round_overhead.py [--rounds 3] [--local-steps 10]
+        [--out benchmarks/results/round_overhead.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from server.checkpoints import checkpoint_path, load_checkpoint
+from shared_model.tiny import SPEC_FILE, ensure_tiny_base, tiny_spec
+from simulations.synthetic import generate_consortium
+from tests.deploy_fixtures import Consortium, running, wait_for
+
+SITES = 3
+
+
+def measure(root: Path, rounds: int, local_steps: int) -> tuple[list[dict[str, Any]], Path]:
+    """Run a deployment to export; the run's records and its run folder."""
+    base = ensure_tiny_base(root / "tiny-base", progress=True)
+    with running(root) as processes:
+        consortium = Consortium(root, processes, base / SPEC_FILE, "bench", "overhead")
+        consortium.start(generate_consortium(root / "archives", n_sites=SITES, patients=8))
+        consortium.launch(
+            f"align.rounds={rounds} instruct.rounds={rounds} "
+            f"align.local-steps={local_steps} instruct.local-steps={local_steps} "
+            f"eval-every=0 eval-at-start=false min-sites={SITES} min-available-sites={SITES}"
+        )
+        print(f"running {SITES} sites x {rounds} rounds per stage ...", flush=True)
+        export = consortium.run_folder / "export"
+        wait_for(export.is_dir, 3600, "the run's export", interval=2.0)
+        return consortium.records(), consortium.run_folder
+
+
+def rows_of(records: list[dict[str, Any]], rounds: int, folder: Path, spec) -> list[dict]:
+    """One row per round without evaluation."""
+    rows = []
+    for record in records:
+        if not 1 <= record.get("round", 0) < rounds:
+            continue
+        stage, server_round = record["stage"], record["round"]
+        arrays = load_checkpoint(
+            checkpoint_path(folder / "checkpoints", stage, server_round), spec.fingerprint()
+        ).arrays
+        slowest = max(record["site_seconds"].values())
+        sites = len(record["sites"])
+        rows.append(
+            {
+                "stage": stage,
+                "round": server_round,
+                "wall_seconds": record["seconds"],
+                "slowest_site_train_seconds": slowest,
+                "overhead_seconds": record["seconds"] - slowest,
+                "sent_bytes_per_site": record["bytes_sent"] / sites,
+                "received_bytes_per_site": record["bytes_received"] / sites,
+                "adapter_bytes": sum(a.nbytes for a in arrays.values()),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per stage (>= 2)")
+    parser.add_argument("--local-steps", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/round_overhead.json"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="fedumit-overhead-") as directory:
+        root = Path(directory)
+        records, folder = measure(root, args.rounds, args.local_steps)
+        rows = rows_of(records, args.rounds, folder, tiny_spec(root / "tiny-base"))
+    print(
+        f"{'stage':9} {'round':>5} {'wall s':>7} {'train s':>8} {'overhead s':>10}"
+        f" {'sent/site MB':>12} {'recv/site MB':>12} {'adapter MB':>10}"
+    )
+    for row in rows:
+        print(
+            f"{row['stage']:9} {row['round']:5d} {row['wall_seconds']:7.1f}"
+            f" {row['slowest_site_train_seconds']:8.1f} {row['overhead_seconds']:10.1f}"
+            f" {row['sent_bytes_per_site'] / 1e6:12.3f}"
+            f" {row['received_bytes_per_site'] / 1e6:12.3f} {row['adapter_bytes'] / 1e6:10.3f}"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"sites": SITES, "local_steps": args.local_steps, "rows": rows}
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
