@@ -40,13 +40,15 @@ def resolve_spec(model_spec: str) -> ModelSpec:
 
 def run(grid: Grid, config: RunConfig) -> RunFolder:
     """Create or resume the run folder, run the stages, export when every round completed."""
-    spec = resolve_spec(config.model_spec)
     if config.resume:
         folder = RunFolder(Path(config.resume))
         if not (folder.root / "config.json").is_file():
             raise FileNotFoundError(f"cannot resume: {folder.root} is not a run folder")
+        config = config.resuming()
+        log.info("resuming %s with the config it started with", folder.root)
     else:
         folder = RunFolder(Path(config.run_dir) / (config.run_id or new_run_id()))
+    spec = resolve_spec(config.model_spec)
     folder.create(
         {"run": config.to_dict(), "model": spec.to_dict(), "fingerprint": spec.fingerprint()}
     )

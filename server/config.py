@@ -7,8 +7,10 @@ override them. Every error names the key.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 AGGREGATIONS = ("fedavg", "fedprox", "fedadam", "median", "trimmed-mean")
@@ -125,6 +127,19 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain data (for the run folder's resolved config)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """The inverse of :meth:`to_dict` (a run folder's saved config)."""
+        stages = {name: StageSchedule(**data[name]) for name in ("align", "instruct")}
+        return cls(**{**data, **stages})
+
+    def resuming(self) -> RunConfig:
+        """The config a resumed run goes on with: the one its folder saved when it started, so
+        a resumed run follows the same schedule, seeds and privacy settings whatever the new
+        launch passed (only ``resume`` itself is taken from it)."""
+        saved = json.loads((Path(self.resume) / "config.json").read_text(encoding="utf-8"))
+        return replace(RunConfig.from_dict(saved["run"]), resume=self.resume)
 
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> RunConfig:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -101,6 +102,7 @@ class FedUmitStrategy(Strategy):
         self.round_log = RoundLog()
         self._expected: Expectation | None = None
         self._current: dict[str, np.ndarray] = {}
+        self._sent: list[Message] = []
 
     def summary(self) -> None:
         """Log the strategy's settings."""
@@ -158,6 +160,7 @@ class FedUmitStrategy(Strategy):
             self.round_log.bytes_sent += sum(
                 r.count_bytes() for r in content.array_records.values()
             )
+        self._sent = messages
         return messages
 
     def aggregate_train(
@@ -195,7 +198,7 @@ class FedUmitStrategy(Strategy):
     ) -> tuple[dict[str, np.ndarray], float] | None:
         """A reply's arrays and weight when it counts, ``None`` when refused or rejected (each
         noted in the round log)."""
-        node = reply.metadata.src_node_id
+        node = self._site_of(reply)
         self.round_log.bytes_received += _bytes(reply)
         status, reason = reply_status(reply)
         self._remember_stage1(node, reply)
@@ -250,6 +253,15 @@ class FedUmitStrategy(Strategy):
         if not sums:
             return None
         return MetricRecord({key: sums[key] / weights[key] for key in sorted(sums)})
+
+    def _site_of(self, reply: Message) -> int:
+        """The site a reply speaks for: its sender or, for the error the SuperLink answers in
+        place of a site that went offline, the site the message was sent to."""
+        sender = reply.metadata.src_node_id
+        if sender != SUPERLINK_NODE_ID:
+            return sender
+        sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in self._sent}
+        return sent_to.get(reply.metadata.reply_to_message_id, sender)
 
     def _remember_stage1(self, node: int, reply: Message) -> None:
         if not reply.has_error() and META in reply.content:

@@ -246,12 +246,19 @@ class Consortium:
         """Each SuperNode's status as the SuperLink lists it."""
         return [node["status"] for node in supernodes(self.processes.env, self.federation)]
 
-    def launch(self, run_config: str, *extra: str) -> None:
+    def launch(self, run_config: str) -> None:
         """``fedumit launch`` this checkout's app with ``run_config`` overrides (detached)."""
         where = f"run-dir='{self.root / 'runs'}' run-id='{self.run_id}' "
         self.fedumit(
             "launch", "--federation", self.federation, "--app", str(REPO_ROOT),
-            "--run-config", f"{where} model-spec='{self.model_spec}' {run_config}", *extra,
+            "--run-config", f"{where} model-spec='{self.model_spec}' {run_config}",
+        )  # fmt: skip
+
+    def resume(self) -> None:
+        """``fedumit launch --resume`` of this consortium's run folder, nothing else given."""
+        self.fedumit(
+            "launch", "--federation", self.federation, "--app", str(REPO_ROOT),
+            "--resume", str(self.run_folder),
         )  # fmt: skip
 
     def records(self) -> list[dict[str, Any]]:

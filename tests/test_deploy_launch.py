@@ -5,8 +5,9 @@ hospitals' SuperNodes, and ``fedumit launch`` running both stages. In ``align`` 
 hospital's SuperNode is SIGKILLed while it trains (a crash, not a shutdown); the round finishes
 with the other two, and the hospital restarts and rejoins the next round with its privacy ledger
 intact. After the first ``instruct`` checkpoint the coordinator's SuperLink is SIGKILLed too,
-restarted on the same database, and ``fedumit launch --resume`` completes the run from its last
-checkpoint. The tests below each check one part of what the scenario left behind.
+restarted on the same database, and ``fedumit launch --resume`` (no other option: the run goes on
+with the config it started with) completes the run from its last checkpoint. The tests below
+each check one part of what the scenario left behind.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def run_scenario(c: Consortium, seen: dict[str, Any]) -> None:
     seen["records_at_link_crash"] = len(c.records())
     c.start_superlink("superlink-restarted")
     wait_for(lambda: c.statuses() == ["online"] * 3, 180, "the sites back on the new SuperLink")
-    c.launch(RUN_CONFIG, "--resume", str(c.run_folder))
+    c.resume()
     wait_for(lambda: (c.run_folder / "export").is_dir(), 600, "the resumed run's export")
     seen["status"] = c.fedumit("status", "--federation", FEDERATION, "--run", str(c.run_folder))
 

@@ -59,3 +59,15 @@ def test_code_defaults_equal_pyproject() -> None:
     from server.config import RUN_DEFAULTS
 
     assert defaults() == RUN_DEFAULTS
+
+
+def test_a_resumed_run_goes_on_with_the_config_it_started_with(tmp_path) -> None:
+    from server.run_folder import RunFolder
+
+    started = RunConfig.from_flat({**defaults(), "align.rounds": 5, "seed": 7, "dp": False})
+    folder = RunFolder(tmp_path / "run").create({"run": started.to_dict()})
+    launched = RunConfig.from_flat({**defaults(), "resume": str(folder.root)})
+    resumed = launched.resuming()
+    assert resumed.resume == str(folder.root)
+    assert resumed.to_dict() == {**started.to_dict(), "resume": str(folder.root)}
+    assert RunConfig.from_dict(started.to_dict()) == started

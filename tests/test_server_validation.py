@@ -101,6 +101,31 @@ def test_each_bad_reply_is_rejected_with_its_reason_and_the_round_completes(capl
         ), reason
 
 
+class GridWithAnOfflineSite(SiteGrid):
+    """Site 3 went offline: the SuperLink answers its message with Flower's own error."""
+
+    def pull_messages(self, message_ids) -> Iterator[Message]:
+        from flwr.server.superlink.linkstate.utils import (
+            create_message_error_unavailable_res_message,
+        )
+
+        for message_id in message_ids:
+            if self.pushed[message_id].metadata.dst_node_id == 3:
+                sent = self.pushed.pop(message_id)
+                yield create_message_error_unavailable_res_message(sent.metadata, "node_unavail")
+            else:
+                yield from super().pull_messages([message_id])
+
+
+def test_a_site_gone_offline_is_rejected_under_its_own_node_id() -> None:
+    grid = GridWithAnOfflineSite({1: good(1, 2), 2: good(2, 6), 3: good(3, 4)})
+    strategy = FedUmitStrategy(min_sites=2, min_available_sites=3)
+    run_round(strategy, grid, CURRENT)
+    assert sorted(strategy.round_log.sites) == [1, 2]
+    assert list(strategy.round_log.rejected) == [3]
+    assert "Node Unavailable" in strategy.round_log.rejected[3]
+
+
 def test_a_refusal_is_an_answer_not_a_rejection(caplog) -> None:
     refusal = "privacy budget exhausted: epsilon 8.2 > 8.0"
 
