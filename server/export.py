@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from server.checkpoints import latest_checkpoint
@@ -20,7 +21,8 @@ def spec_of_run(folder: RunFolder) -> ModelSpec:
 
 
 def export_run(folder: RunFolder, out: Path) -> Path:
-    """Merge the latest ``align`` and ``instruct`` checkpoints of a run and save them in ``out``."""
+    """Merge the latest ``align`` and ``instruct`` checkpoints of a run and save them in ``out``
+    (written beside it, then renamed into place)."""
     spec = spec_of_run(folder)
     fingerprint = spec.fingerprint()
     align = latest_checkpoint(folder.checkpoints, "align", fingerprint)
@@ -40,10 +42,16 @@ def export_run(folder: RunFolder, out: Path) -> Path:
         config=folder.config()["run"],
     )
     log.info("exporting run %s to %s", folder.run_id, out)
-    return export_merged(
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    export_merged(
         spec,
-        out,
+        partial,
         align_arrays=align.arrays if align else None,
         instruct_arrays=instruct.arrays if instruct else None,
         model_card=card,
     )
+    if out.exists():
+        shutil.rmtree(out)
+    partial.rename(out)  # readers never see a half-written export
+    return out
