@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -102,7 +102,7 @@ class FedUmitStrategy(Strategy):
         self.round_log = RoundLog()
         self._expected: Expectation | None = None
         self._current: dict[str, np.ndarray] = {}
-        self._sent: list[Message] = []
+        self._sent: list[Metadata] = []  # of this round's messages (ids are set on push)
 
     def summary(self) -> None:
         """Log the strategy's settings."""
@@ -160,7 +160,7 @@ class FedUmitStrategy(Strategy):
             self.round_log.bytes_sent += sum(
                 r.count_bytes() for r in content.array_records.values()
             )
-        self._sent = messages
+        self._sent = [message.metadata for message in messages]
         return messages
 
     def aggregate_train(
@@ -260,7 +260,7 @@ class FedUmitStrategy(Strategy):
         sender = reply.metadata.src_node_id
         if sender != SUPERLINK_NODE_ID:
             return sender
-        sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in self._sent}
+        sent_to = {metadata.message_id: metadata.dst_node_id for metadata in self._sent}
         return sent_to.get(reply.metadata.reply_to_message_id, sender)
 
     def _remember_stage1(self, node: int, reply: Message) -> None:
