@@ -7,7 +7,6 @@ override them. Every error names the key.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -138,8 +137,10 @@ class RunConfig:
         """The config a resumed run goes on with: the one its folder saved when it started, so
         a resumed run follows the same schedule, seeds and privacy settings whatever the new
         launch passed (only ``resume`` itself is taken from it)."""
-        saved = json.loads((Path(self.resume) / "config.json").read_text(encoding="utf-8"))
-        return replace(RunConfig.from_dict(saved["run"]), resume=self.resume)
+        from server.run_folder import RunFolder
+
+        saved = RunFolder(Path(self.resume)).config()["run"]
+        return replace(RunConfig.from_dict(saved), resume=self.resume)
 
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> RunConfig:

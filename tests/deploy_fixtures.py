@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from client.config import load_site_config
 from deploy.pki import add_site, init_pki
 from server.checkpoints import checkpoint_path
 from server.run_folder import RunFolder
@@ -168,6 +169,7 @@ class Consortium:
     run_id: str = "run"
     port: int = field(default_factory=free_port)
     sites: dict[str, list[str]] = field(default_factory=dict)  # name -> SuperNode argv
+    site_configs: dict[str, Path] = field(default_factory=dict)  # name -> site config TOML
     nodes: dict[str, subprocess.Popen] = field(default_factory=dict)  # name -> SuperNode
     link: subprocess.Popen | None = None
 
@@ -215,11 +217,11 @@ class Consortium:
             "pki", "register", name, "--out", str(self.pki), "--federation", self.federation,
             "--superlink", f"127.0.0.1:{self.port}",
         )  # fmt: skip
-        site = write_site_config(
+        site = self.site_configs[name] = write_site_config(
             self.root / "sites" / f"{name}.toml",
             name=name,
             archive=archive,
-            work_dir=self.work_dir(name),
+            work_dir=self.root / "work" / name,
             model_spec=self.model_spec,
         )
         self.sites[name] = fedumit_argv(
@@ -233,18 +235,18 @@ class Consortium:
         log = f"{name}-{suffix}" if suffix else name
         self.nodes[name] = self.processes.start(log, self.sites[name], cwd=self.root)
 
-    def work_dir(self, name: str) -> Path:
-        """Hospital ``name``'s work folder (cache, ledger)."""
-        return self.root / "work" / name
-
     def ledger(self, name: str) -> bytes:
         """Hospital ``name``'s privacy ledger as it is on disk."""
-        path = self.work_dir(name) / "privacy_ledger.jsonl"
+        path = load_site_config(self.site_configs[name]).ledger_path
         return path.read_bytes() if path.is_file() else b""
+
+    def supernodes(self) -> list[dict[str, str]]:
+        """The SuperNodes as the SuperLink lists them."""
+        return supernodes(self.processes.env, self.federation)
 
     def statuses(self) -> list[str]:
         """Each SuperNode's status as the SuperLink lists it."""
-        return [node["status"] for node in supernodes(self.processes.env, self.federation)]
+        return [node["status"] for node in self.supernodes()]
 
     def launch(self, run_config: str) -> None:
         """``fedumit launch`` this checkout's app with ``run_config`` overrides (detached)."""

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from simulations.synthetic import generate_consortium
-from tests.deploy_fixtures import Consortium, running, supernodes, wait_for
+from tests.deploy_fixtures import Consortium, running, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -50,9 +50,7 @@ def run_scenario(c: Consortium, seen: dict[str, Any]) -> None:
     c.processes.kill(c.nodes[victim])
     seen["ledger_at_kill"] = c.ledger(victim)
     wait_for(lambda: "offline" in c.statuses(), 180, f"the SuperLink to see {victim} offline")
-    seen["victim_node"] = next(
-        n["node-id"] for n in supernodes(c.processes.env, FEDERATION) if n["status"] == "offline"
-    )
+    seen["victim_node"] = next(n["node-id"] for n in c.supernodes() if n["status"] == "offline")
     time.sleep(5)  # the coordinator polls every 0.2 s: it has the "node unavailable" reply now
     c.start_site(victim, "restarted")
     wait_for(lambda: c.record("align", 2) is not None, 300, "align round 2 without the victim")
