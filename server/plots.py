@@ -52,9 +52,17 @@ def _training(records: Sequence[dict[str, Any]], path: Path) -> Path:
             task, lang, metric = key.split("/")
             if metric in HEADLINE_METRICS:
                 series[f"{task} {lang} {metric}"][position] = value
-    for name, values in sorted(series.items()):
+    colours = plt.get_cmap("tab20").colors  # the default cycle repeats after ten lines
+    for index, (name, values) in enumerate(sorted(series.items())):
         evaluated = [(i, v) for i, v in enumerate(values) if not math.isnan(v)]
-        eval_axis.plot(*zip(*evaluated, strict=True), marker=".", label=name)
+        style = "-" if index < len(colours) else "--"
+        eval_axis.plot(
+            *zip(*evaluated, strict=True),
+            marker=".",
+            label=name,
+            color=colours[index % len(colours)],
+            linestyle=style,
+        )
     eval_axis.set_xticks(range(len(labels)), labels)  # a line joins the rounds evaluated
     eval_axis.set_title("federated evaluation (val splits)")
     eval_axis.set_ylim(-0.02, 1.02)
