@@ -7,6 +7,7 @@ key, so hospital IT can fix it without reading code.
 from __future__ import annotations
 
 import difflib
+import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -76,11 +77,18 @@ class Policy:
 
 
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "site": ("name", "archive", "work_dir", "device"),
+    "site": ("name", "archive", "work_dir", "device", "decode_workers"),
     "model": ("spec",),
     "imaging": tuple(f.name for f in fields(ImagingConfig)),
     "policy": tuple(f.name for f in fields(Policy)),
 }
+
+
+def default_decode_workers() -> int:
+    """Threads that read the archive: one per core this process may run on, at most 8."""
+    if hasattr(os, "sched_getaffinity"):
+        return min(8, len(os.sched_getaffinity(0)))
+    return min(8, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,7 @@ class SiteConfig:
     work_dir: Path
     model_spec: Path | None = None
     device: str = "auto"
+    decode_workers: int = field(default_factory=default_decode_workers)
     imaging: ImagingConfig = field(default_factory=ImagingConfig)
     policy: Policy = field(default_factory=Policy)
 
@@ -135,6 +144,9 @@ def site_config_from_dict(data: Mapping[str, Any], path: Path) -> SiteConfig:
     device = reader.get("site", "device", str, "auto")
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise SiteConfigError(path, "site.device", f"{device!r} is not auto, cpu, cuda or cuda:N")
+    workers = reader.get("site", "decode_workers", int, default_decode_workers())
+    if workers < 1:
+        raise SiteConfigError(path, "site.decode_workers", f"must be at least 1, got {workers}")
     return SiteConfig(
         path=path,
         name=reader.require("site", "name", str),
@@ -142,6 +154,7 @@ def site_config_from_dict(data: Mapping[str, Any], path: Path) -> SiteConfig:
         work_dir=reader.path("site", "work_dir"),
         model_spec=reader.path("model", "spec") if "spec" in data.get("model", {}) else None,
         device=device,
+        decode_workers=workers,
         imaging=_imaging(reader),
         policy=_policy(reader),
     )

@@ -1,8 +1,9 @@
 """From conversations and samples to Qwen2-VL model inputs, with labels only on the answer.
 
-A 2D image goes through the processor's image path, a 3D volume (``(slices, H, W, 3)``) through
-its video path. Prompt and answer are tokenized apart: the model learns exactly the tokens it
-must generate after ``<|im_start|>assistant\\n``.
+A 2D image goes through the processor's image path, a 3D volume (``(slices, H, W, C)``) through
+its video path; grey pixels (``C`` = 1) are copied to RGB on the way in. Prompt and answer are
+tokenized apart: the model learns exactly the tokens it must generate after
+``<|im_start|>assistant\\n``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ def user_message(text: str, images: Sequence[np.ndarray]) -> list[dict]:
     return [{"role": "user", "content": [*content, {"type": "text", "text": text}]}]
 
 
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """A uint8 ``(..., 1)`` grey image or volume as ``(..., 3)``; RGB stays as it is."""
+    return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+
+
 def encode_prompt(
     processor: ProcessorMixin, images: Sequence[np.ndarray], text: str, canvas: int
 ) -> dict[str, torch.Tensor]:
@@ -75,8 +81,8 @@ def encode_prompt(
     prompt = processor.apply_chat_template(
         user_message(text, images), add_generation_prompt=True, tokenize=False
     )
-    stills = [image for image in images if image.ndim == 3]
-    volumes = [image for image in images if image.ndim == 4]
+    stills = [as_rgb(image) for image in images if image.ndim == 3]
+    volumes = [as_rgb(image) for image in images if image.ndim == 4]
     size = {"shortest_edge": canvas * canvas, "longest_edge": canvas * canvas}
     return processor(
         text=[prompt],

@@ -145,8 +145,9 @@ class Sample:
         Task name (see :mod:`shared_model.tasks`), language (``en``/``zh``) and split
         (``train``/``val``/``test``).
     images:
-        One array per manifest image: ``uint8`` RGB ``(H, W, 3)`` for a 2D image, or
-        ``(slices, H, W, 3)`` for a volume, already at the model's canvas size.
+        One array per manifest image: ``uint8`` ``(H, W, C)`` for a 2D image, or
+        ``(slices, H, W, C)`` for a volume, already at the model's canvas size; ``C`` is 3
+        for colour and 1 for grey (a third of the memory; the model input copies it to RGB).
     geometries:
         One :class:`Geometry` per image.
     fields:
@@ -174,10 +175,10 @@ class Sample:
         if len(self.images) != len(self.geometries):
             raise ValueError(f"record {self.record_id!r}: one geometry per image is required")
         for image in self.images:
-            if image.dtype != np.uint8 or image.ndim not in (3, 4) or image.shape[-1] != 3:
+            if image.dtype != np.uint8 or image.ndim not in (3, 4) or image.shape[-1] not in (1, 3):
                 raise ValueError(
-                    f"record {self.record_id!r}: images must be uint8 RGB (H, W, 3) or "
-                    f"(slices, H, W, 3), got {image.dtype} {image.shape}"
+                    f"record {self.record_id!r}: images must be uint8 (H, W, C) or "
+                    f"(slices, H, W, C) with C 1 (grey) or 3 (RGB), got {image.dtype} {image.shape}"
                 )
 
     @property

@@ -80,6 +80,8 @@ BAD_VALUES = [
     ({"site": {"device": "gpu"}}, (), "site.device"),
     ({"site": {"work_dir": "/data/pacs-export/fedumit/cache"}}, (), "site.work_dir"),
     ({"site": {"name": 7}}, (), "site.name"),
+    ({"site": {"decode_workers": 0}}, (), "site.decode_workers"),
+    ({"site": {"decode_workers": 2.5}}, (), "site.decode_workers"),
     ({"imaging": {"ct_window": "liver"}}, (), "imaging.ct_window"),
     ({"imaging": {"ct_window": [40.0, -10.0]}}, (), "imaging.ct_window"),
     ({"imaging": {"intensity_percentiles": [99.0, 1.0]}}, (), "imaging.intensity_percentiles"),

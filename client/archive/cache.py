@@ -1,75 +1,83 @@
 """Preprocessed-pixel cache in the site's work folder (never in the archive).
 
 An entry holds one image file's canvas-sized uint8 pixels and its geometry, keyed by the file's
-content (SHA-256 of its bytes; of every file's name and digest for a series folder) and the
+content (XXH3-128 of its bytes; of every file's name and digest for a series folder) and the
 preprocessing settings, so a changed file or setting misses and nothing stale is ever used.
+XXH3 rather than SHA-256: the key guards against change, not against an adversary (anyone who
+can write to the archive can change the training data directly), and it hashes a 2 MB
+radiograph in 0.03 ms instead of 1 ms, a cost the first pass would otherwise pay per file.
 
-A stat index (path, size, mtime, ctime, inode -> SHA-256) spares re-hashing unchanged files:
+A stat index (path, size, mtime, ctime, inode -> digest) spares re-hashing unchanged files:
 a file whose stat differs is hashed again, and so is one modified less than ``RACY_NS`` before
 it was hashed (a second change within the filesystem's timestamp tick would not show in its
 stat). Entries and the index are written to a temporary file and renamed, without fsync: an
-entry holds its length and CRC-32, and one that fails either check is rebuilt, never trusted.
+entry holds its length and XXH3-64 checksum, and one that fails either check is rebuilt, never
+trusted. Digests and entries may be computed from several threads at once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
 import tempfile
+import threading
 import time
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xxhash
 
-CACHE_VERSION = "3"
+CACHE_VERSION = "4"
 INDEX_NAME = "content-index.json"
 RACY_NS = 2_000_000_000  # coarsest common timestamp tick (FAT); ext3 and HFS+ have 1 s
 _ENTRY_SUFFIX = ".pixels"
-# magic, header length, pixel bytes, CRC-32 of header and pixels; then the JSON header, pixels
-_PREFIX = struct.Struct("<8sIQI")
-_MAGIC = b"FUMITPX3"
+# magic, header length, pixel bytes, XXH3-64 of header and pixels; then the JSON header, pixels
+_PREFIX = struct.Struct("<8sIQQ")
+_MAGIC = b"FUMITPX4"
+_READ_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
 class CachedImage:
     """One image file ready for the model."""
 
-    pixels: np.ndarray  # (canvas, canvas, 3) or (slices, canvas, canvas, 3) uint8
+    pixels: np.ndarray  # uint8 (canvas, canvas, C) or (slices, canvas, canvas, C); C is 1 or 3
     geometry: dict[str, Any]
     patient_id: str | None
     modality: str | None
 
 
 class ContentDigests:
-    """SHA-256 of files and series folders, through a stat index saved in ``index``."""
+    """XXH3-128 of files and series folders, through a stat index saved in ``index``."""
 
     def __init__(self, index: Path) -> None:
         self.index = index
         self.hashed = 0  # files read and hashed (not found unchanged in the index)
         self._known = _read_index(index)
         self._dirty = False
+        self._lock = threading.Lock()
 
     def digest(self, path: Path) -> str:
         """Of a file, or of a folder's files (relative names and digests, sorted)."""
         if not path.is_dir():
             return self._file(path)
-        digest = hashlib.sha256()
+        digest = xxhash.xxh3_128()
         for file in sorted(p for p in path.rglob("*") if p.is_file()):
             digest.update(f"{file.relative_to(path)}\0{self._file(file)}\n".encode())
         return digest.hexdigest()
 
     def save(self) -> None:
         """Write the index if it changed (atomically; a lost update only costs re-hashing)."""
-        if self._dirty:
+        with self._lock:
+            if not self._dirty:
+                return
             data = json.dumps({"version": CACHE_VERSION, "files": self._known}).encode()
-            write_atomically(self.index, [data])
             self._dirty = False
+        write_atomically(self.index, [data])
 
     def _file(self, path: Path) -> str:
         checked = time.time_ns()
@@ -79,12 +87,12 @@ class ContentDigests:
         known = self._known.get(name)
         if known is not None and known[:-1] == signature:
             return known[-1]
-        with path.open("rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        self.hashed += 1
-        if checked - stat.st_mtime_ns > RACY_NS:
-            self._known[name] = [*signature, digest]
-            self._dirty = True
+        digest = file_digest(path)
+        with self._lock:
+            self.hashed += 1
+            if checked - stat.st_mtime_ns > RACY_NS:
+                self._known[name] = [*signature, digest]
+                self._dirty = True
         return digest
 
 
@@ -99,7 +107,7 @@ class PixelCache:
     def key(self, path: Path) -> str:
         """Entry key of ``path`` under the current settings."""
         content = self.digests.digest(path)
-        return hashlib.sha256(f"{self._settings}|{content}".encode()).hexdigest()
+        return xxhash.xxh3_128_hexdigest(f"{self._settings}|{content}".encode())
 
     def get(self, key: str) -> CachedImage | None:
         """The entry, or ``None`` when absent, torn or corrupt (it will be rebuilt)."""
@@ -113,7 +121,7 @@ class PixelCache:
         return _parse_entry(data)
 
     def put(self, key: str, image: CachedImage) -> None:
-        """Write an entry atomically (temporary file, rename) with its length and CRC-32."""
+        """Write an entry atomically (temporary file, rename) with its length and XXH3-64 checksum."""
         pixels = np.ascontiguousarray(image.pixels)
         header = json.dumps(
             {
@@ -125,7 +133,7 @@ class PixelCache:
             }
         ).encode()
         body = memoryview(pixels).cast("B")
-        checksum = zlib.crc32(body, zlib.crc32(header))
+        checksum = _checksum(header, body)
         prefix = _PREFIX.pack(_MAGIC, len(header), len(body), checksum)
         write_atomically(self._path(key), [prefix, header, body])
 
@@ -135,6 +143,24 @@ class PixelCache:
 
     def _path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}{_ENTRY_SUFFIX}"
+
+
+def file_digest(path: Path) -> str:
+    """XXH3-128 of a file's bytes, read in 1 MiB chunks."""
+    digest = xxhash.xxh3_128()
+    buffer = bytearray(_READ_CHUNK)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as handle:
+        while read := handle.readinto(buffer):
+            digest.update(view[:read])
+    return digest.hexdigest()
+
+
+def _checksum(*chunks: bytes | memoryview | np.ndarray) -> int:
+    digest = xxhash.xxh3_64()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.intdigest()
 
 
 def write_atomically(path: Path, chunks: Iterable[bytes | memoryview]) -> None:
@@ -151,14 +177,14 @@ def write_atomically(path: Path, chunks: Iterable[bytes | memoryview]) -> None:
 
 
 def _parse_entry(data: np.ndarray) -> CachedImage | None:
-    """An entry's image, or ``None`` unless its magic, lengths and CRC-32 all check out."""
+    """An entry's image, or ``None`` unless its magic, lengths and checksum all check out."""
     if len(data) < _PREFIX.size:
         return None
     magic, header_length, body_length, checksum = _PREFIX.unpack_from(data)
     start = _PREFIX.size + header_length
     if magic != _MAGIC or len(data) != start + body_length:
         return None
-    if zlib.crc32(data[_PREFIX.size :]) != checksum:
+    if _checksum(data[_PREFIX.size : start], data[start:]) != checksum:
         return None
     try:
         header = json.loads(data[_PREFIX.size : start].tobytes())

@@ -17,7 +17,8 @@ class UnreadableImage(ValueError):
 
 @dataclass(frozen=True)
 class Decoded:
-    """Pixels after the modality and VOI transforms, in ``[0, 1]``.
+    """Pixels after the modality and VOI transforms: floats in ``[0, 1]``, or (2D images only)
+    uint8 when a reader has already mapped them to grey levels (``0-255`` standing for ``0-1``).
 
     ``pixels`` is ``(H, W)`` or ``(H, W, 3)`` for a 2D image and ``(D, H, W)`` or
     ``(D, H, W, 3)`` for a volume; ``spacing`` is millimetres per pixel ``(x, y[, z])``.
@@ -31,6 +32,12 @@ class Decoded:
     patient_id: str | None = None
     modality: str | None = None
     source_depth: int | None = None
+
+    def unit(self) -> np.ndarray:
+        """The pixels as floats in ``[0, 1]``, whichever form the reader gave them in."""
+        if self.pixels.dtype == np.uint8:
+            return self.pixels.astype(np.float32) / np.float32(255.0)
+        return self.pixels
 
     @property
     def size(self) -> tuple[int, int, int | None]:

@@ -21,15 +21,25 @@ from client.archive.processing import (
     integer_percentiles,
     percentile_normalise,
     stretch,
+    to_uint8,
     window,
 )
 from client.config import ImagingConfig
 
+DEFERRED_SIZE = "64 KB"  # elements this large are read from the file only when used
 
-def read_dataset(path: Path, stop_before_pixels: bool = False) -> pydicom.Dataset:
-    """Parse a DICOM file, or raise :class:`UnreadableImage` saying what is wrong."""
+
+def read_dataset(
+    path: Path, stop_before_pixels: bool = False, defer_pixels: bool = False
+) -> pydicom.Dataset:
+    """Parse a DICOM file, or raise :class:`UnreadableImage` saying what is wrong.
+
+    With ``defer_pixels``, pixel data (and any other element over ``DEFERRED_SIZE``) stays in
+    the file until it is used: a series reads every header but only the slices it needs.
+    """
+    defer_size = DEFERRED_SIZE if defer_pixels else None
     try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, defer_size=defer_size)
     except InvalidDicomError as error:
         forced = _read_without_preamble(path, stop_before_pixels)
         if forced is None:
@@ -72,8 +82,17 @@ def frames(dataset: pydicom.Dataset, path: Path) -> np.ndarray:
         ) from error
 
 
-def to_unit(stored: np.ndarray, dataset: pydicom.Dataset, imaging: ImagingConfig) -> np.ndarray:
-    """Modality LUT, VOI and photometric fixes: values in ``[0, 1]`` (RGB kept as RGB)."""
+def to_unit(
+    stored: np.ndarray,
+    dataset: pydicom.Dataset,
+    imaging: ImagingConfig,
+    reference: np.ndarray | None = None,
+) -> np.ndarray:
+    """Modality LUT, VOI and photometric fixes: values in ``[0, 1]`` (RGB kept as RGB).
+
+    ``reference`` is the image whose percentiles set a percentile range when ``stored`` holds
+    something else (the table of every stored level in :func:`to_grey_uint8`).
+    """
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(stored, dataset)
@@ -87,10 +106,39 @@ def to_unit(stored: np.ndarray, dataset: pydicom.Dataset, imaging: ImagingConfig
         values = apply_modality_lut(stored, dataset).astype(np.float32)
     else:  # the common linear modality LUT, in float32 (a float64 copy costs more than it gives)
         values = stored.astype(np.float32) * np.float32(rescale[0]) + np.float32(rescale[1])
-    unit = _voi(values, stored, dataset, imaging, rescale)
+    unit = _voi(
+        values, stored, dataset, imaging, rescale, stored if reference is None else reference
+    )
     if photometric == "MONOCHROME1":
         unit = 1.0 - unit
     return unit
+
+
+def to_grey_uint8(
+    stored: np.ndarray, dataset: pydicom.Dataset, imaging: ImagingConfig
+) -> np.ndarray | None:
+    """A monochrome 8- or 16-bit image to uint8 through a table of every stored level.
+
+    Exactly ``to_uint8(to_unit(stored, dataset, imaging))``, for one table lookup per pixel
+    instead of a dozen float passes. ``None`` where no table applies: colour, float or 32-bit
+    values, a Modality LUT Sequence, a VOI LUT Sequence in use, or a falling rescale.
+    """
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    rescale = _rescale(dataset)
+    uses_voi_lut = imaging.prefer_file_window and "VOILUTSequence" in dataset
+    if (
+        photometric not in ("MONOCHROME1", "MONOCHROME2")
+        or stored.dtype.kind not in "iu"
+        or stored.dtype.itemsize > 2
+        or rescale is None
+        or rescale[0] <= 0
+        or uses_voi_lut
+    ):
+        return None
+    unsigned = np.dtype(f"u{stored.dtype.itemsize}")
+    levels = np.arange(np.iinfo(unsigned).max + 1, dtype=unsigned).view(stored.dtype)
+    table = to_uint8(to_unit(levels, dataset, imaging, reference=stored))
+    return np.take(table, stored.view(unsigned))
 
 
 def _rescale(dataset: pydicom.Dataset) -> tuple[float, float] | None:
@@ -101,22 +149,22 @@ def _rescale(dataset: pydicom.Dataset) -> tuple[float, float] | None:
     return float(slope if slope is not None else 1.0), float(intercept or 0.0)
 
 
-def _percentile_range(values, stored, rescale, imaging: ImagingConfig) -> np.ndarray:
+def _percentile_range(values, reference, rescale, imaging: ImagingConfig) -> np.ndarray:
     """The site's percentile range to ``[0, 1]``; for 8/16-bit stored values under a rising
-    linear rescale, the percentiles come exactly from a histogram of the stored values."""
+    linear rescale, the percentiles come from a histogram of the ``reference`` stored values."""
     low, high = imaging.intensity_percentiles
     if (
         rescale is None
         or rescale[0] <= 0
-        or stored.dtype.kind not in "iu"
-        or stored.dtype.itemsize > 2
+        or reference.dtype.kind not in "iu"
+        or reference.dtype.itemsize > 2
     ):
         return percentile_normalise(values, low, high)
-    bottom, top = integer_percentiles(stored, (low, high)) * rescale[0] + rescale[1]
+    bottom, top = integer_percentiles(reference, (low, high)) * rescale[0] + rescale[1]
     return stretch(values, float(bottom), float(top))
 
 
-def _voi(values, stored, dataset, imaging: ImagingConfig, rescale) -> np.ndarray:
+def _voi(values, stored, dataset, imaging: ImagingConfig, rescale, reference) -> np.ndarray:
     has_window = "WindowCenter" in dataset and "WindowWidth" in dataset
     has_lut = "VOILUTSequence" in dataset
     if imaging.prefer_file_window and has_lut:
@@ -128,7 +176,7 @@ def _voi(values, stored, dataset, imaging: ImagingConfig, rescale) -> np.ndarray
             return window(values, centre, width)
     if str(dataset.get("Modality", "")).upper() == "CT":
         return window(values, *imaging.ct_window)
-    return _percentile_range(values, stored, rescale, imaging)
+    return _percentile_range(values, reference, rescale, imaging)
 
 
 def _first(value) -> float:
@@ -152,14 +200,15 @@ def read_dicom_file(path: Path, imaging: ImagingConfig) -> Decoded:
 
         return read_dicomdir(path, dataset, imaging)
     stored = frames(dataset, path)
-    unit = to_unit(stored, dataset, imaging)
-    spacing = pixel_spacing(dataset)
     multi = int(dataset.get("NumberOfFrames", 1) or 1) > 1
+    grey = None if multi else to_grey_uint8(stored, dataset, imaging)
+    pixels = to_unit(stored, dataset, imaging) if grey is None else grey
+    spacing = pixel_spacing(dataset)
     if multi and spacing is not None:
         between = dataset.get("SpacingBetweenSlices") or dataset.get("SliceThickness") or 1.0
         spacing = (*spacing, float(between))
     return Decoded(
-        pixels=unit,
+        pixels=pixels,
         is_volume=multi,
         spacing=spacing,
         patient_id=str(dataset.get("PatientID", "")) or None,

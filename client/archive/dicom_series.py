@@ -58,7 +58,7 @@ def read_dicomdir(path: Path, dataset: pydicom.Dataset, imaging: ImagingConfig) 
 def _volume_from_files(
     label: Path, files: list[Path], imaging: ImagingConfig, slices: int | None = None
 ) -> Decoded:
-    datasets = [(read_dataset(f), f) for f in files]
+    datasets = [(read_dataset(f, defer_pixels=slices is not None), f) for f in files]
     _check_consistent(label, [d for d, _ in datasets])
     ordered = sorted(datasets, key=lambda item: _position(item[0]))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,10 +27,9 @@ from client.archive.manifest import (
     RecordError,
     check_geometry,
     read_manifest,
-    resolve_inside,
 )
 from client.archive.nifti import read_nifti
-from client.archive.processing import resample_slices, to_canvas_rgb
+from client.archive.processing import resample_slices, to_canvas_pixels
 from client.config import ImagingConfig, SiteConfig
 from shared_model.sample import Geometry, Sample
 
@@ -80,15 +80,15 @@ def decode(
 
 
 def to_canvas(decoded: Decoded, canvas: int, slices: int) -> CachedImage:
-    """Letterbox to the canvas (and resample a volume to ``slices``) as uint8 RGB."""
+    """Letterbox to the canvas (and resample a volume to ``slices``) as uint8, grey or RGB."""
     width, height, depth = decoded.size
     if decoded.is_volume:
-        pixels = resample_slices(decoded.pixels, slices)
-        rgb = np.stack([to_canvas_rgb(s, canvas) for s in pixels])
+        volume = resample_slices(decoded.pixels, slices)
+        pixels = np.stack([to_canvas_pixels(s, canvas) for s in volume])
     else:
-        rgb = to_canvas_rgb(decoded.pixels, canvas)
+        pixels = to_canvas_pixels(decoded.pixels, canvas)
     geometry = Geometry(width, height, canvas, depth, decoded.spacing)
-    return CachedImage(rgb, geometry.to_dict(), decoded.patient_id, decoded.modality)
+    return CachedImage(pixels, geometry.to_dict(), decoded.patient_id, decoded.modality)
 
 
 class ArchiveReader:
@@ -101,35 +101,75 @@ class ArchiveReader:
         self._images: dict[str, CachedImage | UnreadableImage] = {}
         self.report = ArchiveReport()
 
-    def image(self, relative: str, modality: str | None) -> CachedImage:
+    def image(self, relative: str, path: Path, modality: str | None) -> CachedImage:
         """The canvas-ready image of an archive path (decoded at most once per content)."""
         if relative not in self._images:
-            path = resolve_inside(self.config.archive, relative)
-            try:
-                key = self.cache.key(path)
-                cached = self.cache.get(key)
-                if cached is None:
-                    decoded = decode(path, self.config.imaging, modality, self.slices)
-                    cached = to_canvas(decoded, self.canvas, self.slices)
-                    self.cache.put(key, cached)
-                    self.report.decoded += 1
-                else:
-                    self.report.cache_hits += 1
-                self._images[relative] = cached
-                if cached.pixels.ndim == 4:
-                    self.report.volumes_3d += 1
-                else:
-                    self.report.images_2d += 1
-            except UnreadableImage as error:
-                self._images[relative] = UnreadableImage(relative, error.reason)
+            self._keep(relative, self._load(path, modality))
         found = self._images[relative]
         if isinstance(found, UnreadableImage):
             raise found
         return found
 
+    def prepare(self, records: Iterable[ManifestRecord], progress: bool = False) -> None:
+        """Load every image ``records`` name, each once, on ``config.decode_workers`` threads
+        (decoding, resizing and hashing release the GIL), in chunks of up to 32 so that a pass
+        served from the cache does not pay a thread hand-off per image."""
+        paths: dict[str, tuple[Path, str | None]] = {}
+        for record in records:
+            for relative, path in zip(record.images, record.paths, strict=True):
+                if relative not in self._images:
+                    paths.setdefault(relative, (path, record.modality))
+        bar = tqdm(
+            total=len(paths),
+            desc=f"reading {self.config.name}",
+            unit="image",
+            disable=not progress,
+        )
+        names = list(paths)
+        size = max(1, min(32, len(names) // (4 * self.config.decode_workers)))
+        chunks = [names[start : start + size] for start in range(0, len(names), size)]
+        with bar, ThreadPoolExecutor(self.config.decode_workers) as pool:
+            loaded = pool.map(lambda chunk: [self._load(*paths[name]) for name in chunk], chunks)
+            for chunk, images in zip(chunks, loaded, strict=True):
+                for relative, image in zip(chunk, images, strict=True):
+                    self._keep(relative, image)
+                bar.update(len(chunk))
+
+    def _load(self, path: Path, modality: str | None) -> tuple[CachedImage, bool] | UnreadableImage:
+        """From the cache or decoded (and cached); the flag says whether it was decoded."""
+        try:
+            key = self.cache.key(path)
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached, False
+            decoded = decode(path, self.config.imaging, modality, self.slices)
+            cached = to_canvas(decoded, self.canvas, self.slices)
+            self.cache.put(key, cached)
+            return cached, True
+        except UnreadableImage as error:
+            return error
+
+    def _keep(self, relative: str, loaded: tuple[CachedImage, bool] | UnreadableImage) -> None:
+        if isinstance(loaded, UnreadableImage):
+            self._images[relative] = UnreadableImage(relative, loaded.reason)
+            return
+        image, decoded = loaded
+        self._images[relative] = image
+        if decoded:
+            self.report.decoded += 1
+        else:
+            self.report.cache_hits += 1
+        if image.pixels.ndim == 4:
+            self.report.volumes_3d += 1
+        else:
+            self.report.images_2d += 1
+
     def sample(self, record: ManifestRecord) -> Sample:
         """Decode a record's images and build its sample; raises on any problem."""
-        images = [self.image(path, record.modality) for path in record.images]
+        images = [
+            self.image(relative, path, record.modality)
+            for relative, path in zip(record.images, record.paths, strict=True)
+        ]
         geometries = [Geometry.from_dict(image.geometry) for image in images]
         first = geometries[0]
         check_geometry(record, (first.width, first.height, first.depth))
@@ -169,9 +209,9 @@ class ArchiveReader:
             and (tasks is None or r.task in set(tasks))
         ]
         self.report.records = len(wanted) + len(problems)
+        self.prepare(wanted, progress)
         samples = []
-        bar = tqdm(wanted, desc=f"reading {self.config.name}", unit="record", disable=not progress)
-        for record in bar:
+        for record in wanted:
             try:
                 sample = self.sample(record)
             except UnreadableImage as error:

@@ -9,6 +9,7 @@ out) and exist. Box and point bounds need the image size and are checked after d
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ class ManifestRecord:
     images: tuple[str, ...]
     modality: str | None
     fields: dict[str, Any] = field(default_factory=dict)
+    paths: tuple[Path, ...] = ()  # the image files, checked to lie inside the archive
 
 
 class RecordError(ValueError):
@@ -110,8 +112,7 @@ def parse_record(data: Mapping[str, Any], line: int, archive: Path) -> ManifestR
     expected_images = 2 if task == "compare" else 1
     if len(images) != expected_images:
         raise RecordError(f"task {task} needs {expected_images} image(s), got {len(images)}")
-    for image in images:
-        resolve_inside(archive, image)
+    paths = tuple(resolve_inside(archive, image) for image in images)
     fields = {
         k: v
         for k, v in data.items()
@@ -129,7 +130,14 @@ def parse_record(data: Mapping[str, Any], line: int, archive: Path) -> ManifestR
         images=tuple(images),
         modality=str(data["modality"]).upper() if data.get("modality") else None,
         fields=fields,
+        paths=paths,
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved(archive: Path) -> Path:
+    """The archive folder with links resolved (asked once per image otherwise)."""
+    return archive.resolve()
 
 
 def resolve_inside(archive: Path, relative: str) -> Path:
@@ -138,7 +146,7 @@ def resolve_inside(archive: Path, relative: str) -> Path:
     if candidate.is_absolute() or ".." in candidate.parts:
         raise RecordError(f"image path {relative!r} escapes the archive (absolute or '..')")
     path = archive / candidate
-    root = archive.resolve()
+    root = _resolved(archive)
     if not path.resolve().is_relative_to(root):
         raise RecordError(f"image path {relative!r} is a link leading out of the archive")
     if not path.exists():
