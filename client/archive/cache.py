@@ -121,7 +121,7 @@ class PixelCache:
         return _parse_entry(data)
 
     def put(self, key: str, image: CachedImage) -> None:
-        """Write an entry atomically (temporary file, rename) with its length and XXH3-64 checksum."""
+        """Write an entry atomically (temporary file, rename) with its length and checksum."""
         pixels = np.ascontiguousarray(image.pixels)
         header = json.dumps(
             {

@@ -89,19 +89,18 @@ def letterbox(image: np.ndarray, canvas: int) -> np.ndarray:
     """Fit a uint8 ``(H, W)`` or RGB ``(H, W, 3)`` image into ``canvas`` x ``canvas``, centred,
     zero-padded.
 
-    Bilinear with antialiasing; a large image is first reduced by the integer factor that keeps
-    the last step at least ``REDUCING_GAP`` (Pillow's box ``reduce``, several times cheaper), so
-    a 1024-pixel radiograph goes 1024 -> 512 (box) -> canvas (bilinear). The scale and offsets
-    are the ones :class:`shared_model.sample.Geometry` assumes.
+    Shrinking averages areas (Pillow's box filter, after an integer ``reduce`` that keeps the
+    last step at least ``REDUCING_GAP``: a 1024-pixel radiograph goes 1024 -> 512 -> canvas at
+    a third of the cost of one bilinear pass); enlarging is bilinear. The scale and offsets are
+    the ones :class:`shared_model.sample.Geometry` assumes.
     """
     height, width = image.shape[:2]
     scale = canvas / max(width, height)
     new_width = max(1, round(width * scale))
     new_height = max(1, round(height * scale))
+    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
     resized = np.asarray(
-        Image.fromarray(image).resize(
-            (new_width, new_height), Image.Resampling.BOX, reducing_gap=REDUCING_GAP
-        )
+        Image.fromarray(image).resize((new_width, new_height), resample, reducing_gap=REDUCING_GAP)
     )
     out = np.zeros((canvas, canvas, *image.shape[2:]), dtype=np.uint8)
     top = round((canvas - height * scale) / 2.0)
