@@ -23,18 +23,40 @@ def evaluate_samples(
     progress: bool = False,
 ) -> dict[str, float]:
     """Answer every sample, then score each (task, language) group with its task's metrics."""
-    groups: dict[tuple[str, str], tuple[list, list]] = defaultdict(lambda: ([], []))
+    return score_predictions(samples, answer_samples(answerer, samples, batch_size, progress))
+
+
+def answer_samples(
+    answerer: Answerer,
+    samples: Sequence[Sample],
+    batch_size: int = 16,
+    progress: bool = False,
+) -> list[object]:
+    """The parsed answer to every sample, in order (``None`` where the text does not parse)."""
+    predictions: list[object] = []
     batches = range(0, len(samples), batch_size)
     for start in tqdm(batches, desc="evaluating", disable=not progress):
         chunk = samples[start : start + batch_size]
         questions = [Question(s.images, s.task, s.lang, s.fields) for s in chunk]
-        for sample, answer in zip(chunk, answerer.answer(questions), strict=True):
-            predictions, references = groups[(sample.task, sample.lang)]
-            predictions.append(answer.parsed)
-            references.append(get_task(sample.task).reference(sample.fields))
+        predictions.extend(answer.parsed for answer in answerer.answer(questions))
+    return predictions
+
+
+def score_predictions(
+    samples: Sequence[Sample],
+    predictions: Sequence[object],
+    indices: Sequence[int] | None = None,
+) -> dict[str, float]:
+    """Score one prediction per sample, per task and language; with ``indices``, only those
+    samples (repeats allowed, as in a bootstrap draw)."""
+    groups: dict[tuple[str, str], tuple[list, list]] = defaultdict(lambda: ([], []))
+    for index in range(len(samples)) if indices is None else indices:
+        sample = samples[index]
+        parsed, references = groups[(sample.task, sample.lang)]
+        parsed.append(predictions[index])
+        references.append(get_task(sample.task).reference(sample.fields))
     metrics: dict[str, float] = {}
-    for (task, lang), (predictions, references) in sorted(groups.items()):
-        scores = get_task(task).score(predictions, references, lang)
-        for name, value in scores.items():
+    for (task, lang), (parsed, references) in sorted(groups.items()):
+        for name, value in get_task(task).score(parsed, references, lang).items():
             metrics[f"{task}/{lang}/{name}"] = float(value)
     return metrics

@@ -12,10 +12,12 @@ from typing import Any
 from rich.console import Console
 
 from server.run_folder import new_run_id, write_json_atomically
+from shared_model.evaluation import score_predictions
 from shared_model.spec import ModelSpec
+from simulations.bootstrap import paired_intervals
 from simulations.datasets import public_archives
-from simulations.heldout import answer_heldout, score_model, test_samples
-from simulations.report import metric_rows, print_answers, print_metric_table
+from simulations.heldout import answer_heldout, answer_model, test_samples
+from simulations.report import add_intervals, metric_rows, print_answers, print_metric_table
 from simulations.runner import simulate, write_site_config
 from simulations.synthetic import generate_consortium
 
@@ -153,11 +155,13 @@ def run_experiment(args: argparse.Namespace) -> int:
     spec = consortium.spec
     console.print("held-out test split: the base (round 0) and the exported model")
     samples = test_samples(sites, spec)
+    before = answer_model(spec.base, samples, spec.canvas)
+    after = answer_model(export, samples, spec.canvas)
     columns = {
-        ROUND_0: score_model(spec.base, samples, spec.canvas),
-        FINAL: score_model(export, samples, spec.canvas),
+        ROUND_0: score_predictions(samples, before),
+        FINAL: score_predictions(samples, after),
     }
-    rows = metric_rows(columns)
+    rows = add_intervals(metric_rows(columns), paired_intervals(samples, before, after))
     answers = answer_heldout(export, samples, spec.canvas)
     summary = {"run": str(folder.root), "export": str(export), "table": rows, "answers": answers}
     write_json_atomically(folder.root / "summary.json", summary)

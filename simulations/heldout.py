@@ -13,7 +13,7 @@ from typing import Any
 
 from client.archive import load_site_samples
 from client.config import load_site_config
-from shared_model.evaluation import evaluate_samples
+from shared_model.evaluation import answer_samples
 from shared_model.inference import Question, load_answerer
 from shared_model.sample import Sample
 from shared_model.spec import ModelSpec
@@ -37,9 +37,10 @@ def test_samples(site_configs: Sequence[Path], spec: ModelSpec) -> list[Sample]:
     return samples
 
 
-def score_model(directory: Path, samples: Sequence[Sample], canvas: int) -> dict[str, float]:
-    """Per task and language metrics of the model in ``directory`` on ``samples``."""
-    return evaluate_samples(load_answerer(directory, canvas), samples, progress=True)
+def answer_model(directory: Path, samples: Sequence[Sample], canvas: int) -> list[object]:
+    """The parsed answers of the model in ``directory`` to ``samples`` (score them with
+    :func:`shared_model.evaluation.score_predictions`)."""
+    return answer_samples(load_answerer(directory, canvas), samples, progress=True)
 
 
 def pick_questions(samples: Sequence[Sample], per_language: int = 3) -> list[Sample]:

@@ -1,0 +1,50 @@
+"""How sure is a difference between two models scored on the same test records?
+
+A paired, stratified bootstrap: the test records are drawn again with replacement within each
+task and language, both models are scored on the same draw, and the spread of the difference
+over many draws gives its interval. With twenty records in a cell, a difference of ten points is
+often noise; this says so.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from shared_model.evaluation import score_predictions
+from shared_model.sample import Sample
+
+RESAMPLES = 500
+LEVEL = 0.95
+
+
+def paired_intervals(
+    samples: Sequence[Sample],
+    before: Sequence[object],
+    after: Sequence[object],
+    resamples: int = RESAMPLES,
+    level: float = LEVEL,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """Per metric key, the central ``level`` interval of ``after - before`` over ``resamples``
+    draws of the records, with replacement, within each task and language."""
+    if not len(samples) == len(before) == len(after):
+        raise ValueError("one prediction per sample is needed from each model")
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for index, sample in enumerate(samples):
+        groups[(sample.task, sample.lang)].append(index)
+    rng = np.random.default_rng(seed)
+    differences: dict[str, list[float]] = defaultdict(list)
+    for _ in range(resamples):
+        drawn = [int(i) for members in groups.values() for i in rng.choice(members, len(members))]
+        old = score_predictions(samples, before, drawn)
+        new = score_predictions(samples, after, drawn)
+        for key in old.keys() & new.keys():
+            differences[key].append(new[key] - old[key])
+    tail = (1.0 - level) / 2.0 * 100.0
+    return {
+        key: (float(np.percentile(values, tail)), float(np.percentile(values, 100.0 - tail)))
+        for key, values in differences.items()
+    }
