@@ -52,6 +52,7 @@ CENTRALIZED, LOCAL, FEDERATED, FEDERATED_DP = (
 )
 ARMS = (CENTRALIZED, LOCAL, FEDERATED, FEDERATED_DP)
 TARGET_POINTS = 5  # federated should come within this many points of centralized
+POOLED_SITE = "all-hospitals"
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -61,7 +62,9 @@ def run_compare(args: argparse.Namespace) -> int:
     consortium = prepare_consortium(args, console)
     run_id = new_run_id()
     sites = len(consortium.archives)
-    pooled = pool_archives(consortium.archives, consortium.out / "pooled" / run_id)
+    # The folder names the pooled site, and a site's name seeds its sampling: a fixed name keeps
+    # the centralized arm as reproducible as the others.
+    pooled = pool_archives(consortium.archives, consortium.out / "pooled" / run_id / POOLED_SITE)
 
     def arm(name: str, archives: Sequence[Path], dp: bool, steps_scale: int = 1) -> Path:
         arm_id = f"{run_id}-{name}"
