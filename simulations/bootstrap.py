@@ -9,7 +9,7 @@ often noise; this says so.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -22,16 +22,22 @@ LEVEL = 0.95
 
 def paired_intervals(
     samples: Sequence[Sample],
-    before: Sequence[object],
-    after: Sequence[object],
+    before: Sequence[Sequence[object]],
+    after: Sequence[Sequence[object]],
     resamples: int = RESAMPLES,
     level: float = LEVEL,
     seed: int = 0,
 ) -> dict[str, tuple[float, float]]:
     """Per metric key, the central ``level`` interval of ``after - before`` over ``resamples``
-    draws of the records, with replacement, within each task and language."""
-    if not len(samples) == len(before) == len(after):
-        raise ValueError("one prediction per sample is needed from each model")
+    draws of the records, with replacement, within each task and language.
+
+    ``before`` and ``after`` each hold one or more runs' predictions (one per sample); a
+    model's score on a draw is the mean over its runs, as in a table of several seeds.
+    """
+    if not before or not after:
+        raise ValueError("at least one run of predictions is needed from each model")
+    if any(len(run) != len(samples) for run in (*before, *after)):
+        raise ValueError("one prediction per sample is needed from each run")
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for index, sample in enumerate(samples):
         groups[(sample.task, sample.lang)].append(index)
@@ -39,8 +45,8 @@ def paired_intervals(
     differences: dict[str, list[float]] = defaultdict(list)
     for _ in range(resamples):
         drawn = [int(i) for members in groups.values() for i in rng.choice(members, len(members))]
-        old = score_predictions(samples, before, drawn)
-        new = score_predictions(samples, after, drawn)
+        old = mean_scores([score_predictions(samples, run, drawn) for run in before])
+        new = mean_scores([score_predictions(samples, run, drawn) for run in after])
         for key in old.keys() & new.keys():
             differences[key].append(new[key] - old[key])
     tail = (1.0 - level) / 2.0 * 100.0
@@ -48,3 +54,12 @@ def paired_intervals(
         key: (float(np.percentile(values, tail)), float(np.percentile(values, 100.0 - tail)))
         for key, values in differences.items()
     }
+
+
+def mean_scores(results: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Per metric key, the mean over the results that have it."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for metrics in results:
+        for key, value in metrics.items():
+            values[key].append(value)
+    return {key: sum(v) / len(v) for key, v in values.items()}

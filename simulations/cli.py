@@ -25,6 +25,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="centralized vs local-only vs federated vs federated+DP on the same data and steps",
     )
     add_consortium_arguments(compare)
+    compare.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="train every arm this many times (training seeds seed, seed+1, ...; the data "
+        "stays the same) and average: one run's arms can differ by more than the target",
+    )
     compare.set_defaults(handler=_compare)
 
 

@@ -10,14 +10,15 @@ held-out test split.
 
 Every model answers the same test records, so the federated - centralized difference comes with
 the 95% interval of a paired bootstrap over them: with a few dozen records per task and
-language, whether federating costs five points is often not settled by one run.
+language, whether federating costs five points is often not settled by one run. ``--seeds N``
+trains every arm N times (the data stays the same) and reports the means: on a small
+consortium the training seed alone moves a score by more than the target.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from rich.console import Console
 from server.run_folder import new_run_id, write_json_atomically
 from shared_model.evaluation import score_predictions
 from shared_model.sample import Sample
-from simulations.bootstrap import paired_intervals
+from simulations.bootstrap import mean_scores, paired_intervals
 from simulations.experiment import Consortium, prepare_consortium, run_overrides
 from simulations.heldout import answer_model, test_samples
 from simulations.pooling import pool_archives
@@ -66,29 +67,40 @@ def run_compare(args: argparse.Namespace) -> int:
     # the centralized arm as reproducible as the others.
     pooled = pool_archives(consortium.archives, consortium.out / "pooled" / run_id / POOLED_SITE)
 
-    def arm(name: str, archives: Sequence[Path], dp: bool, steps_scale: int = 1) -> Path:
-        arm_id = f"{run_id}-{name}"
-        console.rule(f"{name}: {len(archives)} site(s), DP {'on' if dp else 'off'}")
+    seeds = [args.seed + offset for offset in range(args.seeds)]
+
+    def arm(name: str, archives: Sequence[Path], dp: bool, seed: int, scale: int = 1) -> Path:
+        label = name if len(seeds) == 1 else f"{name}-seed{seed}"
+        arm_id = f"{run_id}-{label}"
+        console.rule(f"{label}: {len(archives)} site(s), DP {'on' if dp else 'off'}")
         configs = consortium.site_configs(arm_id, archives, epsilon=args.epsilon, dp=dp)
         overrides = run_overrides(
-            args, consortium, arm_id, sites=len(configs), dp=dp, steps_scale=steps_scale
+            args, consortium, arm_id, sites=len(configs), dp=dp, steps_scale=scale, seed=seed
         )
         export = simulate(configs, overrides).root / "export"
         if not export.is_dir():
-            raise RuntimeError(f"the {name} run stopped early: no export in {export.parent}")
+            raise RuntimeError(f"the {label} run stopped early: no export in {export.parent}")
         return export
 
-    central = arm(CENTRALIZED, [pooled], dp=False, steps_scale=sites)
+    central = [arm(CENTRALIZED, [pooled], dp=False, seed=seed, scale=sites) for seed in seeds]
     spec = consortium.spec
-    samples = test_samples(_site_configs_of(consortium, f"{run_id}-{CENTRALIZED}"), spec)
+    first_arm = central[0].parent.name
+    samples = test_samples(_site_configs_of(consortium, first_arm), spec)
 
     def answers(export: Path) -> list[object]:
         return answer_model(export, samples, spec.canvas)
 
-    predictions = {CENTRALIZED: answers(central)}
-    local = [answers(arm(f"{LOCAL}-{a.name}", [a], dp=False)) for a in consortium.archives]
-    predictions[FEDERATED] = answers(arm(FEDERATED, consortium.archives, dp=False))
-    predictions[FEDERATED_DP] = answers(arm(FEDERATED_DP, consortium.archives, dp=True))
+    predictions = {CENTRALIZED: [answers(export) for export in central]}
+    for name, archives, dp in (
+        (FEDERATED, consortium.archives, False),
+        (FEDERATED_DP, consortium.archives, True),
+    ):
+        predictions[name] = [answers(arm(name, archives, dp, seed)) for seed in seeds]
+    local = [
+        answers(arm(f"{LOCAL}-{archive.name}", [archive], dp=False, seed=seed))
+        for archive in consortium.archives
+        for seed in seeds
+    ]
     rows = comparison_rows(samples, predictions, local)
     target = against_target(rows)
     report = consortium.out / f"compare-{run_id}"
@@ -96,6 +108,7 @@ def run_compare(args: argparse.Namespace) -> int:
         "run": run_id,
         "sites": sites,
         "test_records": len(samples),
+        "seeds": seeds,
         "table": rows,
         "target": target,
     }
@@ -105,7 +118,7 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, ensure_ascii=False, indent=2))
         return 0
-    title = f"test split of {sites} hospitals ({len(samples)} records)"
+    title = f"test split of {sites} hospitals ({len(samples)} records), {len(seeds)} seed(s)"
     print_metric_table(rows, ARMS, title, console, change=(CENTRALIZED, FEDERATED))
     console.print(
         f"federated at most {TARGET_POINTS} points below centralized on "
@@ -118,16 +131,20 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def comparison_rows(
     samples: Sequence[Sample],
-    predictions: Mapping[str, Sequence[object]],
+    predictions: Mapping[str, Sequence[Sequence[object]]],
     local: Sequence[Sequence[object]],
 ) -> list[dict[str, Any]]:
-    """One row per headline metric, one column per arm (``local-only``: the mean of the local
-    models' scores), with the paired bootstrap interval of federated - centralized."""
-    results = {name: score_predictions(samples, answers) for name, answers in predictions.items()}
-    results[LOCAL] = mean_metrics([score_predictions(samples, answers) for answers in local])
-    columns = {name: results[name] for name in ARMS}
+    """One row per headline metric, one column per arm: the mean over the arm's runs (seeds;
+    ``local-only``: every hospital's model of every seed), with the paired bootstrap interval
+    of federated - centralized."""
+    columns = {name: _mean_score(samples, runs) for name, runs in predictions.items()}
+    columns[LOCAL] = _mean_score(samples, local)
     intervals = paired_intervals(samples, predictions[CENTRALIZED], predictions[FEDERATED])
-    return add_intervals(metric_rows(columns), intervals)
+    return add_intervals(metric_rows({name: columns[name] for name in ARMS}), intervals)
+
+
+def _mean_score(samples: Sequence[Sample], runs: Sequence[Sequence[object]]) -> dict[str, float]:
+    return mean_scores([score_predictions(samples, answers) for answers in runs])
 
 
 def against_target(rows: Sequence[Mapping[str, Any]], points: int = TARGET_POINTS) -> dict:
@@ -147,15 +164,6 @@ def against_target(rows: Sequence[Mapping[str, Any]], points: int = TARGET_POINT
         "point_estimate": sum(r[FEDERATED] - r[CENTRALIZED] >= margin for r in scores),
         "whole_interval": sum(r.get("interval", (-1.0, 0.0))[0] >= margin for r in scores),
     }
-
-
-def mean_metrics(results: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    """Per key, the mean over the results that have it."""
-    values: dict[str, list[float]] = defaultdict(list)
-    for metrics in results:
-        for key, value in metrics.items():
-            values[key].append(value)
-    return {key: sum(v) / len(v) for key, v in values.items()}
 
 
 def draw_comparison(rows: Sequence[Mapping[str, object]], path: Path) -> Path:

@@ -106,13 +106,15 @@ def run_overrides(
     sites: int,
     dp: bool,
     steps_scale: int = 1,
+    seed: int | None = None,
 ) -> dict[str, Any]:
-    """The run config of one simulated run of ``args``'s schedule."""
+    """The run config of one simulated run of ``args``'s schedule (training seed ``seed``,
+    by default ``args.seed``, the one the data was generated with)."""
     return {
         "run-dir": str(consortium.out / "runs"),
         "run-id": run_id,
         "model-spec": str(consortium.spec_file),
-        "seed": args.seed,
+        "seed": args.seed if seed is None else seed,
         "dp": dp,
         "aggregation": args.aggregation,
         "min-sites": min(2, sites),
@@ -161,7 +163,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         ROUND_0: score_predictions(samples, before),
         FINAL: score_predictions(samples, after),
     }
-    rows = add_intervals(metric_rows(columns), paired_intervals(samples, before, after))
+    rows = add_intervals(metric_rows(columns), paired_intervals(samples, [before], [after]))
     answers = answer_heldout(export, samples, spec.canvas)
     summary = {"run": str(folder.root), "export": str(export), "table": rows, "answers": answers}
     write_json_atomically(folder.root / "summary.json", summary)

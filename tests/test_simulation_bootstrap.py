@@ -49,7 +49,7 @@ def labels(records: list[Sample]) -> list[int]:
 def test_identical_models_differ_by_exactly_nothing() -> None:
     records = samples(30)
     answers = [0] * 30
-    intervals = paired_intervals(records, answers, answers, resamples=50)
+    intervals = paired_intervals(records, [answers], [answers], resamples=50)
     assert intervals[KEY] == (0.0, 0.0)
 
 
@@ -57,7 +57,7 @@ def test_always_right_against_always_wrong_is_certain() -> None:
     records = samples(30)
     right = labels(records)
     wrong = [1 - label for label in right]
-    assert paired_intervals(records, wrong, right, resamples=50)[KEY] == (1.0, 1.0)
+    assert paired_intervals(records, [wrong], [right], resamples=50)[KEY] == (1.0, 1.0)
 
 
 def test_interval_holds_the_difference_and_narrows_with_more_records() -> None:
@@ -69,7 +69,7 @@ def test_interval_holds_the_difference_and_narrows_with_more_records() -> None:
             label if i % 30 < 18 else 1 - label for i, label in enumerate(labels(records))
         ]  # three more right in every thirty
         observed = score_predictions(records, after)[KEY] - score_predictions(records, before)[KEY]
-        low, high = paired_intervals(records, before, after, resamples=300)[KEY]
+        low, high = paired_intervals(records, [before], [after], resamples=300)[KEY]
         assert observed == pytest.approx(0.1) and low <= observed <= high
         widths.append(high - low)
     assert widths[1] < widths[0] / 2
@@ -81,7 +81,7 @@ def test_draws_stay_within_task_and_language() -> None:
     records = english + chinese
     before = labels(english) + [1 - label for label in labels(chinese)]
     after = labels(records)  # the same in English, all fixed in Chinese
-    intervals = paired_intervals(records, before, after, resamples=50)
+    intervals = paired_intervals(records, [before], [after], resamples=50)
     assert intervals[KEY] == (0.0, 0.0)
     assert intervals["classification/zh/accuracy"] == (1.0, 1.0)
 
@@ -94,7 +94,17 @@ def test_resampled_scoring_repeats_records() -> None:
 
 def test_one_answer_per_record_is_required() -> None:
     with pytest.raises(ValueError, match="one prediction per sample"):
-        paired_intervals(samples(3), [0, 0, 0], [0, 0])
+        paired_intervals(samples(3), [[0, 0, 0]], [[0, 0]])
+    with pytest.raises(ValueError, match="at least one run"):
+        paired_intervals(samples(3), [], [[0, 0, 0]])
+
+
+def test_several_runs_count_as_their_mean() -> None:
+    records = samples(30)
+    right = labels(records)
+    wrong = [1 - label for label in right]
+    intervals = paired_intervals(records, [right], [right, wrong], resamples=50)
+    assert intervals[KEY] == (-0.5, -0.5)
 
 
 def test_lower_is_better_intervals_read_the_other_way() -> None:
@@ -117,14 +127,14 @@ def test_compare_table_has_every_arm_and_the_federated_interval() -> None:
     right = labels(records)
     wrong = [1 - label for label in right]
     half = right[:20] + wrong[20:]
-    predictions = {CENTRALIZED: right, FEDERATED: half, FEDERATED_DP: wrong}
+    predictions = {CENTRALIZED: [right], FEDERATED: [half], FEDERATED_DP: [wrong, right]}
     rows = comparison_rows(records, predictions, local=[wrong, right])
     accuracy = next(r for r in rows if r["metric"] == "accuracy")
-    assert [accuracy[arm] for arm in ARMS] == [1.0, 0.5, 0.5, 0.0]
+    assert [accuracy[arm] for arm in ARMS] == [1.0, 0.5, 0.5, 0.5]
     low, high = accuracy["interval"]
     assert low <= -0.5 <= high < 0
     target = against_target(rows)
     assert target["rows"] == 2  # accuracy and macro-F1
     assert target["point_estimate"] == target["whole_interval"] == 0
-    rows = comparison_rows(records, {**predictions, FEDERATED: right}, local=[right])
+    rows = comparison_rows(records, {**predictions, FEDERATED: [right]}, local=[right])
     assert against_target(rows)["whole_interval"] == 2
