@@ -60,7 +60,7 @@ def measure(strategy_name: str, replies: int, layers: int, queue) -> None:
     from flwr.serverapp.strategy import FedAvg
     from flwr.supercore.task_identity import TaskIdentity
 
-    from fedumit.protocol import ARRAYS, META, METRICS, to_record
+    from protocol import ARRAYS, META, METRICS, to_record
     from server.strategy import FedUmitStrategy
 
     class Nodes(Grid):

@@ -2,26 +2,36 @@
 
 The site config path comes from the node config (``site-config``); the site's model, samples
 and merged stage-1 base are built once per process (:func:`client.site.site_for`). A reply
-carries adapter arrays and numbers only.
+carries adapter arrays, numbers and the fixed fields of :mod:`protocol` only; the site reads only
+the config keys :mod:`protocol` names, and records every message and reply in its audit log.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.journal import JournalError
+from client.refusal import SiteRefusal
 from client.rounds import RoundReply, evaluate_round, train_round
 from client.site import Site, site_for
-from fedumit.protocol import (
+from protocol import (
     ARRAYS,
     CONFIG,
+    EVALUATE_CONFIG_KEYS,
     META,
     METRICS,
     STAGE1,
     STATUS_OK,
     STATUS_REFUSED,
+    TRAIN_CONFIG_KEYS,
+    Refusal,
     arrays_hash,
     from_record,
     to_record,
@@ -31,6 +41,10 @@ NODE_SITE_CONFIG = "site-config"
 SIMULATION_SITES = "simulation-sites"
 
 SiteResolver = Callable[[Context], Site]
+RoundRunner = Callable[
+    [Site, Mapping[str, np.ndarray], Mapping[str, Any], Mapping[str, np.ndarray] | None],
+    RoundReply,
+]
 
 
 def site_from_context(context: Context) -> Site:
@@ -66,14 +80,52 @@ def build_client_app(resolve_site: SiteResolver = site_from_context) -> ClientAp
     return client_app
 
 
-def handle(site: Site, message: Message, run_round) -> Message:
-    """Run one round at ``site`` and build the reply: arrays and numbers only."""
-    config = dict(message.content[CONFIG])
+def handle(site: Site, message: Message, run_round: RoundRunner) -> Message:
+    """Run one round at ``site`` and build the reply: arrays and numbers only.
+
+    The message is recorded in the site's audit log before anything runs, and the reply before
+    it leaves. A :class:`SiteRefusal` becomes a refusal with its code; any other exception
+    becomes ``internal-error``, its detail written to the site's log only.
+    """
+    received = dict(message.content[CONFIG]) if CONFIG in message.content else {}
+    allowed = (
+        TRAIN_CONFIG_KEYS if message.metadata.message_type == "train" else EVALUATE_CONFIG_KEYS
+    )
+    ignored = sorted(set(received) - set(allowed))
+    if ignored:
+        site.log.warning("ignoring server config keys %s: the site's own policy decides", ignored)
+    config = {key: received[key] for key in allowed if key in received}
     try:
-        arrays = from_record(message.content[ARRAYS])
-        reply = run_round(site, arrays, config, _stage1(site, message, config))
-    except ValueError as error:  # a mismatched fingerprint or array layout: refuse, say why
-        reply = RoundReply(None, {"num-examples": 0.0}, status=STATUS_REFUSED, reason=str(error))
+        site.audit.received(message, received, ignored, APP_IDENTITY)
+    except JournalError as error:
+        site.log.error("cannot record the message in the audit log: %s", error)
+        return _bare_refusal(site, message, config)
+    try:
+        arrays = from_record(message.content[ARRAYS]) if ARRAYS in message.content else {}
+        reply, status, code = (
+            run_round(site, arrays, config, _stage1(site, message, config)),
+            STATUS_OK,
+            "",
+        )
+    except SiteRefusal as refusal:
+        site.log.warning("refused (%s): %s", refusal.code.value, refusal.detail)
+        reply, status, code = RoundReply(None, _spent(site)), STATUS_REFUSED, refusal.code.value
+    except Exception:
+        site.log.exception("unexpected error; the server is told only %s", Refusal.INTERNAL_ERROR)
+        reply, status = RoundReply(None, _spent(site)), STATUS_REFUSED
+        code = Refusal.INTERNAL_ERROR.value
+    answer = Message(content=_reply_content(site, config, reply, status, code), reply_to=message)
+    try:
+        site.audit.replied(message, answer, config, reply.metrics.get("epsilon"))
+    except JournalError as error:
+        site.log.error("cannot record the reply in the audit log, not sending it: %s", error)
+        return _bare_refusal(site, message, config)
+    return answer
+
+
+def _reply_content(
+    site: Site, config: dict[str, Any], reply: RoundReply, status: str, code: str
+) -> RecordDict:
     content = RecordDict()
     if reply.arrays is not None:
         content[ARRAYS] = to_record(reply.arrays)
@@ -82,28 +134,70 @@ def handle(site: Site, message: Message, run_round) -> Message:
         {
             "fingerprint": site.fingerprint,
             "stage": str(config.get("stage", "")),
-            "server-round": int(config.get("server-round", 0)),
-            "status": reply.status if reply.status else STATUS_OK,
-            "reason": reply.reason,
-            "notes": "; ".join(reply.notes),
+            "server-round": _int_or_zero(config.get("server-round")),
+            "status": status,
+            "reason": code,
+            "clamped": ",".join(reply.clamped),
             "stage1-hash": site_stage1_hash(site),
         }
     )
+    return content
+
+
+def _bare_refusal(site: Site, message: Message, config: dict[str, Any]) -> Message:
+    """A refusal with nothing but fixed fields, sent when the audit log cannot record."""
+    reply = RoundReply(None, {"num-examples": 0.0})
+    content = _reply_content(site, config, reply, STATUS_REFUSED, Refusal.AUDIT_LOG.value)
     return Message(content=content, reply_to=message)
 
 
-def _stage1(site: Site, message: Message, config: dict):
+def _spent(site: Site) -> dict[str, float]:
+    """What a refusal reports: no examples and, when the ledger can be read, the epsilon spent."""
+    policy = site.config.policy
+    try:
+        return {
+            "num-examples": 0.0,
+            "epsilon": site.ledger.epsilon(delta=policy.delta),
+            "delta": policy.delta,
+        }
+    except JournalError:
+        return {"num-examples": 0.0}
+
+
+def _int_or_zero(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _stage1(site: Site, message: Message, config: dict[str, Any]):
     """The frozen global ``align`` arrays: sent with the message, or kept from an earlier one."""
     if config.get("stage") != "instruct" or not config.get("stage1-hash"):
         return None
     if STAGE1 in message.content:
         arrays = from_record(message.content[STAGE1])
         if arrays_hash(arrays) != config["stage1-hash"]:
-            raise ValueError("stage-1 arrays do not match their announced hash")
+            raise SiteRefusal(Refusal.STAGE1_MISSING, "stage-1 arrays do not match their hash")
         site.stage1 = arrays
     if site.stage1 is None or arrays_hash(site.stage1) != config["stage1-hash"]:
-        raise ValueError("the server announced a stage-1 adapter this site does not hold")
+        raise SiteRefusal(Refusal.STAGE1_MISSING, "the announced stage-1 adapter is not here")
     return site.stage1
+
+
+def app_identity() -> str:
+    """The running app: the Flower app bundle (FAB) it was installed from when Flower installed
+    it (``<publisher>.<name>.<version>.<hash prefix>``), else the installed FedUMIT version."""
+    root = Path(__file__).resolve().parents[1]
+    if root.parent.name == "apps":
+        return f"fab:{root.name}"
+    try:
+        return f"fedumit:{version('fedumit')}"
+    except PackageNotFoundError:
+        return "fedumit:source"
+
+
+APP_IDENTITY = app_identity()
 
 
 def site_stage1_hash(site: Site) -> str:

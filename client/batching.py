@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from client.privacy.randomness import SiteRandomness
+
 
 @dataclass(frozen=True)
 class UnitIndex:
@@ -58,15 +60,15 @@ def sample_step(
     *,
     physical_batch_size: int,
     max_records_per_unit: int,
-    generator: torch.Generator,
+    randomness: SiteRandomness,
 ) -> Step:
     """Draw one Poisson step and split it into shape-homogeneous micro-batches."""
-    chosen = (torch.rand(len(index), generator=generator) < sample_rate).nonzero().flatten()
+    chosen = (randomness.uniform(len(index)) < sample_rate).nonzero().flatten()
     by_shape: dict[tuple, list[tuple[int, int]]] = defaultdict(list)
     for slot, unit in enumerate(chosen.tolist()):
         records = index.units[unit]
         if len(records) > max_records_per_unit:
-            order = torch.randperm(len(records), generator=generator)[:max_records_per_unit]
+            order = randomness.permutation(len(records))[:max_records_per_unit]
             records = tuple(records[i] for i in sorted(order.tolist()))
         for record in records:
             by_shape[vision_shapes[record]].append((record, slot))

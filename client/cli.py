@@ -1,4 +1,4 @@
-"""Commands for hospital IT: ``fedumit site check`` and ``fedumit site privacy``."""
+"""Commands for hospital IT: ``fedumit site check``, ``site privacy`` and ``site audit``."""
 
 from __future__ import annotations
 
@@ -24,9 +24,21 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     privacy.add_argument("--site", type=Path, required=True, help="site config TOML")
     privacy.add_argument("--json", action="store_true", help="print JSON instead of a table")
     privacy.add_argument(
-        "--repair", action="store_true", help="count a torn last line conservatively, then report"
+        "--init",
+        action="store_true",
+        help="create the site's ledger and audit log (once, before the site first trains)",
+    )
+    privacy.add_argument(
+        "--repair", action="store_true", help="drop a torn last line (never trained), then report"
     )
     privacy.set_defaults(handler=_privacy)
+
+    audit = site_commands.add_parser(
+        "audit", help="every message the site received and every reply it sent; verify the log"
+    )
+    audit.add_argument("--site", type=Path, required=True, help="site config TOML")
+    audit.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    audit.set_defaults(handler=_audit)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -38,4 +50,10 @@ def _check(args: argparse.Namespace) -> int:
 def _privacy(args: argparse.Namespace) -> int:
     from client.privacy.report import run_privacy_report
 
-    return run_privacy_report(args.site, as_json=args.json, repair=args.repair)
+    return run_privacy_report(args.site, as_json=args.json, repair=args.repair, init=args.init)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from client.audit_report import run_audit_report
+
+    return run_audit_report(args.site, as_json=args.json)

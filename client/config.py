@@ -17,6 +17,7 @@ from typing import Any
 STAGES = ("align", "instruct")
 TASKS = ("caption", "compare", "vqa", "classification", "report", "detection", "landmark")
 PRIVACY_UNITS = ("patient", "record")
+EVALUATION_SPLITS = ("val", "test")  # never "train": scores on training data read it out
 CT_WINDOWS = {
     # name: (centre, width) in Hounsfield units
     "soft-tissue": (40.0, 400.0),
@@ -50,19 +51,52 @@ class ImagingConfig:
         Which volume of a 4D NIfTI to use.
     intensity_percentiles:
         Percentile range mapped to 0-255 for images with no window (MR, NIfTI without HU).
+    max_pixels:
+        Most pixels one 2D image, frame or slice may declare in its header (DICOM Rows x
+        Columns, NIfTI in-plane dims, PNG/JPEG size); a larger one is refused before it is
+        decoded. 100 million is four times a full-field mammogram (about 24 MP) and well above
+        a film digitised at 50 um (about 60 MP), so real images never reach it.
+    max_voxels:
+        Most voxels one volume may declare (a series' slices, a multi-frame DICOM's frames,
+        every volume of a NIfTI file) before it is decoded. 2 billion holds a 1024 x 1024
+        photon-counting CT of 1900 slices, four times a 512 x 512 whole-body CT of 2000 slices.
     """
 
     ct_window: tuple[float, float] = CT_WINDOWS["soft-tissue"]
     prefer_file_window: bool = True
     nifti_volume_index: int = 0
     intensity_percentiles: tuple[float, float] = (0.5, 99.5)
+    max_pixels: int = 100_000_000
+    max_voxels: int = 2_000_000_000
 
 
 @dataclass(frozen=True)
 class Policy:
-    """What the site agrees to do, whatever the coordinator asks.
+    """What the site agrees to do and to disclose, whatever the coordinator asks.
 
-    The trainer clamps or refuses a server request beyond these limits and says which.
+    The trainer clamps or refuses a server request beyond these limits and says which; no
+    message can raise them.
+
+    Parameters
+    ----------
+    eval_splits:
+        Splits the server may have the site evaluate on (``val``, ``test``; never ``train``).
+    min_group_size:
+        Evaluation scores of a task and language with fewer records are withheld: a group of
+        one record would read that record out.
+    score_decimals:
+        Evaluation scores are rounded to this many decimals.
+    max_evaluations_per_run, max_evaluations:
+        Evaluations the site answers per run, and over its lifetime (its audit log counts
+        them): evaluation is not covered by DP, so how often it can be asked is bounded.
+    send_train_loss:
+        Whether training replies carry the mean training loss (not covered by DP).
+    count_rounding:
+        ``num-examples`` and per-group counts are rounded to a multiple of this.
+    replayable_noise_seed:
+        Simulations only: key the round's sampling and noise from this site-local seed, so runs
+        can be repeated. Anyone who knows it can remove the noise; ``None`` (the default) draws
+        them from the operating system.
     """
 
     stages: tuple[str, ...] = STAGES
@@ -74,6 +108,14 @@ class Policy:
     max_batch_size: int = 64
     max_learning_rate: float = 1e-2
     require_dp: bool = True
+    eval_splits: tuple[str, ...] = ("val",)
+    min_group_size: int = 20
+    score_decimals: int = 2
+    max_evaluations_per_run: int = 20
+    max_evaluations: int = 500
+    send_train_loss: bool = False
+    count_rounding: int = 10
+    replayable_noise_seed: int | None = None
 
 
 SECTIONS: dict[str, tuple[str, ...]] = {
@@ -118,6 +160,16 @@ class SiteConfig:
     def ledger_path(self) -> Path:
         """The append-only privacy ledger."""
         return self.work_dir / "privacy_ledger.jsonl"
+
+    @property
+    def audit_path(self) -> Path:
+        """The append-only audit log of every message in and every reply out."""
+        return self.work_dir / "audit.jsonl"
+
+    @property
+    def log_path(self) -> Path:
+        """The site's own detailed log (refusal and error details stay here)."""
+        return self.work_dir / "site.log"
 
 
 def load_site_config(path: str | Path) -> SiteConfig:
@@ -199,11 +251,19 @@ def _imaging(reader: _Reader) -> ImagingConfig:
     index = reader.get("imaging", "nifti_volume_index", int, default.nifti_volume_index)
     if index < 0:
         reader.fail("imaging.nifti_volume_index", "must be >= 0")
+    limits = {
+        key: reader.get("imaging", key, int, getattr(default, key))
+        for key in ("max_pixels", "max_voxels")
+    }
+    for key, value in limits.items():
+        if value < 1:
+            reader.fail(f"imaging.{key}", f"must be a positive count, got {value}")
     return ImagingConfig(
         ct_window=ct_window,
         prefer_file_window=reader.get("imaging", "prefer_file_window", bool, True),
         nifti_volume_index=index,
         intensity_percentiles=(float(low), float(high)),
+        **limits,
     )
 
 
@@ -218,6 +278,13 @@ def _policy(reader: _Reader) -> Policy:
     unit = reader.get("policy", "privacy_unit", str, default.privacy_unit)
     if unit not in PRIVACY_UNITS:
         reader.fail("policy.privacy_unit", f"{unit!r} is not one of {list(PRIVACY_UNITS)}")
+    splits = tuple(reader.get("policy", "eval_splits", list, list(default.eval_splits)))
+    if not splits or any(split not in EVALUATION_SPLITS for split in splits):
+        reader.fail(
+            "policy.eval_splits",
+            f"{list(splits)}: allowed are {list(EVALUATION_SPLITS)} (never train)",
+        )
+    seed = reader.get("policy", "replayable_noise_seed", int, default.replayable_noise_seed)
     policy = Policy(
         stages=stages,
         tasks=tasks,
@@ -232,6 +299,16 @@ def _policy(reader: _Reader) -> Policy:
             reader.get("policy", "max_learning_rate", (int, float), default.max_learning_rate)
         ),
         require_dp=reader.get("policy", "require_dp", bool, default.require_dp),
+        eval_splits=splits,
+        min_group_size=reader.get("policy", "min_group_size", int, default.min_group_size),
+        score_decimals=reader.get("policy", "score_decimals", int, default.score_decimals),
+        max_evaluations_per_run=reader.get(
+            "policy", "max_evaluations_per_run", int, default.max_evaluations_per_run
+        ),
+        max_evaluations=reader.get("policy", "max_evaluations", int, default.max_evaluations),
+        send_train_loss=reader.get("policy", "send_train_loss", bool, default.send_train_loss),
+        count_rounding=reader.get("policy", "count_rounding", int, default.count_rounding),
+        replayable_noise_seed=seed,
     )
     checks = (
         ("max_epsilon", policy.max_epsilon > 0, "must be positive"),
@@ -239,6 +316,11 @@ def _policy(reader: _Reader) -> Policy:
         ("max_local_epochs", policy.max_local_epochs > 0, "must be positive"),
         ("max_batch_size", policy.max_batch_size > 0, "must be positive"),
         ("max_learning_rate", policy.max_learning_rate > 0, "must be positive"),
+        ("min_group_size", policy.min_group_size >= 1, "must be at least 1"),
+        ("score_decimals", 0 <= policy.score_decimals <= 6, "must be in 0..6"),
+        ("max_evaluations_per_run", policy.max_evaluations_per_run >= 0, "must be >= 0"),
+        ("max_evaluations", policy.max_evaluations >= 0, "must be >= 0"),
+        ("count_rounding", policy.count_rounding >= 1, "must be at least 1"),
     )
     for key, ok, reason in checks:
         if not ok:

@@ -1,15 +1,18 @@
 """What a server asks of a site, checked against the site's policy: clamped or refused.
 
 A site never trains a stage it has not agreed to, without DP when it requires DP, or beyond its
-caps on local epochs, batch size and learning rate. Clamps are reported back (as a reason the
-coordinator can read); refusals stop the round at this site before anything runs.
+caps on local epochs, batch size and learning rate. The names of clamped keys are reported back;
+refusals (a :class:`~client.refusal.SiteRefusal` with its code) stop the round at this site
+before anything runs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from client.config import Policy
+from client.config import STAGES, Policy
+from client.refusal import SiteRefusal
+from protocol import Refusal
 
 
 @dataclass(frozen=True)
@@ -29,26 +32,26 @@ class RoundRequest:
 
 @dataclass(frozen=True)
 class PolicyDecision:
-    """The request as the site will run it, what was clamped, and a refusal reason if any."""
+    """The request as the site will run it, and what was clamped.
+
+    ``clamped`` names the request keys (``batch-size``, ...) that the server is told were
+    clamped; ``details`` says from what to what, for the site's own log.
+    """
 
     request: RoundRequest
     clamped: tuple[str, ...] = ()
-    refusal: str = ""
-
-    @property
-    def refused(self) -> bool:
-        """True when the site will not train this round."""
-        return bool(self.refusal)
+    details: tuple[str, ...] = ()
 
 
 def apply_policy(request: RoundRequest, policy: Policy) -> PolicyDecision:
-    """Clamp ``request`` to ``policy``, or refuse it with the reason."""
+    """Clamp ``request`` to ``policy``; raise :class:`SiteRefusal` when it cannot run at all."""
+    if request.stage not in STAGES:
+        raise SiteRefusal(Refusal.UNKNOWN_STAGE, f"stage {request.stage!r} is not one of {STAGES}")
     if request.stage not in policy.stages:
-        return PolicyDecision(request, refusal=f"stage {request.stage!r} is not allowed here")
+        raise SiteRefusal(Refusal.POLICY_STAGE, f"stage {request.stage!r} is not allowed here")
     if policy.require_dp and not request.dp:
-        return PolicyDecision(request, refusal="this site only trains with differential privacy")
-    clamped = []
-    changes = {}
+        raise SiteRefusal(Refusal.POLICY_REQUIRES_DP, "a round without DP was requested")
+    clamped, details, changes = [], [], {}
     caps = (
         ("local_epochs", policy.max_local_epochs),
         ("batch_size", policy.max_batch_size),
@@ -57,6 +60,8 @@ def apply_policy(request: RoundRequest, policy: Policy) -> PolicyDecision:
     for field, cap in caps:
         value = getattr(request, field)
         if value > cap:
+            key = field.replace("_", "-")
             changes[field] = type(value)(cap)
-            clamped.append(f"{field.replace('_', '-')} {value} clamped to {cap}")
-    return PolicyDecision(replace(request, **changes), tuple(clamped))
+            clamped.append(key)
+            details.append(f"{key} {value} clamped to {cap}")
+    return PolicyDecision(replace(request, **changes), tuple(clamped), tuple(details))

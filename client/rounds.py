@@ -1,67 +1,70 @@
 """One round at a site, Flower-free: a server request in, a reply out.
 
-``train_round`` checks the fingerprint and the policy, plans the privacy spend and refuses a
-round that would exceed the budget, trains, writes the ledger, and returns the updated arrays
-with numbers only. ``evaluate_round`` scores the global adapter on the site's val split.
+``train_round`` checks the fingerprint and the policy, plans the round's privacy spend and
+writes it ahead in the ledger (refusing a round that would exceed the budget), trains with
+randomness only the site knows, settles the ledger, and returns the updated arrays with numbers
+only. ``evaluate_round`` scores the global adapter on a split the site's policy allows, as often
+as the policy allows, and discloses only groups large enough and rounded scores.
+
+Anything a site will not do is a :class:`~client.refusal.SiteRefusal` with a fixed code.
 """
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from client.disclosure import disclose_scores, round_count
+from client.journal import JournalError, MissingJournalError
 from client.policy import RoundRequest, apply_policy
-from client.privacy import PrivacyLedger, plan_round
+from client.privacy import LedgerUnitError, plan_round
+from client.privacy.accounting import Mechanism
+from client.privacy.budget import RoundPlan, epsilon_curve
+from client.refusal import SiteRefusal
 from client.site import Site
 from client.trainer import TrainConfig, steps_for_epochs
+from protocol import Refusal
 from shared_model.evaluation import evaluate_samples
 from shared_model.inference import Answerer
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
 class RoundReply:
-    """What a site sends back: arrays (absent when refused), numbers, and a status."""
+    """What a site sends back: arrays (absent for an evaluation), numbers, clamped keys."""
 
     arrays: dict[str, np.ndarray] | None
     metrics: dict[str, float]
-    status: str = "ok"
-    reason: str = ""
-    notes: list[str] = field(default_factory=list)
-
-
-class FingerprintMismatch(ValueError):
-    """The server's model is not the site's model."""
+    clamped: tuple[str, ...] = ()
 
 
 def check_fingerprint(site: Site, fingerprint: str) -> None:
     """Refuse messages for another base checkpoint or adapter layout."""
     if fingerprint != site.fingerprint:
-        raise FingerprintMismatch(
-            f"server fingerprint {fingerprint!r} differs from site {site.config.name!r}'s "
-            f"{site.fingerprint!r}: different base checkpoint or adapter layout"
+        raise SiteRefusal(
+            Refusal.FINGERPRINT,
+            f"server fingerprint {fingerprint!r} differs from the site's {site.fingerprint!r}",
         )
 
 
 def request_from_config(config: Mapping[str, Any]) -> RoundRequest:
     """The round's training request from the server's config record."""
-    return RoundRequest(
-        stage=str(config["stage"]),
-        local_steps=int(config.get("local-steps", 0)),
-        local_epochs=float(config.get("local-epochs", 0.0)),
-        learning_rate=float(config["lr"]),
-        batch_size=int(config["batch-size"]),
-        dp=bool(config.get("dp", True)),
-        noise_multiplier=float(config.get("noise-multiplier", 0.0)),
-        max_grad_norm=float(config.get("max-grad-norm", 1.0)),
-        proximal_mu=float(config.get("proximal-mu", 0.0)),
-    )
+    with _malformed_config():
+        return RoundRequest(
+            stage=str(config["stage"]),
+            local_steps=int(config.get("local-steps", 0)),
+            local_epochs=float(config.get("local-epochs", 0.0)),
+            learning_rate=float(config["lr"]),
+            batch_size=int(config["batch-size"]),
+            dp=bool(config.get("dp", True)),
+            noise_multiplier=float(config.get("noise-multiplier", 0.0)),
+            max_grad_norm=float(config.get("max-grad-norm", 1.0)),
+            proximal_mu=float(config.get("proximal-mu", 0.0)),
+        )
 
 
 def train_round(
@@ -71,70 +74,92 @@ def train_round(
     align_arrays: Mapping[str, np.ndarray] | None = None,
 ) -> RoundReply:
     """Train the requested stage locally under the site's policy and privacy budget."""
-    check_fingerprint(site, str(config["fingerprint"]))
-    decision = apply_policy(request_from_config(config), site.config.policy)
-    ledger = PrivacyLedger(site.config.ledger_path)
-    spent = ledger.epsilon(delta=site.config.policy.delta)
-    if decision.refused:
-        return _refusal(decision.refusal, spent, site)
+    with _malformed_config():
+        fingerprint, server_round = str(config["fingerprint"]), int(config["server-round"])
+        run_id, rounds_left = str(config.get("run-id", "")), int(config.get("rounds-left", 1))
+        physical_batch_size = max(1, int(config.get("physical-batch-size", 16)))
+    check_fingerprint(site, fingerprint)
+    policy = site.config.policy
+    decision = apply_policy(request_from_config(config), policy)
+    for detail in decision.details:
+        site.log.info("round %s: %s", server_round, detail)
     request = decision.request
+    with journal_refusals(Refusal.LEDGER_MISSING, Refusal.LEDGER_DAMAGED):
+        site.ledger.entries()  # refuse before reading the archive when the ledger is unusable
     samples = site.samples("train", request.stage)
     if not samples:
-        return _refusal(f"no usable {request.stage} training records", spent, site)
+        raise SiteRefusal(Refusal.NO_RECORDS, f"no usable {request.stage} training records")
     unit_keys = site.unit_keys(samples)
-    n_units = len(set(unit_keys))
-    sample_rate = min(1.0, request.batch_size / n_units)
-    steps = _steps(request, sample_rate, site.config.policy.max_local_epochs)
-    plan = plan_round(
-        ledger,
-        site.config.policy,
-        dp=request.dp,
-        sample_rate=sample_rate,
-        steps=steps,
-        noise_multiplier=request.noise_multiplier,
-        rounds_left=int(config.get("rounds-left", 1)),
-    )
-    if not plan.allowed:
-        return _refusal(plan.reason, spent, site)
+    sample_rate = min(1.0, request.batch_size / len(set(unit_keys)))
+    steps = _steps(request, sample_rate, policy.max_local_epochs)
+    plans: list[tuple[list[Mechanism], RoundPlan]] = []
+
+    def plan(history: list[Mechanism]) -> Mechanism | None:
+        plans.append(
+            (
+                history,
+                plan_round(
+                    history,
+                    policy,
+                    dp=request.dp,
+                    sample_rate=sample_rate,
+                    steps=steps,
+                    noise_multiplier=request.noise_multiplier,
+                    rounds_left=rounds_left,
+                    accountant=site.ledger.accountant,
+                ),
+            )
+        )
+        return plans[-1][1].mechanism if plans[-1][1].allowed else None
+
+    with journal_refusals(Refusal.LEDGER_MISSING, Refusal.LEDGER_DAMAGED):
+        reservation = site.ledger.reserve(
+            plan,
+            run_id=run_id,
+            stage=request.stage,
+            server_round=server_round,
+            max_grad_norm=request.max_grad_norm,
+            delta=policy.delta,
+            privacy_unit=policy.privacy_unit,
+        )
+    history, planned = plans[-1]
+    if reservation is None:
+        raise SiteRefusal(planned.refusal, planned.detail)
+    mechanism = reservation.mechanism
     trainer = site.trainer(request.stage, align_arrays)
-    trainer.adapter.load_arrays(arrays, site.fingerprint)
+    with _layout_refusal():
+        trainer.adapter.load_arrays(arrays, site.fingerprint)
     train_config = TrainConfig(
         steps=steps,
         sample_rate=sample_rate,
         learning_rate=request.learning_rate,
         dp=request.dp,
-        noise_multiplier=plan.noise_multiplier,
+        noise_multiplier=mechanism.noise_multiplier,
         max_grad_norm=request.max_grad_norm,
-        physical_batch_size=int(config.get("physical-batch-size", 16)),
+        physical_batch_size=physical_batch_size,
         proximal_mu=request.proximal_mu,
-        seed=_seed(config, site),
     )
     result = trainer.train(
-        samples, unit_keys, train_config, epsilon_at=plan.epsilon_after, progress=site.progress
+        samples,
+        unit_keys,
+        train_config,
+        randomness=site.randomness(run_id, request.stage, server_round),
+        epsilon_at=epsilon_curve(history, mechanism, delta=policy.delta) if request.dp else None,
+        progress=site.progress,
     )
-    epsilon = spent
-    if request.dp:
-        epsilon = ledger.record(
-            run_id=str(config.get("run-id", "")),
-            stage=request.stage,
-            server_round=int(config["server-round"]),
-            steps=steps,
-            sample_rate=sample_rate,
-            noise_multiplier=plan.noise_multiplier,
-            max_grad_norm=request.max_grad_norm,
-            delta=site.config.policy.delta,
-            privacy_unit=site.config.policy.privacy_unit,
-        )
+    with journal_refusals(Refusal.LEDGER_MISSING, Refusal.LEDGER_DAMAGED):
+        epsilon = site.ledger.settle(reservation, steps=result.steps, delta=policy.delta)
     metrics = {
-        "num-examples": float(result.num_examples),
-        "train-loss": result.loss,
+        "num-examples": max(round_count(result.num_examples, policy), 1.0),
         "steps": float(result.steps),
-        "seconds": result.seconds,
+        "seconds": float(round(result.seconds)),
         "epsilon": float(epsilon),
-        "delta": site.config.policy.delta,
-        "noise-multiplier": plan.noise_multiplier if request.dp else 0.0,
+        "delta": policy.delta,
+        "noise-multiplier": mechanism.noise_multiplier,
     }
-    return RoundReply(result.arrays, metrics, notes=list(decision.clamped))
+    if policy.send_train_loss:
+        metrics["train-loss"] = round(result.loss, policy.score_decimals)
+    return RoundReply(result.arrays, metrics, decision.clamped)
 
 
 def evaluate_round(
@@ -143,18 +168,69 @@ def evaluate_round(
     config: Mapping[str, Any],
     align_arrays: Mapping[str, np.ndarray] | None = None,
 ) -> RoundReply:
-    """Score the global adapter of the stage on the site's val split, per task and language."""
-    check_fingerprint(site, str(config["fingerprint"]))
-    stage = str(config["stage"])
-    samples = site.samples(str(config.get("split", "val")), stage)
+    """Score the global adapter on a split the policy allows; disclose what the policy allows."""
+    with _malformed_config():
+        fingerprint, stage = str(config["fingerprint"]), str(config["stage"])
+        split, run_id = str(config.get("split", "val")), str(config.get("run-id", ""))
+    check_fingerprint(site, fingerprint)
+    policy = site.config.policy
+    if stage not in policy.stages:
+        raise SiteRefusal(Refusal.POLICY_STAGE, f"stage {stage!r} is not allowed here")
+    if split not in policy.eval_splits:
+        raise SiteRefusal(
+            Refusal.POLICY_SPLIT, f"evaluation on {split!r} asked; allowed: {policy.eval_splits}"
+        )
+    with journal_refusals(Refusal.AUDIT_LOG, Refusal.AUDIT_LOG):
+        answered = site.audit.evaluations(run_id)
+    if (
+        answered.in_run >= policy.max_evaluations_per_run
+        or answered.total >= policy.max_evaluations
+    ):
+        raise SiteRefusal(
+            Refusal.POLICY_EVALUATION_CAP,
+            f"{answered.in_run} evaluations in run {run_id!r} (cap "
+            f"{policy.max_evaluations_per_run}), {answered.total} in all (cap "
+            f"{policy.max_evaluations})",
+        )
+    samples = site.samples(split, stage)
     if not samples:
-        return RoundReply(None, {"num-examples": 0.0})
+        raise SiteRefusal(Refusal.NO_RECORDS, f"no usable {stage} records in split {split!r}")
     trainer = site.trainer(stage, align_arrays)
-    trainer.adapter.load_arrays(arrays, site.fingerprint)
+    with _layout_refusal():
+        trainer.adapter.load_arrays(arrays, site.fingerprint)
     answerer = Answerer(trainer.adapter.model, trainer.processor, site.spec.canvas)
-    metrics = evaluate_samples(answerer, samples)
-    metrics["num-examples"] = float(len(samples))
+    metrics = disclose_scores(evaluate_samples(answerer, samples), policy)
+    metrics["num-examples"] = round_count(len(samples), policy)
     return RoundReply(None, metrics)
+
+
+@contextlib.contextmanager
+def journal_refusals(missing: Refusal, damaged: Refusal) -> Iterator[None]:
+    """Turn an unusable ledger or audit log into the refusal that says so."""
+    try:
+        yield
+    except LedgerUnitError as error:
+        raise SiteRefusal(Refusal.LEDGER_UNIT, str(error)) from error
+    except MissingJournalError as error:
+        raise SiteRefusal(missing, str(error)) from error
+    except JournalError as error:
+        raise SiteRefusal(damaged, str(error)) from error
+
+
+@contextlib.contextmanager
+def _malformed_config() -> Iterator[None]:
+    try:
+        yield
+    except (KeyError, TypeError, ValueError) as error:
+        raise SiteRefusal(Refusal.BAD_REQUEST, f"config: {error!r}") from error
+
+
+@contextlib.contextmanager
+def _layout_refusal() -> Iterator[None]:
+    try:
+        yield
+    except ValueError as error:
+        raise SiteRefusal(Refusal.ARRAY_LAYOUT, str(error)) from error
 
 
 def _steps(request: RoundRequest, sample_rate: float, max_epochs: float) -> int:
@@ -164,17 +240,3 @@ def _steps(request: RoundRequest, sample_rate: float, max_epochs: float) -> int:
     else:
         steps = request.local_steps
     return max(1, min(steps, math.floor(max_epochs / sample_rate)))
-
-
-def _seed(config: Mapping[str, Any], site: Site) -> int | None:
-    """Reproducible sampling and noise only when the run asks for it (simulations)."""
-    if not bool(config.get("reproducible", False)):
-        return None
-    seed = int(config.get("seed", 0)) * 1_000_003 + int(config["server-round"]) * 7_919
-    return seed + sum(site.config.name.encode()) + (0 if config["stage"] == "align" else 1)
-
-
-def _refusal(reason: str, epsilon: float, site: Site) -> RoundReply:
-    log.warning("%s refuses this round: %s", site.config.name, reason)
-    metrics = {"num-examples": 0.0, "epsilon": float(epsilon), "delta": site.config.policy.delta}
-    return RoundReply(None, metrics, status="refused", reason=reason)

@@ -17,9 +17,13 @@ import numpy as np
 import torch
 from transformers import Qwen2VLForConditionalGeneration
 
+from client.audit import AuditLog
 from client.config import SiteConfig, SiteConfigError, load_site_config
+from client.privacy.ledger import PrivacyLedger
+from client.privacy.randomness import SiteRandomness
+from client.records import site_logger
 from client.trainer import LocalTrainer
-from fedumit.protocol import arrays_hash
+from protocol import arrays_hash
 from shared_model.adapters import StageAdapter
 from shared_model.device import resolve_device
 from shared_model.loading import load_base, merge_stage
@@ -51,6 +55,17 @@ class Site:
         self._samples: dict[str, list[Sample]] = {}
         self._trainers: dict[tuple[str, str], LocalTrainer] = {}
         self.stage1: dict[str, np.ndarray] | None = None  # frozen global align adapter
+        self.ledger = PrivacyLedger(config.ledger_path)
+        self.audit = AuditLog(config.audit_path)
+        self.log = site_logger(config)
+
+    def randomness(self, run_id: str, stage: str, server_round: int) -> SiteRandomness:
+        """The round's sampling and noise: secret unless the site's own config opts in to
+        replayable randomness (simulations), whatever the server sends."""
+        seed = self.config.policy.replayable_noise_seed
+        if seed is None:
+            return SiteRandomness.secure()
+        return SiteRandomness.replayable(seed, self.config.name, run_id, stage, server_round)
 
     def samples(self, split: str, stage: str) -> list[Sample]:
         """Usable samples of ``split`` for the tasks of ``stage`` that the policy allows."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from transformers import ProcessorMixin
 
 from client.batching import Step, UnitIndex, sample_step
 from client.privacy.per_unit import PerSampleGradients, clip_and_sum, sum_per_unit
+from client.privacy.randomness import SiteRandomness
 from shared_model.adapters import StageAdapter
 from shared_model.device import autocast
 from shared_model.inputs import Encoded, collate, encode_sample
@@ -66,8 +66,6 @@ class TrainConfig:
         FedProx proximal term weight (0 = off).
     optimizer:
         ``adamw`` or ``sgd``.
-    seed:
-        Seeds sampling and noise; ``None`` draws a fresh secret seed (noise nobody can replay).
     """
 
     steps: int
@@ -82,7 +80,6 @@ class TrainConfig:
     proximal_mu: float = 0.0
     weight_decay: float = 0.0
     optimizer: str = "adamw"
-    seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 0 or not 0.0 < self.sample_rate <= 1.0:
@@ -150,12 +147,14 @@ class LocalTrainer:
         unit_keys: Sequence[str],
         config: TrainConfig,
         *,
+        randomness: SiteRandomness | None = None,
         epsilon_at: Callable[[int], float] | None = None,
         progress: bool = True,
     ) -> TrainResult:
         """Run ``config.steps`` logical steps over ``samples``; ``unit_keys`` name each one's unit.
 
-        ``epsilon_at(steps_done)`` (optional) feeds the progress bar.
+        ``randomness`` draws the sampling and the noise (default: a fresh secure stream, so
+        nobody can replay them); ``epsilon_at(steps_done)`` (optional) feeds the progress bar.
         """
         start = time.perf_counter()
         encoded = self.encode(samples)
@@ -169,9 +168,7 @@ class LocalTrainer:
             lr=config.learning_rate,
             weight_decay=config.weight_decay,
         )
-        generator = torch.Generator().manual_seed(
-            config.seed if config.seed is not None else secrets.randbits(63)
-        )
+        randomness = randomness if randomness is not None else SiteRandomness.secure()
         hooks = PerSampleGradients(model) if config.dp else None
         shapes = [e.vision_shape for e in encoded]
         expected_units = config.sample_rate * len(index)
@@ -185,10 +182,10 @@ class LocalTrainer:
                     shapes,
                     physical_batch_size=config.physical_batch_size,
                     max_records_per_unit=config.max_records_per_unit,
-                    generator=generator,
+                    randomness=randomness,
                 )
                 loss = self._accumulate(
-                    encoded, step, hooks, parameters, expected_units, config, generator
+                    encoded, step, hooks, parameters, expected_units, config, randomness
                 )
                 if anchor is not None:
                     for parameter, start_value in zip(parameters, anchor, strict=True):
@@ -223,7 +220,7 @@ class LocalTrainer:
         parameters: list[torch.nn.Parameter],
         expected_units: float,
         config: TrainConfig,
-        generator: torch.Generator,
+        randomness: SiteRandomness,
     ) -> float | None:
         """Set every trainable parameter's ``.grad`` for one logical step; return its mean loss."""
         unit_grads: dict[torch.nn.Parameter, torch.Tensor] = {}
@@ -249,7 +246,7 @@ class LocalTrainer:
                     hooks.grad_samples, micro.unit_slots, step.n_units, into=unit_grads
                 )
         if hooks is not None:
-            self._privatize(unit_grads, parameters, expected_units, config, generator)
+            self._privatize(unit_grads, parameters, expected_units, config, randomness)
         for parameter in parameters:
             if parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
@@ -261,12 +258,12 @@ class LocalTrainer:
         parameters: list[torch.nn.Parameter],
         expected_units: float,
         config: TrainConfig,
-        generator: torch.Generator,
+        randomness: SiteRandomness,
     ) -> None:
         """``.grad = (sum of clipped unit gradients + N(0, (sigma C)^2)) / (q N)``."""
         summed, _ = clip_and_sum(unit_grads, config.max_grad_norm) if unit_grads else ({}, None)
         std = config.noise_multiplier * config.max_grad_norm
         for parameter in parameters:
-            noise = torch.normal(0.0, std, parameter.shape, generator=generator)
+            noise = randomness.gaussian(parameter.shape, std)
             total = summed.get(parameter, torch.zeros(parameter.shape)).cpu() + noise
             parameter.grad = (total / expected_units).to(parameter.device, parameter.dtype)

@@ -2,9 +2,11 @@
 
 After every round the round's record is appended to ``metrics.jsonl``, the plots redrawn and
 then the global adapter checkpointed; federated evaluation runs at round 0 and every
-``eval-every`` rounds. A run resumes from its last complete round with the same result as an
-uninterrupted one: site sampling is seeded per round, sites derive their seeds from the run's,
-the server optimiser's state is checkpointed, and records after the last checkpoint are dropped.
+``eval-every`` rounds. A run resumes from its last complete round; the server's own state (global
+arrays, the server optimiser's moments) is checkpointed, and records after the last checkpoint are
+dropped. The server sends no seed: a site draws its sampling and noise from the operating system,
+unless its own config opts in to replayable randomness (simulations do), and then a resumed run
+ends bitwise where an uninterrupted one ends.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
-from fedumit.protocol import arrays_hash, from_record, to_record
+from protocol import arrays_hash, from_record, to_record
 from server.checkpoints import Checkpoint, latest_checkpoint, save_checkpoint
 from server.config import RunConfig, StageSchedule
 from server.plots import draw_run_plots
@@ -185,8 +187,6 @@ class Coordinator:
                 "max-grad-norm": config.max_grad_norm,
                 "physical-batch-size": config.physical_batch_size,
                 "proximal-mu": config.proximal_mu if config.aggregation == "fedprox" else 0.0,
-                "seed": config.seed,
-                "reproducible": True,
                 "rounds-left": rounds_left,
             }
         )

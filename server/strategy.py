@@ -23,7 +23,7 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedumit.protocol import ARRAYS, CONFIG, META, METRICS, STAGE1, from_record, to_record
+from protocol import ARRAYS, CONFIG, META, METRICS, STAGE1, from_record, to_record
 from server.aggregation import FedAdam, StreamingWeightedMean, coordinate_median, trimmed_mean
 from server.validation import Expectation, check_train_reply, reply_status
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import Message
 
-from fedumit.protocol import ARRAYS, META, METRICS, from_record
+from protocol import ARRAYS, META, METRICS, from_record
 from server.aggregation import update_norm
 
 

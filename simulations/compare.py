@@ -63,8 +63,8 @@ def run_compare(args: argparse.Namespace) -> int:
     consortium = prepare_consortium(args, console)
     run_id = new_run_id()
     sites = len(consortium.archives)
-    # The folder names the pooled site, and a site's name seeds its sampling: a fixed name keeps
-    # the centralized arm as reproducible as the others.
+    # The folder names the pooled site, and a site's name keys its replayable sampling: a fixed
+    # name keeps the centralized arm as reproducible as the others.
     pooled = pool_archives(consortium.archives, consortium.out / "pooled" / run_id / POOLED_SITE)
 
     seeds = [args.seed + offset for offset in range(args.seeds)]
@@ -73,7 +73,7 @@ def run_compare(args: argparse.Namespace) -> int:
         label = name if len(seeds) == 1 else f"{name}-seed{seed}"
         arm_id = f"{run_id}-{label}"
         console.rule(f"{label}: {len(archives)} site(s), DP {'on' if dp else 'off'}")
-        configs = consortium.site_configs(arm_id, archives, epsilon=args.epsilon, dp=dp)
+        configs = consortium.site_configs(arm_id, archives, epsilon=args.epsilon, dp=dp, seed=seed)
         overrides = run_overrides(
             args, consortium, arm_id, sites=len(configs), dp=dp, steps_scale=scale, seed=seed
         )

@@ -69,9 +69,10 @@ class Consortium:
         return ModelSpec.from_toml(self.spec_file)
 
     def site_configs(
-        self, run_id: str, archives: Sequence[Path], *, epsilon: float, dp: bool
+        self, run_id: str, archives: Sequence[Path], *, epsilon: float, dp: bool, seed: int
     ) -> list[Path]:
-        """Fresh site configs for ``archives`` (work folders, and so ledgers, of this run)."""
+        """Fresh site configs for ``archives`` (work folders, and so ledgers, of this run); each
+        virtual site keys its sampling and noise from ``seed`` (replayable: a simulation)."""
         runs = self.out / "runs" / run_id
         return [
             write_site_config(
@@ -82,6 +83,7 @@ class Consortium:
                 model_spec=self.spec_file,
                 max_epsilon=epsilon,
                 require_dp=dp,
+                replayable_noise_seed=seed,
             )
             for archive in archives
         ]
@@ -135,7 +137,9 @@ def run_experiment(args: argparse.Namespace) -> int:
     console.rule("[bold]FedUMIT simulation")
     consortium = prepare_consortium(args, console)
     run_id = new_run_id()
-    sites = consortium.site_configs(run_id, consortium.archives, epsilon=args.epsilon, dp=args.dp)
+    sites = consortium.site_configs(
+        run_id, consortium.archives, epsilon=args.epsilon, dp=args.dp, seed=args.seed
+    )
     console.print(
         f"federated run {run_id}: {len(sites)} sites, align {args.align_rounds} rounds, "
         f"instruct {args.instruct_rounds} rounds, "

@@ -14,6 +14,8 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 from client.app import build_client_app
+from client.config import load_site_config
+from client.records import initialize_site_records
 from client.site import site_for
 from server.app import run
 from server.config import RUN_DEFAULTS, RunConfig
@@ -33,9 +35,15 @@ def write_site_config(
     delta: float = 1e-5,
     privacy_unit: str = "patient",
     require_dp: bool = True,
+    replayable_noise_seed: int | None = None,
 ) -> Path:
-    """A site config TOML for a virtual hospital (generous local caps: simulations vary them)."""
-    data = {
+    """A site config TOML for a virtual hospital (generous local caps: simulations vary them),
+    with its privacy ledger and audit log created.
+
+    ``replayable_noise_seed`` opts the site in to sampling and noise keyed by that seed, so a
+    simulation can be repeated; a site in a deployment never sets it.
+    """
+    data: dict[str, Any] = {
         "site": {
             "name": name,
             "archive": str(archive),
@@ -53,8 +61,11 @@ def write_site_config(
             "require_dp": require_dp,
         },
     }
+    if replayable_noise_seed is not None:
+        data["policy"]["replayable_noise_seed"] = replayable_noise_seed
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(tomli_w.dumps(data), encoding="utf-8")
+    initialize_site_records(load_site_config(path))
     return path
 
 

@@ -15,7 +15,7 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedumit.protocol import ARRAYS, CONFIG, META, METRICS, STATUS_OK, from_record, to_record
+from protocol import ARRAYS, CONFIG, META, METRICS, STATUS_OK, from_record, to_record
 from server.rounds import stream_replies
 from server.strategy import FedUmitStrategy
 

@@ -1,7 +1,7 @@
 """The real ClientApp in Flower's simulation engine: what a site sends back, and what it refuses.
 
 A tiny ServerApp written here sends each of two synthetic hospitals one train and one evaluate
-message (the format of :mod:`fedumit.protocol` and the coordinator's round config), then a
+message (the format of :mod:`protocol` and the coordinator's round config), then a
 train message with a wrong fingerprint and one whose round would exceed the privacy budget.
 Every reply is searched for anything from the archive: identifiers, file names, free text and
 pixel byte runs.
@@ -24,7 +24,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from client.archive.cache import PixelCache
 from client.config import load_site_config
-from fedumit.protocol import ARRAYS, CONFIG, META, METRICS, STATUS_OK, from_record, to_record
+from protocol import ARRAYS, CONFIG, META, METRICS, STATUS_OK, from_record, to_record
 from server.coordinator import initial_arrays
 from server.strategy import wait_for_nodes
 from shared_model.spec import ModelSpec

@@ -7,7 +7,9 @@ from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 
 from client.config import Policy
-from client.privacy import Mechanism, PrivacyLedger, calibrate_noise, epsilon_for, plan_round
+from client.privacy import Mechanism, calibrate_noise, epsilon_for, plan_round
+from client.privacy.budget import epsilon_curve
+from protocol import Refusal
 
 
 @pytest.mark.parametrize("sigma, q, steps", [(1.1, 0.05, 100), (0.8, 0.2, 30), (2.0, 1.0, 5)])
@@ -61,14 +63,18 @@ def test_calibration_accounts_for_what_was_spent() -> None:
         calibrate_noise(target_epsilon=0.01, delta=1e-5, sample_rate=0.05, steps=1, history=spent)
 
 
-def test_a_round_that_would_overshoot_is_refused(tmp_path) -> None:
-    ledger = PrivacyLedger(tmp_path / "ledger.jsonl")
+def test_a_round_that_would_overshoot_is_refused() -> None:
     policy = Policy(max_epsilon=2.0, delta=1e-5)
-    plan = plan_round(ledger, policy, dp=True, sample_rate=0.5, steps=50, noise_multiplier=0.6)
-    assert not plan.allowed and "would reach epsilon" in plan.reason
+    plan = plan_round([], policy, dp=True, sample_rate=0.5, steps=50, noise_multiplier=0.6)
+    assert plan.refusal is Refusal.BUDGET_EXCEEDED and "would reach epsilon" in plan.detail
     assert plan.planned_epsilon > 2.0 and plan.current_epsilon == 0.0
     calibrated = plan_round(
-        ledger, policy, dp=True, sample_rate=0.5, steps=50, noise_multiplier=0.0, rounds_left=3
+        [], policy, dp=True, sample_rate=0.5, steps=50, noise_multiplier=0.0, rounds_left=3
     )
     assert calibrated.allowed and calibrated.planned_epsilon < 2.0
-    assert calibrated.epsilon_after(50) == pytest.approx(calibrated.planned_epsilon)
+    curve = epsilon_curve([], calibrated.mechanism, delta=1e-5)
+    assert curve(50) == pytest.approx(calibrated.planned_epsilon)
+    spent = plan_round(
+        [Mechanism(0.5, 0.5, 500)], policy, dp=True, sample_rate=0.5, steps=1, noise_multiplier=1
+    )
+    assert spent.refusal is Refusal.BUDGET_EXHAUSTED

@@ -13,7 +13,7 @@ import pytest
 from flwr.app import Message
 from flwr.serverapp.strategy import FedAvg
 
-from fedumit.protocol import from_record, to_record
+from protocol import from_record, to_record
 from server.strategy import FedUmitStrategy
 from tests.server_fixtures import (
     SiteGrid,

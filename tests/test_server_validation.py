@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flwr.app import Error, Message, RecordDict
 
-from fedumit.protocol import STATUS_REFUSED
+from protocol import STATUS_REFUSED
 from server.strategy import FedUmitStrategy, TooFewReplies
 from tests.server_fixtures import (
     SiteGrid,

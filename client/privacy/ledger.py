@@ -1,48 +1,52 @@
-"""The per-site privacy ledger: append-only JSON lines in the site's work folder.
+"""The per-site privacy ledger: every round's privacy spend, before it happens and after.
 
-Every line records one trained round: run id, stage, round, steps, sample rate ``q``, noise
-multiplier ``sigma``, clipping norm ``C``, delta, privacy unit, accountant, and the cumulative
-epsilon after it. Each append is flushed and fsync'ed under an exclusive file lock, so two
-processes never interleave lines and a crash loses at most the line being written.
+The ledger is a hash-chained :class:`~client.journal.Journal` in the site's work folder
+(``privacy_ledger.jsonl``). It is created once, by a person (``fedumit site privacy --init``,
+or ``fedumit supernode --init-ledger`` on a site's first start), and is required from then on:
+a missing, truncated, edited or torn ledger makes the site refuse every round until someone
+looks. Its first line fixes the site's privacy unit; rounds of another unit are refused rather
+than composed as if they protected the same thing.
 
-Torn lines. A crash can leave a last line without its newline or cut in the middle. That round
-may have trained and its update may have left the site, so dropping it would under-count. A torn
-last line therefore stops the site: :meth:`PrivacyLedger.check` raises :class:`TornLedgerError`
-until someone runs :meth:`PrivacyLedger.repair`, which replaces the torn line with a
-conservative entry (the largest (steps, q) and the smallest sigma any round of the ledger
-used), so the total never goes down. A damaged line in the middle of the file is reported with
-its line number and never repaired automatically.
+A round is written twice (write-ahead):
 
-Retries. Recording the same (run id, stage, round) twice counts twice: a retried round trains
-again on the same data, and privacy loss of both trainings is real.
+1. ``reserve`` — under the ledger's inter-process lock the round is planned against every
+   earlier round, reservations not yet settled included, and its worst case (every planned
+   step) is appended *before* training starts. Two rounds planned at the same time therefore
+   see each other, and together never exceed the budget.
+2. ``settle`` — after training, before the reply leaves, the steps actually run.
+
+A round whose process died between the two stays counted at its reservation: a crash
+over-counts, never under-counts. A round without DP (``noise_multiplier`` 0, allowed only where
+the policy does not require DP) is recorded too, and makes the site's epsilon infinite.
+Retries count again: a retried round trains again on the same data.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
-import os
+import secrets
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from client.journal import Journal, JournalError, MissingJournalError, TornJournalError
 from client.privacy.accounting import Mechanism, epsilon_for
 
+LedgerError = JournalError
+MissingLedgerError = MissingJournalError
+TornLedgerError = TornJournalError
 
-class LedgerError(ValueError):
-    """The ledger file cannot be trusted as it is."""
 
-
-class TornLedgerError(LedgerError):
-    """The last line of the ledger is incomplete (a crash while writing)."""
+class LedgerUnitError(JournalError):
+    """The ledger was started for another privacy unit than the round's."""
 
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """One trained round."""
+    """One round as the ledger counts it (its reservation, and its settlement if any)."""
 
+    seq: int
     run_id: str
     stage: str
     server_round: int
@@ -52,167 +56,170 @@ class LedgerEntry:
     max_grad_norm: float
     delta: float
     privacy_unit: str
-    accountant: str
-    epsilon: float
     timestamp: float
-    repaired: bool = False
+    settled: bool
 
     @property
     def mechanism(self) -> Mechanism:
-        """The entry as an accounting step run."""
+        """The round as an accounting step run (sigma 0 for a round without DP)."""
         return Mechanism(self.noise_multiplier, self.sample_rate, self.steps)
+
+    @property
+    def dp(self) -> bool:
+        """Whether the round ran DP-SGD."""
+        return self.noise_multiplier > 0
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A round written ahead: its ledger line and the mechanism it may spend."""
+
+    seq: int
+    mechanism: Mechanism
 
 
 class PrivacyLedger:
-    """Read and append a site's ledger file (created on first append)."""
+    """A site's privacy ledger file.
+
+    Parameters
+    ----------
+    path:
+        ``privacy_ledger.jsonl`` in the site's work folder.
+    accountant:
+        Opacus accountant that turns the history into epsilon (``rdp`` or ``prv``).
+    """
 
     def __init__(self, path: str | Path, accountant: str = "rdp") -> None:
-        self.path = Path(path)
+        self.journal = Journal(path, what="privacy ledger")
+        self.path = self.journal.path
         self.accountant = accountant
 
-    def entries(self) -> list[LedgerEntry]:
-        """All entries; raises :class:`TornLedgerError` or :class:`LedgerError` on damage."""
-        entries, torn = self._read()
-        if torn is not None:
-            raise TornLedgerError(
-                f"{self.path}: line {torn} is incomplete (the site stopped while writing it); "
-                f"run `fedumit site privacy --repair` to count it conservatively"
-            )
-        return entries
+    def initialize(self, *, site: str, privacy_unit: str) -> dict[str, Any]:
+        """Create the ledger (once): its first line names the site and the privacy unit."""
+        return self.journal.create(
+            {
+                "kind": "genesis",
+                "site": site,
+                "privacy_unit": privacy_unit,
+                "accountant": self.accountant,
+                "ledger_id": secrets.token_hex(8),
+                "time": time.time(),
+            }
+        )
 
-    def check(self) -> None:
-        """Raise when the ledger is damaged."""
-        self.entries()
+    def exists(self) -> bool:
+        """Whether a ledger was created here (its file or its head is on disk)."""
+        return self.journal.exists()
+
+    def privacy_unit(self) -> str:
+        """The privacy unit the ledger was started for."""
+        return str(self.journal.records()[0]["privacy_unit"])
+
+    def entries(self) -> list[LedgerEntry]:
+        """Every round, in order; raises :class:`LedgerError` when the ledger is damaged."""
+        return _entries(self.journal.records())
 
     def history(self) -> list[Mechanism]:
-        """The accounting history of every recorded round."""
+        """The accounting history of every round (reserved or settled)."""
         return [entry.mechanism for entry in self.entries()]
 
     def epsilon(self, *, delta: float) -> float:
-        """Total epsilon at ``delta`` over every recorded round."""
+        """Total epsilon at ``delta`` over every round."""
         return epsilon_for(self.history(), delta=delta, accountant=self.accountant)
 
-    def record(
+    def reserve(
         self,
+        plan: Callable[[list[Mechanism]], Mechanism | None],
         *,
         run_id: str,
         stage: str,
         server_round: int,
-        steps: int,
-        sample_rate: float,
-        noise_multiplier: float,
         max_grad_norm: float,
         delta: float,
         privacy_unit: str,
-    ) -> float:
-        """Append one trained round and return the cumulative epsilon after it."""
-        with self._locked():
-            history = [*self.history(), Mechanism(noise_multiplier, sample_rate, steps)]
-            epsilon = epsilon_for(history, delta=delta, accountant=self.accountant)
-            entry = LedgerEntry(
-                run_id,
-                stage,
-                server_round,
-                steps,
-                sample_rate,
-                noise_multiplier,
-                max_grad_norm,
-                delta,
-                privacy_unit,
-                self.accountant,
-                epsilon,
-                time.time(),
-            )
-            self._append(entry)
-        return epsilon
+    ) -> Reservation | None:
+        """Plan and write ahead one round, atomically.
 
-    def repair(self) -> LedgerEntry | None:
-        """Replace a torn last line by a conservative entry; returns it (``None`` if intact)."""
-        with self._locked():
-            entries, torn = self._read()
-            if torn is None:
-                return None
-            if not entries:
-                raise LedgerError(
-                    f"{self.path}: the only line is torn and no earlier round bounds it; "
-                    f"restore the ledger from backup"
+        ``plan(history)`` sees every earlier round and returns the round's mechanism, or
+        ``None`` to refuse; both run under the ledger's lock, so no other round can be planned
+        in between.
+        """
+        with self.journal.session() as session:
+            unit = str(session.records[0]["privacy_unit"])
+            if unit != privacy_unit:
+                raise LedgerUnitError(
+                    f"{self.path}: the ledger counts privacy unit {unit!r}; a {privacy_unit!r} "
+                    f"round cannot be composed with it (start a new ledger for a new unit)"
                 )
-            bound = Mechanism(
-                noise_multiplier=min(e.noise_multiplier for e in entries),
-                sample_rate=max(e.sample_rate for e in entries),
-                steps=max(e.steps for e in entries),
+            entries = _entries(session.records)
+            mechanism = plan([entry.mechanism for entry in entries])
+            if mechanism is None:
+                return None
+            stored = session.append(
+                {
+                    "kind": "reserve",
+                    "run_id": run_id,
+                    "stage": stage,
+                    "server_round": server_round,
+                    "steps": mechanism.steps,
+                    "sample_rate": mechanism.sample_rate,
+                    "noise_multiplier": mechanism.noise_multiplier,
+                    "max_grad_norm": max_grad_norm,
+                    "delta": delta,
+                    "privacy_unit": privacy_unit,
+                    "time": time.time(),
+                }
             )
-            delta = entries[-1].delta
-            worst = LedgerEntry(
-                run_id="(torn line)",
-                stage="?",
-                server_round=-1,
-                steps=bound.steps,
-                sample_rate=bound.sample_rate,
-                noise_multiplier=bound.noise_multiplier,
-                max_grad_norm=max(e.max_grad_norm for e in entries),
-                delta=delta,
-                privacy_unit=entries[-1].privacy_unit,
-                accountant=self.accountant,
-                epsilon=epsilon_for(
-                    [*(e.mechanism for e in entries), bound],
-                    delta=delta,
-                    accountant=self.accountant,
-                ),
-                timestamp=time.time(),
-                repaired=True,
+        return Reservation(stored["seq"], mechanism)
+
+    def settle(self, reservation: Reservation, *, steps: int, delta: float) -> float:
+        """Record the steps a reserved round ran (at most its reservation); return epsilon."""
+        if not 0 <= steps <= reservation.mechanism.steps:
+            raise ValueError(f"settled steps {steps} outside 0..{reservation.mechanism.steps}")
+        with self.journal.session() as session:
+            session.append(
+                {
+                    "kind": "settle",
+                    "reservation": reservation.seq,
+                    "steps": steps,
+                    "time": time.time(),
+                }
             )
-            lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
-            kept = "".join(lines[: len(entries)])
-            temporary = self.path.with_name(self.path.name + ".repair")
-            with temporary.open("w", encoding="utf-8") as handle:
-                handle.write(kept + json.dumps(asdict(worst)) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            temporary.replace(self.path)
-            _fsync_directory(self.path.parent)
-            return worst
+            history = [entry.mechanism for entry in _entries(session.records)]
+        return epsilon_for(history, delta=delta, accountant=self.accountant)
 
-    def _read(self) -> tuple[list[LedgerEntry], int | None]:
-        """Entries and the number of a torn last line (``None`` when intact)."""
-        if not self.path.is_file():
-            return [], None
-        text = self.path.read_text(encoding="utf-8", errors="replace")
-        lines = text.split("\n")
-        complete, last = lines[:-1], lines[-1]  # ``last`` is "" when the file ends in \n
-        entries = []
-        for number, line in enumerate(complete, start=1):
-            try:
-                entries.append(LedgerEntry(**json.loads(line)))
-            except (json.JSONDecodeError, TypeError) as error:
-                if number == len(complete) and not last:
-                    return entries, number
-                raise LedgerError(f"{self.path}: line {number} is damaged ({error})") from error
-        return entries, (len(complete) + 1 if last else None)
-
-    def _append(self, entry: LedgerEntry) -> None:
-        created = not self.path.exists()
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(asdict(entry)) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        if created:
-            _fsync_directory(self.path.parent)
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def repair(self) -> int:
+        """Drop a torn last line (a write that never completed, so never acted on: rounds are
+        written before they train) and note it in the ledger; returns the bytes dropped."""
+        torn = self.journal.drop_torn_tail()
+        if torn:
+            self.journal.append({"kind": "repair", "dropped_bytes": len(torn), "time": time.time()})
+        return len(torn)
 
 
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+def _entries(records: list[dict[str, Any]]) -> list[LedgerEntry]:
+    """Rounds from ledger records: reservations, with the steps of their settlement."""
+    reserved: dict[int, dict[str, Any]] = {}
+    settled: dict[int, int] = {}
+    for record in records:
+        if record.get("kind") == "reserve":
+            reserved[record["seq"]] = record
+        elif record.get("kind") == "settle":
+            settled[int(record["reservation"])] = int(record["steps"])
+    return [
+        LedgerEntry(
+            seq=seq,
+            run_id=str(record["run_id"]),
+            stage=str(record["stage"]),
+            server_round=int(record["server_round"]),
+            steps=settled.get(seq, int(record["steps"])),
+            sample_rate=float(record["sample_rate"]),
+            noise_multiplier=float(record["noise_multiplier"]),
+            max_grad_norm=float(record["max_grad_norm"]),
+            delta=float(record["delta"]),
+            privacy_unit=str(record["privacy_unit"]),
+            timestamp=float(record["time"]),
+            settled=seq in settled,
+        )
+        for seq, record in reserved.items()
+    ]

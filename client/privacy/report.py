@@ -1,4 +1,5 @@
-"""``fedumit site privacy``: the ledger as a table, the budget left, the cost of one more round."""
+"""``fedumit site privacy``: the ledger as a table, the budget left, the cost of one more round;
+``--init`` creates the site's ledger and audit log, ``--repair`` drops a torn last line."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from client.config import load_site_config
+from client.config import SiteConfig, load_site_config
+from client.journal import JournalError
 from client.privacy.accounting import Mechanism, epsilon_for
-from client.privacy.ledger import LedgerEntry, LedgerError, PrivacyLedger
+from client.privacy.ledger import LedgerEntry, PrivacyLedger
+from client.records import initialize_site_records
 
 
 def privacy_summary(ledger: PrivacyLedger, max_epsilon: float, delta: float) -> dict[str, Any]:
@@ -29,10 +32,13 @@ def privacy_summary(ledger: PrivacyLedger, max_epsilon: float, delta: float) -> 
             run["stages"].append(entry.stage)
         run["rounds"] += 1
         run["steps"] += entry.steps
+        run["unsettled"] = run.get("unsettled", 0) + (not entry.settled)
+        run["without_dp"] = run.get("without_dp", 0) + (not entry.dp)
         run["epsilon_after"] = epsilon_for(history, delta=delta, accountant=ledger.accountant)
     total = epsilon_for(history, delta=delta, accountant=ledger.accountant)
     summary: dict[str, Any] = {
         "ledger": str(ledger.path),
+        "privacy_unit": ledger.privacy_unit(),
         "runs": list(runs.values()),
         "rounds": len(entries),
         "epsilon": total,
@@ -54,38 +60,65 @@ def privacy_summary(ledger: PrivacyLedger, max_epsilon: float, delta: float) -> 
     return summary
 
 
-def run_privacy_report(site_path: Path, as_json: bool = False, repair: bool = False) -> int:
-    """Print a site's privacy ledger; non-zero when the ledger is damaged."""
+def run_privacy_report(
+    site_path: Path, as_json: bool = False, repair: bool = False, init: bool = False
+) -> int:
+    """Print a site's privacy ledger; non-zero when the ledger is missing or damaged."""
     config = load_site_config(site_path)
     ledger = PrivacyLedger(config.ledger_path)
     console = Console()
     try:
-        if repair and (entry := ledger.repair()) is not None:
+        if init:
+            for path in initialize_site_records(config):
+                console.print(f"created {path}")
+        if repair and (dropped := ledger.repair()):
             console.print(
-                f"[yellow]repaired a torn last line as {entry.steps} steps at "
-                f"sigma {entry.noise_multiplier}, q {entry.sample_rate}[/]"
+                f"[yellow]dropped a torn last line ({dropped} bytes): a round is written "
+                f"before it trains, so an unfinished line never trained[/]"
             )
         summary = privacy_summary(ledger, config.policy.max_epsilon, config.policy.delta)
-    except LedgerError as error:
+    except JournalError as error:
         console.print(f"[bold red]privacy ledger problem:[/] {error}")
+        if not ledger.exists():
+            console.print(
+                "create the ledger once with `fedumit site privacy --init` (only for a site "
+                "that never trained: a new ledger starts the budget from zero)"
+            )
         return 2
     if as_json:
         print(json.dumps(summary, indent=2))
         return 0
+    _print_summary(console, config, summary)
+    return 0
+
+
+def _print_summary(console: Console, config: SiteConfig, summary: dict[str, Any]) -> None:
+    noise = config.policy.replayable_noise_seed
+    if noise is not None:
+        console.print(
+            "[bold yellow]replayable noise:[/] this site keys its sampling and noise from "
+            "`replayable_noise_seed` (simulations only): whoever knows the seed can remove it"
+        )
     if not summary["runs"]:
         console.print(
             f"{config.name}: no training recorded yet; budget epsilon "
-            f"{config.policy.max_epsilon} at delta {config.policy.delta}"
+            f"{config.policy.max_epsilon} at delta {config.policy.delta} "
+            f"(privacy unit: {summary['privacy_unit']})"
         )
-        return 0
-    table = Table(title=f"privacy ledger of {config.name}")
+        return
+    table = Table(title=f"privacy ledger of {config.name} (unit: {summary['privacy_unit']})")
     for column in ("run", "stages", "rounds", "steps", "epsilon after run"):
         table.add_column(column)
     for run in summary["runs"]:
+        notes = [
+            f"{run[k]} {label}"
+            for k, label in (("unsettled", "unsettled"), ("without_dp", "without DP"))
+            if run[k]
+        ]
         table.add_row(
             run["run_id"] or "-",
             ", ".join(run["stages"]),
-            str(run["rounds"]),
+            str(run["rounds"]) + (f" ({', '.join(notes)})" if notes else ""),
             str(run["steps"]),
             f"{run['epsilon_after']:.3f}",
         )
@@ -97,4 +130,3 @@ def run_privacy_report(site_path: Path, as_json: bool = False, repair: bool = Fa
     console.print(
         f"one more round like the last would bring epsilon to {summary['next_round_epsilon']:.3f}"
     )
-    return 0

@@ -1,0 +1,141 @@
+"""FedUMIT's wire protocol: every key, status and reason code a server and a site exchange.
+
+Client and server both import this module; it imports nothing else of FedUMIT (Flower and numpy
+only), so reading it is enough to know everything that can cross the wire.
+
+Server -> site (``train`` and ``evaluate`` messages):
+    ``arrays``  the stage's global adapter arrays (float32, fixed order);
+    ``stage1``  during ``instruct``: the frozen global ``align`` arrays, sent until the site
+                reports it holds them (by hash);
+    ``config``  the keys of :data:`TRAIN_CONFIG_KEYS` (``train``) or :data:`EVALUATE_CONFIG_KEYS`
+                (``evaluate``). A site reads no other key: a seed, a split or a limit the server
+                adds is ignored (and logged) by the site, whose own policy decides those.
+Site -> server:
+    ``arrays``  updated adapter arrays (``train`` only, omitted when refused);
+    ``metrics`` numbers only: the keys of :data:`TRAIN_METRIC_KEYS` (``train-loss`` only where the
+                site's policy allows it) or, after evaluation, ``num-examples`` and rounded
+                ``<task>/<lang>/<metric>`` scores of groups at least the site's minimum size;
+    ``meta``    the keys of :data:`META_KEYS`: the echoed fingerprint, stage and round, ``status``
+                (``ok`` or ``refused``), the refusal's :class:`Refusal` code, the policy keys that
+                clamped the request, and the hash of the stage-1 adapter the site holds.
+No text, identifier, path, exception message or pixel from a site ever crosses the wire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Mapping
+from enum import StrEnum
+
+import numpy as np
+from flwr.app import Array, ArrayRecord
+
+ARRAYS = "arrays"
+STAGE1 = "stage1"
+CONFIG = "config"
+METRICS = "metrics"
+META = "meta"
+
+STATUS_OK = "ok"
+STATUS_REFUSED = "refused"
+
+TRAIN_CONFIG_KEYS = (
+    "stage",
+    "server-round",
+    "fingerprint",
+    "run-id",
+    "lr",
+    "local-steps",
+    "local-epochs",
+    "batch-size",
+    "dp",
+    "noise-multiplier",
+    "max-grad-norm",
+    "physical-batch-size",
+    "proximal-mu",
+    "rounds-left",
+    "stage1-hash",
+)
+EVALUATE_CONFIG_KEYS = ("stage", "server-round", "fingerprint", "run-id", "split", "stage1-hash")
+TRAIN_METRIC_KEYS = (
+    "num-examples",
+    "train-loss",
+    "steps",
+    "seconds",
+    "epsilon",
+    "delta",
+    "noise-multiplier",
+)
+META_KEYS = ("fingerprint", "stage", "server-round", "status", "reason", "clamped", "stage1-hash")
+
+
+class Refusal(StrEnum):
+    """Why a site did not do what a message asked: the only reasons that leave a site.
+
+    The detail (which value, which file) stays in the site's own log and audit record.
+    """
+
+    BUDGET_EXHAUSTED = "budget-exhausted"
+    BUDGET_EXCEEDED = "budget-exceeded"
+    POLICY_STAGE = "policy-stage"
+    POLICY_REQUIRES_DP = "policy-requires-dp"
+    POLICY_SPLIT = "policy-split"
+    POLICY_EVALUATION_CAP = "policy-evaluation-cap"
+    FINGERPRINT = "fingerprint-mismatch"
+    ARRAY_LAYOUT = "array-layout-mismatch"
+    UNKNOWN_STAGE = "unknown-stage"
+    BAD_REQUEST = "bad-request"
+    STAGE1_MISSING = "stage1-missing"
+    NO_RECORDS = "no-records"
+    LEDGER_MISSING = "ledger-missing"
+    LEDGER_DAMAGED = "ledger-damaged"
+    LEDGER_UNIT = "ledger-unit-mismatch"
+    AUDIT_LOG = "audit-log-unusable"
+    INTERNAL_ERROR = "internal-error"
+
+
+REFUSAL_MEANINGS: dict[Refusal, str] = {
+    Refusal.BUDGET_EXHAUSTED: "the site's privacy budget is spent",
+    Refusal.BUDGET_EXCEEDED: "this round would take the site beyond its privacy budget",
+    Refusal.POLICY_STAGE: "the site's policy does not allow this stage",
+    Refusal.POLICY_REQUIRES_DP: "the site only trains with differential privacy",
+    Refusal.POLICY_SPLIT: "the site's policy does not allow evaluation on this split",
+    Refusal.POLICY_EVALUATION_CAP: "the site's cap on evaluations is reached",
+    Refusal.FINGERPRINT: "the message is for another base checkpoint or adapter layout",
+    Refusal.ARRAY_LAYOUT: "the arrays' names, shapes or dtypes differ from the agreed layout",
+    Refusal.UNKNOWN_STAGE: "the message names a stage this version does not know",
+    Refusal.BAD_REQUEST: "a config value is missing or malformed",
+    Refusal.STAGE1_MISSING: "the site does not hold the stage-1 adapter the message announced",
+    Refusal.NO_RECORDS: "the site has no usable records for this stage or split",
+    Refusal.LEDGER_MISSING: "the site's privacy ledger is missing: a person must act",
+    Refusal.LEDGER_DAMAGED: "the site's privacy ledger is damaged: a person must act",
+    Refusal.LEDGER_UNIT: "the ledger was started for another privacy unit",
+    Refusal.AUDIT_LOG: "the site cannot record the exchange in its audit log: a person must act",
+    Refusal.INTERNAL_ERROR: "an unexpected error at the site (details in the site's log)",
+}
+
+
+def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """Named arrays (order kept) as a Flower ``ArrayRecord``."""
+    return ArrayRecord(OrderedDict((name, Array(np.asarray(a))) for name, a in arrays.items()))
+
+
+def from_record(record: ArrayRecord) -> OrderedDict[str, np.ndarray]:
+    """A Flower ``ArrayRecord`` as named numpy arrays, in the record's order."""
+    return OrderedDict((name, array.numpy()) for name, array in record.items())
+
+
+def arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 (hex) of named arrays: names, shapes, dtypes and bytes, in order."""
+    digest = hashlib.sha256()
+    for name, array in arrays.items():
+        array = np.ascontiguousarray(array)
+        digest.update(f"{name}|{array.shape}|{array.dtype}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def arrays_hash(arrays: Mapping[str, np.ndarray]) -> str:
+    """Short content hash of named arrays (the first 16 hex digits of :func:`arrays_sha256`)."""
+    return arrays_sha256(arrays)[:16]
