@@ -49,6 +49,7 @@ class CachedImage:
     geometry: dict[str, Any]
     patient_id: str | None
     modality: str | None
+    warnings: tuple[str, ...] = ()  # what decoding left out (kept, so a cache hit reports it)
 
 
 class ContentDigests:
@@ -130,6 +131,7 @@ class PixelCache:
                 "geometry": image.geometry,
                 "patient_id": image.patient_id,
                 "modality": image.modality,
+                "warnings": list(image.warnings),
             }
         ).encode()
         body = memoryview(pixels).cast("B")
@@ -193,6 +195,7 @@ def _parse_entry(data: np.ndarray) -> CachedImage | None:
             header["geometry"],
             header["patient_id"],
             header["modality"],
+            tuple(header["warnings"]),
         )
     except (ValueError, KeyError, TypeError):
         return None

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from client.archive.loader import ArchiveReport, load_site_samples
+from client.archive.manifest import Problem
 from client.config import load_site_config
 from shared_model.spec import ModelSpec
 
@@ -52,16 +53,24 @@ def print_report(name: str, report: ArchiveReport, console: Console) -> None:
     ):
         table.add_row(label, ", ".join(f"{k} {v}" for k, v in sorted(counter.items())) or "-")
     console.print(table)
+    if report.warnings:
+        console.print(f"[bold yellow]{len(report.warnings)} records used in part[/]")
+        print_grouped(report.warnings, "yellow", console)
     if not report.problems:
         console.print("[green]no problems found[/]")
         return
-    grouped = defaultdict(list)
-    for problem in report.problems:
-        grouped[problem.kind].append(problem)
     console.print(f"[bold red]{len(report.problems)} records skipped[/]")
-    for kind, problems in sorted(grouped.items(), key=lambda item: -len(item[1])):
-        console.print(f"  [red]{kind}[/] ({len(problems)})")
-        for problem in problems[:EXAMPLES_PER_REASON]:
+    print_grouped(report.problems, "red", console)
+
+
+def print_grouped(problems: list[Problem], colour: str, console: Console) -> None:
+    """Problems (or warnings) grouped by kind, largest group first, a few examples each."""
+    grouped = defaultdict(list)
+    for problem in problems:
+        grouped[problem.kind].append(problem)
+    for kind, group in sorted(grouped.items(), key=lambda item: -len(item[1])):
+        console.print(f"  [{colour}]{kind}[/] ({len(group)})")
+        for problem in group[:EXAMPLES_PER_REASON]:
             console.print(
                 f"    record {problem.record_id} (line {problem.line}, "
                 f"{problem.file}): {problem.reason}"

@@ -16,7 +16,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
-from client.archive.decoded import Decoded, UnreadableImage
+from client.archive.decoded import Decoded, UnreadableImage, check_size
 from client.archive.processing import (
     integer_percentiles,
     percentile_normalise,
@@ -192,15 +192,32 @@ def pixel_spacing(dataset: pydicom.Dataset) -> tuple[float, float] | None:
     return None
 
 
-def read_dicom_file(path: Path, imaging: ImagingConfig) -> Decoded:
-    """One DICOM file: a 2D image, or a volume when it holds several frames."""
-    dataset = read_dataset(path)
+def declared_shape(dataset: pydicom.Dataset, path: Path) -> tuple[int, ...]:
+    """``(columns, rows)``, or ``(columns, rows, frames)`` for a multi-frame object, as the
+    header declares them (nothing is decoded)."""
+    try:
+        plane = (int(dataset.get("Columns", 0) or 0), int(dataset.get("Rows", 0) or 0))
+        count = int(dataset.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError) as error:
+        raise UnreadableImage(str(path), f"malformed image size in the header ({error})") from error
+    return (*plane, count) if count > 1 else plane
+
+
+def read_dicom_file(path: Path, imaging: ImagingConfig, archive: Path | None = None) -> Decoded:
+    """One DICOM file: a 2D image, or a volume when it holds several frames.
+
+    The pixel data stay in the file until the header's size has passed the site's caps. A
+    DICOMDIR's references must lie inside ``archive`` (by default, the DICOMDIR's folder).
+    """
+    dataset = read_dataset(path, defer_pixels=True)
     if path.name.upper() == "DICOMDIR" or "DirectoryRecordSequence" in dataset:
         from client.archive.dicom_series import read_dicomdir
 
-        return read_dicomdir(path, dataset, imaging)
+        return read_dicomdir(path, dataset, imaging, archive)
+    shape = declared_shape(dataset, path)
+    check_size(path, shape, imaging, "the DICOM header")
     stored = frames(dataset, path)
-    multi = int(dataset.get("NumberOfFrames", 1) or 1) > 1
+    multi = len(shape) > 2
     grey = None if multi else to_grey_uint8(stored, dataset, imaging)
     pixels = to_unit(stored, dataset, imaging) if grey is None else grey
     spacing = pixel_spacing(dataset)

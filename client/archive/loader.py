@@ -19,7 +19,7 @@ from tqdm import tqdm
 from client.archive.cache import CachedImage, PixelCache
 from client.archive.decoded import Decoded, UnreadableImage
 from client.archive.dicom import read_dicom_file
-from client.archive.dicom_series import read_series
+from client.archive.dicom_series import check_contained, read_series
 from client.archive.image import read_image
 from client.archive.manifest import (
     ManifestRecord,
@@ -44,6 +44,7 @@ class ArchiveReport:
     records: int = 0
     usable: int = 0
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)  # usable records, part left out
     decoded: int = 0
     cache_hits: int = 0
     images_2d: int = 0
@@ -59,24 +60,31 @@ class ArchiveReport:
         data = {k: v for k, v in vars(self).items() if not isinstance(v, (list, Counter))}
         data.update({k: dict(v) for k, v in vars(self).items() if isinstance(v, Counter)})
         data["problems"] = [asdict(p) for p in self.problems]
+        data["warnings"] = [asdict(w) for w in self.warnings]
         return data
 
 
 def decode(
-    path: Path, imaging: ImagingConfig, modality: str | None, slices: int | None = None
+    path: Path,
+    imaging: ImagingConfig,
+    modality: str | None,
+    slices: int | None = None,
+    archive: Path | None = None,
 ) -> Decoded:
     """Pick the reader by what ``path`` is: series folder, NIfTI, PNG/JPEG, or DICOM.
 
-    With ``slices``, a series folder decodes only what resampling to ``slices`` needs.
+    With ``slices``, a series folder decodes only what resampling to ``slices`` needs. The
+    files a series folder or DICOMDIR leads to must lie inside ``archive`` (by default, the
+    folder they are found in).
     """
     name = path.name.lower()
     if path.is_dir():
-        return read_series(path, imaging, slices)
+        return read_series(path, imaging, slices, archive)
     if name.endswith(NIFTI_SUFFIXES):
         return read_nifti(path, imaging, modality)
     if name.endswith(IMAGE_SUFFIXES):
-        return read_image(path)
-    return read_dicom_file(path, imaging)
+        return read_image(path, imaging)
+    return read_dicom_file(path, imaging, archive)
 
 
 def to_canvas(decoded: Decoded, canvas: int, slices: int) -> CachedImage:
@@ -88,7 +96,9 @@ def to_canvas(decoded: Decoded, canvas: int, slices: int) -> CachedImage:
     else:
         pixels = to_canvas_pixels(decoded.pixels, canvas)
     geometry = Geometry(width, height, canvas, depth, decoded.spacing)
-    return CachedImage(pixels, geometry.to_dict(), decoded.patient_id, decoded.modality)
+    return CachedImage(
+        pixels, geometry.to_dict(), decoded.patient_id, decoded.modality, decoded.warnings
+    )
 
 
 class ArchiveReader:
@@ -138,11 +148,12 @@ class ArchiveReader:
     def _load(self, path: Path, modality: str | None) -> tuple[CachedImage, bool] | UnreadableImage:
         """From the cache or decoded (and cached); the flag says whether it was decoded."""
         try:
+            check_contained(path, self.config.archive)
             key = self.cache.key(path)
             cached = self.cache.get(key)
             if cached is not None:
                 return cached, False
-            decoded = decode(path, self.config.imaging, modality, self.slices)
+            decoded = decode(path, self.config.imaging, modality, self.slices, self.config.archive)
             cached = to_canvas(decoded, self.canvas, self.slices)
             self.cache.put(key, cached)
             return cached, True
@@ -227,9 +238,18 @@ class ArchiveReader:
                 continue
             samples.append(sample)
             self._count(sample)
+            self._warn(record)
         self.report.patients = len({s.patient_id for s in samples})
         self.cache.save_index()
         return samples, self.report
+
+    def _warn(self, record: ManifestRecord) -> None:
+        """A warning for each part of a usable record's images that decoding left out."""
+        for relative in record.images:
+            for warning in self._images[relative].warnings:
+                self.report.warnings.append(
+                    Problem(record.record_id, record.line, relative, warning)
+                )
 
     def _count(self, sample: Sample) -> None:
         report = self.report

@@ -33,7 +33,8 @@ TEXT_FIELDS = {
 
 @dataclass(frozen=True)
 class Problem:
-    """Why a record (or a file) cannot be used."""
+    """Why a record (or a file) cannot be used; as a report's warning, what of a usable
+    record's image was left out."""
 
     record_id: str
     line: int
@@ -140,17 +141,21 @@ def _resolved(archive: Path) -> Path:
     return archive.resolve()
 
 
-def resolve_inside(archive: Path, relative: str) -> Path:
-    """The file ``relative`` names, refused unless it exists inside ``archive``."""
+def resolve_inside(archive: Path, relative: str, what: str = "image") -> Path:
+    """The file ``relative`` names, refused unless it exists inside ``archive``.
+
+    The one containment rule for every path the archive gives: manifest images, and the
+    members of a series folder and the references of a DICOMDIR (``what`` names which).
+    """
     candidate = Path(relative)
     if candidate.is_absolute() or ".." in candidate.parts:
-        raise RecordError(f"image path {relative!r} escapes the archive (absolute or '..')")
+        raise RecordError(f"{what} path {relative!r} escapes the archive (absolute or '..')")
     path = archive / candidate
     root = _resolved(archive)
     if not path.resolve().is_relative_to(root):
-        raise RecordError(f"image path {relative!r} is a link leading out of the archive")
+        raise RecordError(f"{what} path {relative!r} is a link leading out of the archive")
     if not path.exists():
-        raise RecordError(f"image {relative!r} does not exist in the archive")
+        raise RecordError(f"{what} {relative!r} does not exist in the archive")
     return path
 
 

@@ -14,16 +14,23 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
-from client.archive.decoded import Decoded, UnreadableImage
+from client.archive.decoded import Decoded, UnreadableImage, check_size
 from client.archive.processing import percentile_normalise, window
 from client.config import ImagingConfig
 
 
 def read_nifti(path: Path, imaging: ImagingConfig, modality: str | None = None) -> Decoded:
-    """A ``.nii``/``.nii.gz`` file as a volume of axial slices ``(D, H, W)``."""
+    """A ``.nii``/``.nii.gz`` file as a volume of axial slices ``(D, H, W)``.
+
+    The header's dims are checked against the site's size caps before the data are read.
+    """
     try:
-        image = nib.as_closest_canonical(nib.load(path))
+        header_only = nib.load(path)  # the data stay on disk until get_fdata
+        check_size(path, header_only.shape, imaging, "the NIfTI header")
+        image = nib.as_closest_canonical(header_only)
         data = np.asarray(image.get_fdata(dtype=np.float32))  # applies scl_slope/scl_inter
+    except UnreadableImage:
+        raise
     except (ImageFileError, OSError, EOFError, ValueError) as error:
         raise UnreadableImage(str(path), f"unreadable NIfTI ({error})") from error
     zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
