@@ -82,7 +82,6 @@ def measure(shape_name: str, stage: str, dp: bool, steps: int, batch: int, queue
             sample_rate=1.0,
             dp=dp,
             physical_batch_size=batch,
-            seed=0,
             max_records_per_unit=batch,
         )
         trainer.train(samples, units, config, progress=False)  # warm-up

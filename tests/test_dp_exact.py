@@ -133,7 +133,6 @@ def test_one_dp_step_update_matches_hand_computation(tiny_spec) -> None:
         optimizer="sgd",
         max_records_per_unit=8,  # every record of a unit, as the brute force takes them
         projector_lr_scale=1.0,  # one learning rate, as the hand computation uses
-        seed=0,
     )
     trainer.train(samples, units, config, progress=False)
 
@@ -184,7 +183,6 @@ def test_noise_has_the_calibrated_scale(tiny_spec) -> None:
         max_grad_norm=clip,
         optimizer="sgd",
         projector_lr_scale=1.0,
-        seed=3,
     )
     trainer.train(samples, units, config, progress=False)
     deltas = np.concatenate([(adapter.arrays()[n] - before[n]).ravel() for n in before])
