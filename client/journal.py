@@ -169,7 +169,9 @@ class Journal:
             if not isinstance(record, dict) or record.get("seq") != number - 1:
                 raise self._damaged(number, "out of sequence")
             if record.get("prev") != prev:
-                raise self._damaged(number, "does not follow the line before it (edited)")
+                raise self._damaged(
+                    number, f"it does not follow line {number - 1} (one of the two was edited)"
+                )
             if canonical_line(record) != line:
                 raise self._damaged(number, "edited (not in the form the site wrote)")
             prev = line_hash(line)

@@ -22,7 +22,7 @@ import numpy as np
 from client.disclosure import disclose_scores, round_count
 from client.journal import JournalError, MissingJournalError
 from client.policy import RoundRequest, apply_policy
-from client.privacy import LedgerUnitError, plan_round
+from client.privacy import LedgerUnitError, Reservation, plan_round
 from client.privacy.accounting import Mechanism
 from client.privacy.budget import RoundPlan, epsilon_curve
 from client.refusal import SiteRefusal
@@ -92,39 +92,10 @@ def train_round(
     unit_keys = site.unit_keys(samples)
     sample_rate = min(1.0, request.batch_size / len(set(unit_keys)))
     steps = _steps(request, sample_rate, policy.max_local_epochs)
-    plans: list[tuple[list[Mechanism], RoundPlan]] = []
-
-    def plan(history: list[Mechanism]) -> Mechanism | None:
-        plans.append(
-            (
-                history,
-                plan_round(
-                    history,
-                    policy,
-                    dp=request.dp,
-                    sample_rate=sample_rate,
-                    steps=steps,
-                    noise_multiplier=request.noise_multiplier,
-                    rounds_left=rounds_left,
-                    accountant=site.ledger.accountant,
-                ),
-            )
-        )
-        return plans[-1][1].mechanism if plans[-1][1].allowed else None
-
-    with journal_refusals(Refusal.LEDGER_MISSING, Refusal.LEDGER_DAMAGED):
-        reservation = site.ledger.reserve(
-            plan,
-            run_id=run_id,
-            stage=request.stage,
-            server_round=server_round,
-            max_grad_norm=request.max_grad_norm,
-            delta=policy.delta,
-            privacy_unit=policy.privacy_unit,
-        )
-    history, planned = plans[-1]
-    if reservation is None:
-        raise SiteRefusal(planned.refusal, planned.detail)
+    history, reservation = reserve_round(
+        site, request, sample_rate, steps, run_id=run_id, server_round=server_round,
+        rounds_left=rounds_left,
+    )  # fmt: skip
     mechanism = reservation.mechanism
     trainer = site.trainer(request.stage, align_arrays)
     with _layout_refusal():
@@ -143,7 +114,7 @@ def train_round(
         samples,
         unit_keys,
         train_config,
-        randomness=site.randomness(run_id, request.stage, server_round),
+        randomness=site.randomness(request.stage, server_round),
         epsilon_at=epsilon_curve(history, mechanism, delta=policy.delta) if request.dp else None,
         progress=site.progress,
     )
@@ -160,6 +131,51 @@ def train_round(
     if policy.send_train_loss:
         metrics["train-loss"] = round(result.loss, policy.score_decimals)
     return RoundReply(result.arrays, metrics, decision.clamped)
+
+
+def reserve_round(
+    site: Site,
+    request: RoundRequest,
+    sample_rate: float,
+    steps: int,
+    *,
+    run_id: str,
+    server_round: int,
+    rounds_left: int,
+) -> tuple[list[Mechanism], Reservation]:
+    """Plan the round against the ledger and write it ahead, atomically; return the history it
+    was planned on and the reservation, or raise the budget refusal."""
+    plans: list[tuple[list[Mechanism], RoundPlan]] = []
+    policy = site.config.policy
+
+    def plan(history: list[Mechanism]) -> Mechanism | None:
+        planned = plan_round(
+            history,
+            policy,
+            dp=request.dp,
+            sample_rate=sample_rate,
+            steps=steps,
+            noise_multiplier=request.noise_multiplier,
+            rounds_left=rounds_left,
+            accountant=site.ledger.accountant,
+        )
+        plans.append((history, planned))
+        return planned.mechanism if planned.allowed else None
+
+    with journal_refusals(Refusal.LEDGER_MISSING, Refusal.LEDGER_DAMAGED):
+        reservation = site.ledger.reserve(
+            plan,
+            run_id=run_id,
+            stage=request.stage,
+            server_round=server_round,
+            max_grad_norm=request.max_grad_norm,
+            delta=policy.delta,
+            privacy_unit=policy.privacy_unit,
+        )
+    history, planned = plans[-1]
+    if reservation is None:
+        raise SiteRefusal(planned.refusal, planned.detail)
+    return history, reservation
 
 
 def evaluate_round(

@@ -59,13 +59,15 @@ class Site:
         self.audit = AuditLog(config.audit_path)
         self.log = site_logger(config)
 
-    def randomness(self, run_id: str, stage: str, server_round: int) -> SiteRandomness:
+    def randomness(self, stage: str, server_round: int) -> SiteRandomness:
         """The round's sampling and noise: secret unless the site's own config opts in to
-        replayable randomness (simulations), whatever the server sends."""
+        replayable randomness (simulations), whatever the server sends. Replayable streams are
+        keyed by seed, site, stage and round only, so a run and its resumed twin (another run
+        id) draw the same."""
         seed = self.config.policy.replayable_noise_seed
         if seed is None:
             return SiteRandomness.secure()
-        return SiteRandomness.replayable(seed, self.config.name, run_id, stage, server_round)
+        return SiteRandomness.replayable(seed, self.config.name, stage, server_round)
 
     def samples(self, split: str, stage: str) -> list[Sample]:
         """Usable samples of ``split`` for the tasks of ``stage`` that the policy allows."""

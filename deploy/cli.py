@@ -29,6 +29,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     node.add_argument("--root-cert", type=Path, help="consortium CA certificate")
     node.add_argument("--auth-key", type=Path, help="this site's SuperNode private key")
     node.add_argument("--runtime-port", type=int, default=9094, help="local ClientApp API port")
+    node.add_argument(
+        "--init-ledger",
+        action="store_true",
+        help="first start only: create the site's privacy ledger and audit log if missing",
+    )
     _insecure_flag(node)
     node.set_defaults(handler=_supernode)
 
@@ -164,6 +169,11 @@ def _supernode(args: argparse.Namespace) -> int:
 
     if args.insecure:
         warn_insecure()
+    if args.init_ledger:
+        from client.records import initialize_site_records
+
+        for path in initialize_site_records(load_site_config(args.site)):
+            print(f"created {path}")
     root_cert, auth_key = args.root_cert, args.auth_key
     if args.pki is not None:
         pki = Pki(args.pki)

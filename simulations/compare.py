@@ -33,7 +33,12 @@ from server.run_folder import new_run_id, write_json_atomically
 from shared_model.evaluation import score_predictions
 from shared_model.sample import Sample
 from simulations.bootstrap import mean_scores, paired_intervals
-from simulations.experiment import Consortium, prepare_consortium, run_overrides
+from simulations.experiment import (
+    REPLAYABLE_NOTE,
+    Consortium,
+    prepare_consortium,
+    run_overrides,
+)
 from simulations.heldout import answer_model, test_samples
 from simulations.pooling import pool_archives
 from simulations.report import (
@@ -68,6 +73,7 @@ def run_compare(args: argparse.Namespace) -> int:
     pooled = pool_archives(consortium.archives, consortium.out / "pooled" / run_id / POOLED_SITE)
 
     seeds = [args.seed + offset for offset in range(args.seeds)]
+    console.print(REPLAYABLE_NOTE.format(seed=", ".join(map(str, seeds))))
 
     def arm(name: str, archives: Sequence[Path], dp: bool, seed: int, scale: int = 1) -> Path:
         label = name if len(seeds) == 1 else f"{name}-seed{seed}"
@@ -109,6 +115,7 @@ def run_compare(args: argparse.Namespace) -> int:
         "sites": sites,
         "test_records": len(samples),
         "seeds": seeds,
+        "noise": "replayable: keyed by each site config's replayable_noise_seed (the seeds)",
         "table": rows,
         "target": target,
     }

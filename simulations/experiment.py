@@ -72,7 +72,8 @@ class Consortium:
         self, run_id: str, archives: Sequence[Path], *, epsilon: float, dp: bool, seed: int
     ) -> list[Path]:
         """Fresh site configs for ``archives`` (work folders, and so ledgers, of this run); each
-        virtual site keys its sampling and noise from ``seed`` (replayable: a simulation)."""
+        virtual site keys its sampling and noise from ``seed`` (replayable: a simulation) and
+        reports its training loss for the run's plots."""
         runs = self.out / "runs" / run_id
         return [
             write_site_config(
@@ -84,9 +85,17 @@ class Consortium:
                 max_epsilon=epsilon,
                 require_dp=dp,
                 replayable_noise_seed=seed,
+                send_train_loss=True,
             )
             for archive in archives
         ]
+
+
+REPLAYABLE_NOTE = (
+    "[dim]virtual sites key their sampling and noise from seed {seed} in their own configs "
+    "(replayable_noise_seed), so the run repeats; a deployed site draws them from the "
+    "operating system[/]"
+)
 
 
 def prepare_consortium(args: argparse.Namespace, console: Console) -> Consortium:
@@ -145,6 +154,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         f"instruct {args.instruct_rounds} rounds, "
         f"DP {f'on, epsilon {args.epsilon} per site' if args.dp else 'off'}"
     )
+    console.print(REPLAYABLE_NOTE.format(seed=args.seed))
     if args.dp and args.epsilon > MEANINGFUL_EPSILON:
         console.print(
             f"[yellow]epsilon {args.epsilon:g} is a demonstration budget, not a meaningful "
@@ -169,7 +179,13 @@ def run_experiment(args: argparse.Namespace) -> int:
     }
     rows = add_intervals(metric_rows(columns), paired_intervals(samples, [before], [after]))
     answers = answer_heldout(export, samples, spec.canvas)
-    summary = {"run": str(folder.root), "export": str(export), "table": rows, "answers": answers}
+    summary = {
+        "run": str(folder.root),
+        "export": str(export),
+        "replayable_noise_seed": args.seed,
+        "table": rows,
+        "answers": answers,
+    }
     write_json_atomically(folder.root / "summary.json", summary)
     if args.json:
         print(json.dumps(summary, ensure_ascii=False, indent=2))

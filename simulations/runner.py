@@ -36,12 +36,14 @@ def write_site_config(
     privacy_unit: str = "patient",
     require_dp: bool = True,
     replayable_noise_seed: int | None = None,
+    send_train_loss: bool = False,
 ) -> Path:
     """A site config TOML for a virtual hospital (generous local caps: simulations vary them),
     with its privacy ledger and audit log created.
 
     ``replayable_noise_seed`` opts the site in to sampling and noise keyed by that seed, so a
-    simulation can be repeated; a site in a deployment never sets it.
+    simulation can be repeated; a site in a deployment never sets it. ``send_train_loss`` lets
+    the site report its training loss (the run's loss curve), which deployments leave off.
     """
     data: dict[str, Any] = {
         "site": {
@@ -59,6 +61,7 @@ def write_site_config(
             "max_batch_size": 1024,
             "max_learning_rate": 1.0,
             "require_dp": require_dp,
+            "send_train_loss": send_train_loss,
         },
     }
     if replayable_noise_seed is not None:

@@ -49,6 +49,8 @@ def tiny_sites(root: Path, spec_file: Path, tasks: Sequence[str] = TINY_TASKS) -
             work_dir=root / "work" / archive.name,
             model_spec=spec_file,
             max_epsilon=1e4,
+            replayable_noise_seed=0,  # simulated sites opt in: runs (and resumes) repeat
+            send_train_loss=True,
         )
         data = tomllib.loads(path.read_text(encoding="utf-8"))
         data["policy"]["tasks"] = list(tasks)

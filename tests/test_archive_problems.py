@@ -98,3 +98,23 @@ def test_site_check_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     assert len(report["problems"]) == len(EXPECTED_REASONS) + 1
     write_manifest(archive, [], extra_lines=["not json"])
     assert main(["site", "check", "--site", str(toml)]) == 1
+
+
+def test_an_unexpected_reader_error_is_one_records_problem(tmp_path: Path, monkeypatch) -> None:
+    """A reader bug (not an :class:`UnreadableImage`) on one file stops that record only."""
+    from client.archive import loader
+
+    archive, good = bad_archive(tmp_path)
+    decode = loader.decode
+
+    def failing(path: Path, *args, **kwargs):
+        if path.name == "full.dcm":
+            raise ZeroDivisionError("a reader bug")
+        return decode(path, *args, **kwargs)
+
+    monkeypatch.setattr(loader, "decode", failing)
+    config = load_site_config(site_toml(tmp_path, archive))
+    samples, report = load_site_samples(config, canvas=112, slices=4)
+    assert sorted(s.record_id for s in samples) == sorted(r["id"] for r in good)
+    failed = [p for p in report.problems if "ZeroDivisionError" in p.reason]
+    assert failed and all("unexpected error while reading" in p.reason for p in failed)

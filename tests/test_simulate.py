@@ -18,9 +18,11 @@ from typing import Any
 import pytest
 from transformers import Qwen2VLForConditionalGeneration
 
+from client.audit import REPLIED, AuditLog
 from client.config import load_site_config
 from client.privacy import PrivacyLedger
 from fedumit.cli import main
+from protocol import ARRAYS
 from simulations.report import closed_form, improved
 
 CJK = re.compile(r"[\u4e00-\u9fff：]")
@@ -94,3 +96,30 @@ def test_heldout_answers_in_both_languages(simulation: dict[str, Any]) -> None:
     for answer in answers:
         assert answer["answer"], answer
         assert bool(CJK.search(answer["question"])) == (answer["lang"] == "zh")
+
+
+def test_site_audit_lists_every_reply_and_detects_an_edit(simulation, capsys) -> None:
+    site = sorted((simulation["run"] / "sites").glob("*.toml"))[0]
+    audit = AuditLog(load_site_config(site).audit_path)
+    records = audit.records()
+    received = [r for r in records if r["event"] == "received"]
+    replied = [r for r in records if r["event"] == REPLIED]
+    assert len(replied) == len(received) > 0
+    trained = [r for r in replied if r["message_type"] == "train"]
+    assert len(trained) == 3 and all(ARRAYS in r["arrays"] for r in trained)
+    assert main(["site", "audit", "--site", str(site)]) == 0
+    assert f"{len(replied)} replies sent" in capsys.readouterr().out
+
+    original = audit.path.read_bytes()
+    lines = original.splitlines(keepends=True)
+    line = next(i for i, r in enumerate(records) if r is trained[0])
+    edited = json.loads(lines[line])
+    edited["metrics"]["epsilon"] = 0.0  # a round made to look free
+    lines[line] = json.dumps(edited, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    audit.path.write_bytes(b"".join(lines))
+    try:
+        assert main(["site", "audit", "--site", str(site)]) == 2
+        out = " ".join(capsys.readouterr().out.split())
+        assert f"does not follow line {line + 1} (one of the two was edited)" in out
+    finally:
+        audit.path.write_bytes(original)

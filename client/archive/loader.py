@@ -7,6 +7,7 @@ and the reason; the loop goes on. Nothing in the archive is written or moved.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,8 @@ from shared_model.sample import Geometry, Sample
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -159,6 +162,10 @@ class ArchiveReader:
             return cached, True
         except UnreadableImage as error:
             return error
+        except Exception as error:  # one bad file never stops the archive read
+            log.exception("unexpected error reading %s", path)
+            reason = f"unexpected error while reading ({type(error).__name__}: {error})"
+            return UnreadableImage(str(path), reason)
 
     def _keep(self, relative: str, loaded: tuple[CachedImage, bool] | UnreadableImage) -> None:
         if isinstance(loaded, UnreadableImage):
