@@ -8,6 +8,7 @@ the config keys :mod:`protocol` names, and records every message and reply in it
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -36,6 +37,8 @@ from protocol import (
     from_record,
     to_record,
 )
+
+log = logging.getLogger(__name__)
 
 NODE_SITE_CONFIG = "site-config"
 SIMULATION_SITES = "simulation-sites"
@@ -67,15 +70,24 @@ def build_client_app(resolve_site: SiteResolver = site_from_context) -> ClientAp
     """A ClientApp whose messages run at the site ``resolve_site`` picks for the node."""
     client_app = ClientApp()
 
+    def at_site(message: Message, context: Context, run_round: RoundRunner) -> Message:
+        try:
+            site = resolve_site(context)
+        except Exception:  # a site that cannot even start says no more than that
+            log.exception("cannot set up this node's site; the server is told internal-error")
+            meta = {"status": STATUS_REFUSED, "reason": Refusal.INTERNAL_ERROR.value}
+            return Message(content=RecordDict({META: ConfigRecord(meta)}), reply_to=message)
+        return handle(site, message, run_round)
+
     @client_app.train()
     def train(message: Message, context: Context) -> Message:
         """Train the round's stage locally and reply with the updated adapter."""
-        return handle(resolve_site(context), message, train_round)
+        return at_site(message, context, train_round)
 
     @client_app.evaluate()
     def evaluate(message: Message, context: Context) -> Message:
-        """Evaluate the global adapter on the site's val split."""
-        return handle(resolve_site(context), message, evaluate_round)
+        """Evaluate the global adapter on a split the site's policy allows."""
+        return at_site(message, context, evaluate_round)
 
     return client_app
 
