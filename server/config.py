@@ -14,6 +14,29 @@ from typing import Any
 
 AGGREGATIONS = ("fedavg", "fedprox", "fedadam", "median", "trimmed-mean")
 
+# Default of the run config's ``max-update-norm``: the most a reply may move the adapter, as the
+# root-mean-square per coordinate of ``reply - global`` (its L2 norm over sqrt(coordinates)), so
+# that one bound fits the tiny base (0.4-0.7 M coordinates) and Qwen2-VL-2B (45-53 M) alike: a
+# plain L2 bound tuned on the one rejects honest updates of the other. AdamW moves each
+# coordinate by about ``lr`` per step whatever the adapter's size; under DP noise the steps
+# random-walk, so a round moves a LoRA coordinate by about ``lr x sqrt(steps)``. Measured on the
+# tiny base, one round of one site: `fedumit simulate` (DP) align 0.0013, instruct 0.021 (LoRA
+# matrices 0.034; lr 4e-3 x 60 steps), and without DP at the sites' default learning-rate cap
+# 1e-2: align 0.024 and instruct 0.037 after 60 steps, instruct 0.048 after 200 (largest
+# coordinate 0.61). A bound of 1.0 is twenty times the largest of these (at lr 1e-2 an honest
+# DP round would need some 10 000 local steps to reach it) and thirty times the size of the
+# adapter itself (its trained entries have an RMS of about 0.03): a reply that moves every
+# coordinate further is not a training update. Coordinators who train far longer raise it; 0
+# turns it off.
+DEFAULT_MAX_UPDATE_NORM = 1.0
+
+# Default of the run config's ``max-num-examples``, the most training examples one reply may
+# claim (``num-examples`` weighs a reply in FedAvg, so an unbounded claim takes over the global
+# model). Ten million is more annotated records than one hospital's archive holds (MIMIC-CXR,
+# among the largest single-institution image-report sets, has 377 k images), and the round's
+# total weight stays an exact integer in float64 for up to 900 million sites.
+DEFAULT_MAX_NUM_EXAMPLES = 10_000_000
+
 # The defaults of [tool.flwr.app.config] in pyproject.toml (Flower reads those; this copy
 # serves runs started from Python, and a test keeps the two equal).
 RUN_DEFAULTS: dict[str, Any] = {
@@ -24,7 +47,8 @@ RUN_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "aggregation": "fedavg",
     "proximal-mu": 0.0,
-    "max-update-norm": 0.0,
+    "max-update-norm": DEFAULT_MAX_UPDATE_NORM,
+    "max-num-examples": DEFAULT_MAX_NUM_EXAMPLES,
     "trim-fraction": 0.1,
     "server-lr": 0.01,
     "fraction-train": 1.0,
@@ -97,6 +121,7 @@ class RunConfig:
     aggregation: str
     proximal_mu: float
     max_update_norm: float
+    max_num_examples: int
     trim_fraction: float
     server_lr: float
     fraction_train: float
@@ -129,7 +154,9 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
-        """The inverse of :meth:`to_dict` (a run folder's saved config)."""
+        """The inverse of :meth:`to_dict` (a run folder's saved config); a key added since the
+        folder was written takes its default."""
+        data = {**cls.from_flat(RUN_DEFAULTS).to_dict(), **data}
         stages = {name: StageSchedule(**data[name]) for name in ("align", "instruct")}
         return cls(**{**data, **stages})
 
@@ -155,6 +182,7 @@ class RunConfig:
             aggregation=read.choice("aggregation", AGGREGATIONS),
             proximal_mu=read.number("proximal-mu", minimum=0.0),
             max_update_norm=read.number("max-update-norm", minimum=0.0),
+            max_num_examples=read.integer("max-num-examples", minimum=1),
             trim_fraction=read.number("trim-fraction", minimum=0.0, maximum=0.49),
             server_lr=read.number("server-lr", minimum=0.0),
             fraction_train=read.number("fraction-train", minimum=0.0, maximum=1.0),

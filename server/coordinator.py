@@ -27,7 +27,7 @@ from server.config import RunConfig, StageSchedule
 from server.plots import draw_run_plots
 from server.rounds import stream_replies
 from server.run_folder import RunFolder
-from server.strategy import FedUmitStrategy, TooFewReplies
+from server.strategy import FedUmitStrategy, RoundFailed
 from shared_model.loading import stage_model
 from shared_model.spec import ModelSpec
 
@@ -64,6 +64,7 @@ class Coordinator:
             min_sites=config.min_sites,
             min_available_sites=config.min_available_sites,
             max_update_norm=config.max_update_norm,
+            max_num_examples=config.max_num_examples,
             trim_fraction=config.trim_fraction,
             server_lr=config.server_lr,
             seed=config.seed,
@@ -106,7 +107,7 @@ class Coordinator:
             rounds_left = schedule.rounds - server_round + 1 + later_rounds
             try:
                 arrays = self._train(grid, schedule, server_round, arrays, rounds_left)
-            except TooFewReplies as error:
+            except RoundFailed as error:
                 log.error(
                     "stopping: %s; the last good checkpoint stays in %s",
                     error,
@@ -143,7 +144,7 @@ class Coordinator:
             try:
                 aggregated, _ = self.strategy.aggregate_train(server_round, replies)
                 return from_record(aggregated)
-            except TooFewReplies as error:
+            except RoundFailed as error:
                 if attempt == self.config.retries:
                     raise
                 log.warning(

@@ -3,9 +3,10 @@
 Why not Flower's ``FedAvg``: it keeps every reply until the round ends and checks consistency
 only, while a FedUMIT round must (1) fold replies into a running sum as they arrive, so memory
 does not grow with the number of hospitals, (2) validate each reply (fingerprint, stage and
-round, names, shapes, dtypes, finiteness, update norm) and skip bad ones with a logged reason,
-(3) treat a site's refusal (policy, privacy budget) as an answer rather than an error, and
-(4) send the frozen stage-1 adapter only to sites that do not hold it yet.
+round, ``num-examples``, names, shapes, dtypes, finiteness, update norm) and skip bad ones with a
+logged reason, (3) treat a site's refusal (policy, privacy budget) as an answer rather than an
+error, (4) send the frozen stage-1 adapter only to sites that do not hold it yet, and (5) check
+the aggregate itself: a non-finite one fails the round instead of becoming the global model.
 ``aggregate_train`` takes any iterable of replies, so :func:`server.rounds.stream_replies` can
 hand it replies one by one as the Grid delivers them.
 """
@@ -13,8 +14,9 @@ hand it replies one by one as the Grid delivers them.
 from __future__ import annotations
 
 import logging
+import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,15 +26,33 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from protocol import ARRAYS, CONFIG, META, METRICS, STAGE1, from_record, to_record
-from server.aggregation import FedAdam, StreamingWeightedMean, coordinate_median, trimmed_mean
-from server.validation import Expectation, check_train_reply, reply_status
+from server.aggregation import (
+    FedAdam,
+    StreamingWeightedMean,
+    coordinate_median,
+    first_non_finite,
+    trimmed_mean,
+)
+from server.config import DEFAULT_MAX_NUM_EXAMPLES, DEFAULT_MAX_UPDATE_NORM
+from server.validation import (
+    Expectation,
+    check_group_counts,
+    check_train_reply,
+    reply_status,
+    reported_number,
+)
 
 log = logging.getLogger(__name__)
 
 STREAMING = ("fedavg", "fedprox", "fedadam")
 
 
-class TooFewReplies(RuntimeError):
+class RoundFailed(RuntimeError):
+    """A training round produced no new global model: the last good one (and its checkpoint)
+    stays, and the coordinator retries the round or stops."""
+
+
+class TooFewReplies(RoundFailed):
     """A round ended with fewer valid replies than the minimum."""
 
     def __init__(self, server_round: int, valid: int, minimum: int, reasons: list[str]) -> None:
@@ -40,6 +60,18 @@ class TooFewReplies(RuntimeError):
         super().__init__(
             f"round {server_round}: {valid} valid replies, {minimum} needed "
             f"({'; '.join(reasons) or 'no replies'})"
+        )
+
+
+class NonFiniteAggregate(RoundFailed):
+    """Valid replies combined into NaN or infinite values (float32 overflow): the aggregate
+    never replaces the global model."""
+
+    def __init__(self, server_round: int, name: str) -> None:
+        self.server_round, self.name = server_round, name
+        super().__init__(
+            f"round {server_round}: the aggregate of array {name!r} holds NaN or infinite "
+            "values; the global model is kept"
         )
 
 
@@ -52,13 +84,13 @@ class RoundLog:
     refused: dict[int, str] = field(default_factory=dict)
     epsilon: dict[int, float] = field(default_factory=dict)
     train_seconds: dict[int, float] = field(default_factory=dict)  # as each site reported
-    losses: list[tuple[float, float]] = field(default_factory=list)  # (loss, examples)
+    losses: list[tuple[float, float]] = field(default_factory=list)  # (loss, examples), finite
     bytes_sent: int = 0
     bytes_received: int = 0
 
     @property
     def train_loss(self) -> float:
-        """Example-weighted mean train loss of the valid replies."""
+        """Example-weighted mean train loss of the valid replies that reported one."""
         total = sum(w for _, w in self.losses)
         return sum(loss * w for loss, w in self.losses) / total if total else float("nan")
 
@@ -74,7 +106,11 @@ class FedUmitStrategy(Strategy):
     fraction_train, min_sites, min_available_sites:
         Sampling per round and the fewest valid replies a round needs.
     max_update_norm:
-        Bound on each reply's ``||update||_2`` (0: none).
+        Bound on each reply's update norm per coordinate, ``||update||_2 / sqrt(n)`` over the
+        adapter's ``n`` coordinates (its root-mean-square), so one bound fits any adapter size;
+        0: no bound.
+    max_num_examples:
+        The most ``num-examples`` (and evaluation group count) a reply may claim.
     """
 
     def __init__(
@@ -83,7 +119,8 @@ class FedUmitStrategy(Strategy):
         fraction_train: float = 1.0,
         min_sites: int = 2,
         min_available_sites: int = 2,
-        max_update_norm: float = 0.0,
+        max_update_norm: float = DEFAULT_MAX_UPDATE_NORM,
+        max_num_examples: int = DEFAULT_MAX_NUM_EXAMPLES,
         trim_fraction: float = 0.1,
         server_lr: float = 0.01,
         seed: int = 0,
@@ -94,7 +131,8 @@ class FedUmitStrategy(Strategy):
             raise ValueError("need 0 < fraction_train <= 1 and min_sites >= 1")
         self.aggregation, self.fraction_train = aggregation, fraction_train
         self.min_sites, self.min_available_sites = min_sites, max(min_available_sites, min_sites)
-        self.max_update_norm, self.trim_fraction, self.seed = max_update_norm, trim_fraction, seed
+        self.max_update_norm, self.max_num_examples = max_update_norm, max_num_examples
+        self.trim_fraction, self.seed = trim_fraction, seed
         self.optimizer = FedAdam(server_lr) if aggregation == "fedadam" else None
         self.stage1: dict[str, np.ndarray] | None = None
         self.stage1_hash = ""
@@ -107,7 +145,7 @@ class FedUmitStrategy(Strategy):
     def summary(self) -> None:
         """Log the strategy's settings."""
         log.info(
-            "FedUMIT strategy: %s, fraction %.2f, at least %d sites, update bound %s",
+            "FedUMIT strategy: %s, fraction %.2f, at least %d sites, update bound (RMS) %s",
             self.aggregation,
             self.fraction_train,
             self.min_sites,
@@ -136,6 +174,7 @@ class FedUmitStrategy(Strategy):
             server_round=server_round,
             reference=self._current,
             max_update_norm=self.max_update_norm,
+            max_num_examples=self.max_num_examples,
         )
         self.round_log = RoundLog()
         return self._messages(grid, server_round, arrays, config, "train")
@@ -166,7 +205,8 @@ class FedUmitStrategy(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Validate and fold each reply as it comes; raise :class:`TooFewReplies` if needed."""
+        """Validate and fold each reply as it comes; raise :class:`TooFewReplies` when too few
+        count, :class:`NonFiniteAggregate` when they combine into non-finite values."""
         expected = self._expected
         mean = StreamingWeightedMean(self._current) if self.aggregation in STREAMING else None
         buffered: list[dict[str, np.ndarray]] = []
@@ -190,6 +230,9 @@ class FedUmitStrategy(Strategy):
             ]
             raise TooFewReplies(server_round, valid, self.min_sites, reasons)
         result = self._combine(mean, buffered)
+        non_finite = first_non_finite(result)
+        if non_finite is not None:
+            raise NonFiniteAggregate(server_round, non_finite)
         metrics = MetricRecord({"train-loss": self.round_log.train_loss, "sites": float(valid)})
         return to_record(result), metrics
 
@@ -217,10 +260,11 @@ class FedUmitStrategy(Strategy):
             )
             return None
         metrics = reply.content[METRICS]
-        weight = float(metrics["num-examples"])
+        weight, loss = float(metrics["num-examples"]), reported_number(metrics, "train-loss")
         self.round_log.sites.append(node)
-        self.round_log.losses.append((float(metrics.get("train-loss", float("nan"))), weight))
-        self.round_log.train_seconds[node] = float(metrics.get("seconds", float("nan")))
+        if math.isfinite(loss):
+            self.round_log.losses.append((loss, weight))
+        self.round_log.train_seconds[node] = reported_number(metrics, "seconds")
         self._note_epsilon(node, reply)
         return arrays, weight
 
@@ -235,24 +279,34 @@ class FedUmitStrategy(Strategy):
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        """Average ``<task>/<lang>/<metric>`` over sites, weighted by each group's count."""
+        """Average ``<task>/<lang>/<metric>`` over sites, weighted by each group's count; a
+        reply with an unusable count is skipped with a logged reason."""
         sums: dict[str, float] = {}
         weights: dict[str, float] = {}
         for reply in replies:
-            if reply_status(reply)[0] != "ok" or METRICS not in reply.content:
-                continue
-            metrics = reply.content[METRICS]
-            for key, value in metrics.items():
-                if key.count("/") != 2 or key.endswith("/count"):
-                    continue
-                task, lang, _ = key.split("/")
-                weight = float(metrics.get(f"{task}/{lang}/count", 0.0))
-                if weight > 0 and np.isfinite(value):
-                    sums[key] = sums.get(key, 0.0) + float(value) * weight
-                    weights[key] = weights.get(key, 0.0) + weight
+            for key, score, weight in _weighted_scores(self._evaluation(server_round, reply)):
+                sums[key] = sums.get(key, 0.0) + score * weight
+                weights[key] = weights.get(key, 0.0) + weight
         if not sums:
             return None
         return MetricRecord({key: sums[key] / weights[key] for key in sorted(sums)})
+
+    def _evaluation(self, server_round: int, reply: Message) -> Mapping[str, object]:
+        """An evaluation reply's metrics when they may be averaged; empty for a refusal or an
+        error, and for a reply whose group counts cannot be weights (logged with the reason)."""
+        if reply_status(reply)[0] != "ok":
+            return {}
+        metrics = reply.content.metric_records.get(METRICS, {})
+        problem = check_group_counts(metrics, self.max_num_examples)
+        if problem:
+            log.warning(
+                "skipped the evaluation of site %s in round %d: %s",
+                self._site_of(reply),
+                server_round,
+                problem,
+            )
+            return {}
+        return metrics
 
     def _site_of(self, reply: Message) -> int:
         """The site a reply speaks for: its sender or, for the error the SuperLink answers in
@@ -268,9 +322,9 @@ class FedUmitStrategy(Strategy):
             self.node_stage1[node] = str(reply.content[META].get("stage1-hash", ""))
 
     def _note_epsilon(self, node: int, reply: Message) -> None:
-        metrics = reply.content.get(METRICS) if not reply.has_error() else None
+        metrics = reply.content.metric_records.get(METRICS) if not reply.has_error() else None
         if metrics is not None and "epsilon" in metrics:
-            self.round_log.epsilon[node] = float(metrics["epsilon"])
+            self.round_log.epsilon[node] = reported_number(metrics, "epsilon")
 
 
 def wait_for_nodes(grid: Grid, minimum: int, poll_seconds: float = 1.0) -> list[int]:
@@ -281,6 +335,19 @@ def wait_for_nodes(grid: Grid, minimum: int, poll_seconds: float = 1.0) -> list[
         log.info("waiting for sites: %d connected, %d needed", len(nodes), minimum)
         time.sleep(poll_seconds)
     return nodes
+
+
+def _weighted_scores(metrics: Mapping[str, object]) -> Iterator[tuple[str, float, float]]:
+    """``(key, score, weight)`` of each finite ``<task>/<lang>/<metric>`` score, weighted by its
+    group's ``<task>/<lang>/count`` (scores without a count are left out)."""
+    for key in metrics:
+        if key.count("/") != 2 or key.endswith("/count"):
+            continue
+        task, lang, _ = key.split("/")
+        score = reported_number(metrics, key)
+        weight = reported_number(metrics, f"{task}/{lang}/count")
+        if weight > 0 and math.isfinite(score):
+            yield key, score, weight
 
 
 def _bytes(message: Message) -> int:

@@ -60,14 +60,25 @@ def reply_content(
     **meta: Any,
 ) -> RecordDict:
     """A train reply's content as ``client.app.handle`` builds it; ``meta`` overrides fields."""
-    config = message.content[CONFIG]
     content = RecordDict()
     if arrays is not None:
         content[ARRAYS] = to_record(arrays)
     content[METRICS] = MetricRecord(
         {"num-examples": float(examples), "train-loss": loss, "epsilon": 1.0}
     )
-    content[META] = ConfigRecord(
+    content[META] = reply_meta(message, **meta)
+    return content
+
+
+def evaluation_content(message: Message, metrics: Mapping[str, Any]) -> RecordDict:
+    """An evaluate reply's content: ``<task>/<lang>/<metric>`` scores with their group counts."""
+    return RecordDict({METRICS: MetricRecord(dict(metrics)), META: reply_meta(message)})
+
+
+def reply_meta(message: Message, **meta: Any) -> ConfigRecord:
+    """The meta record of an ``ok`` reply to ``message``; ``meta`` overrides fields."""
+    config = message.content[CONFIG]
+    return ConfigRecord(
         {
             "fingerprint": str(config["fingerprint"]),
             "stage": str(config["stage"]),
@@ -78,7 +89,6 @@ def reply_content(
             **meta,
         }
     )
-    return content
 
 
 def reply(message: Message, answer: RecordDict | Error) -> Message:

@@ -1,5 +1,6 @@
 """Server aggregation against hand computation, and against Flower's own FedAvg; memory that
-does not grow with the number of replies."""
+does not grow with the number of replies; an aggregate that is not finite never becomes the
+global model."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ from flwr.app import Message
 from flwr.serverapp.strategy import FedAvg
 
 from protocol import from_record, to_record
-from server.strategy import FedUmitStrategy
+from server.aggregation import trim_count
+from server.checkpoints import Checkpoint, latest_checkpoint, save_checkpoint
+from server.config import RUN_DEFAULTS, RunConfig
+from server.coordinator import Coordinator
+from server.run_folder import RunFolder
+from server.strategy import FedUmitStrategy, NonFiniteAggregate, RoundFailed
+from shared_model.spec import ModelSpec
 from tests.server_fixtures import (
     SiteGrid,
     random_arrays,
@@ -30,6 +37,12 @@ from tests.server_fixtures import (
 def _serverapp() -> Iterator[None]:
     with serverapp_identity():
         yield
+
+
+def unbounded(aggregation: str = "fedavg", **settings) -> FedUmitStrategy:
+    """A strategy without the update bound (0, as a coordinator may choose): these tests check
+    arithmetic on hand-sized numbers, updates far larger than any training round's."""
+    return FedUmitStrategy(aggregation, max_update_norm=0.0, **settings)
 
 
 def arrays(a: list, b: list) -> OrderedDict[str, np.ndarray]:
@@ -58,7 +71,7 @@ def grid_of(replies) -> SiteGrid:
 
 @pytest.mark.parametrize("aggregation", ["fedavg", "fedprox"])
 def test_fedavg_is_the_example_weighted_mean(aggregation: str) -> None:
-    strategy = FedUmitStrategy(aggregation, min_sites=3, min_available_sites=3)
+    strategy = unbounded(aggregation, min_sites=3, min_available_sites=3)
     result = run_round(strategy, grid_of(REPLIES), CURRENT)
     # (1 * r1 + 2 * r2 + 5 * r3) / 8, by hand
     assert list(result) == list(CURRENT)
@@ -74,7 +87,7 @@ def test_fedavg_matches_flower_fedavg_on_the_same_messages() -> None:
     sites = {n: random_arrays(shapes, seed=n) for n in (1, 2, 3, 4)}
     grid = SiteGrid({n: (lambda m, n=n: reply_content(sites[n], n * 3, m)) for n in sites})
     current = random_arrays(shapes, seed=99)
-    ours = run_round(FedUmitStrategy(min_sites=4, min_available_sites=4), grid, current)
+    ours = run_round(unbounded(min_sites=4, min_available_sites=4), grid, current)
 
     messages = FedUmitStrategy().configure_train(1, to_record(current), round_config(), grid)
     flower, _ = FedAvg().aggregate_train(1, grid.send_and_receive(messages))
@@ -83,7 +96,7 @@ def test_fedavg_matches_flower_fedavg_on_the_same_messages() -> None:
 
 
 def test_median_is_coordinate_wise_and_ignores_weights() -> None:
-    strategy = FedUmitStrategy("median", min_sites=3, min_available_sites=3)
+    strategy = unbounded("median", min_sites=3, min_available_sites=3)
     result = run_round(strategy, grid_of(REPLIES), CURRENT)
     np.testing.assert_array_equal(result["layer.lora_A"], [[1, 2], [4, 4]])
     np.testing.assert_array_equal(result["merger.weight"], [1, 2, 2])
@@ -92,10 +105,28 @@ def test_median_is_coordinate_wise_and_ignores_weights() -> None:
 def test_trimmed_mean_drops_the_extremes_of_each_coordinate() -> None:
     columns = [[100, 5], [1, 7], [2, 6], [3, -1], [-50, 30]]  # one row per site
     replies = [(OrderedDict(w=np.array(c, np.float32)), 1, 0.0) for c in columns]
-    strategy = FedUmitStrategy("trimmed-mean", min_sites=5, trim_fraction=0.2)
+    strategy = unbounded("trimmed-mean", min_sites=5, trim_fraction=0.2)
     result = run_round(strategy, grid_of(replies), OrderedDict(w=np.zeros(2, np.float32)))
     # coordinate 0 keeps 1, 2, 3; coordinate 1 keeps 5, 6, 7
     np.testing.assert_allclose(result["w"], [2.0, 6.0])
+
+
+def test_trimmed_mean_of_three_sites_trims_one_per_end_and_is_their_median() -> None:
+    """``int(0.1 * 3)`` is 0: before, three sites were plainly averaged."""
+    trimmed = run_round(unbounded("trimmed-mean", min_sites=3), grid_of(REPLIES), CURRENT)
+    median = run_round(unbounded("median", min_sites=3), grid_of(REPLIES), CURRENT)
+    for name in CURRENT:
+        np.testing.assert_array_equal(trimmed[name], median[name])
+
+
+@pytest.mark.parametrize(
+    "replies, fraction, cut",
+    [(2, 0.1, 0), (3, 0.1, 1), (9, 0.1, 1), (10, 0.1, 1), (20, 0.1, 2), (3, 0.0, 1), (25, 0.2, 5)],
+)
+def test_trim_count_is_the_fraction_and_at_least_one_from_three_replies(
+    replies: int, fraction: float, cut: int
+) -> None:
+    assert trim_count(replies, fraction) == cut
 
 
 def test_fedadam_one_step_by_hand() -> None:
@@ -121,14 +152,15 @@ REPLY_BYTES = 4 * sum(int(np.prod(s)) for s in SHAPES.values())
 def peak_while_aggregating(replies: int) -> int:
     """Peak traced bytes of one round whose replies arrive, and are dropped, one by one."""
     grid = SiteGrid({n: None for n in range(1, replies + 1)})
-    strategy = FedUmitStrategy(min_sites=replies, min_available_sites=replies)
-    current = random_arrays(SHAPES, seed=0)
+    strategy = FedUmitStrategy(min_sites=replies, min_available_sites=replies)  # bound on
+    current = random_arrays(SHAPES, seed=0, scale=0.01)
     messages = strategy.configure_train(1, to_record(current), round_config(), grid)
 
     def arriving() -> Iterator[Message]:
         for message in messages:
             node = message.metadata.dst_node_id
-            yield reply(message, reply_content(random_arrays(SHAPES, seed=node), node, message))
+            update = random_arrays(SHAPES, seed=node, scale=0.01)
+            yield reply(message, reply_content(update, node, message))
 
     gc.collect()
     gc.disable()  # what is freed must be freed at once, not whenever the cycle collector runs
@@ -149,3 +181,67 @@ def test_streaming_memory_does_not_grow_with_the_number_of_replies() -> None:
     # holding the 32 replies alone would take 32 * REPLY_BYTES
     assert many < few * 1.2, (few / REPLY_BYTES, many / REPLY_BYTES)
     assert many < 8 * REPLY_BYTES, many / REPLY_BYTES
+
+
+TOP = float(np.finfo(np.float32).max)
+
+
+def at_the_top(sites: int) -> SiteGrid:
+    """Sites whose arrays are all the largest float32: finite, but their sum overflows."""
+    top = OrderedDict(w=np.full(3, TOP, np.float32))
+    return SiteGrid({n: (lambda m: reply_content(top, 4, m)) for n in range(1, sites + 1)})
+
+
+@pytest.mark.parametrize("aggregation, sites", [("median", 2), ("trimmed-mean", 4)])
+def test_an_overflowing_aggregate_fails_the_round_naming_the_array(
+    aggregation: str, sites: int
+) -> None:
+    """The two middle values of each coordinate are averaged in float32, and overflow."""
+    strategy = unbounded(aggregation, min_sites=sites, min_available_sites=sites)
+    with np.errstate(over="ignore"), pytest.raises(NonFiniteAggregate) as raised:
+        run_round(strategy, at_the_top(sites), OrderedDict(w=np.zeros(3, np.float32)))
+    assert isinstance(raised.value, RoundFailed)
+    assert str(raised.value) == (
+        "round 1: the aggregate of array 'w' holds NaN or infinite values; the global model is kept"
+    )
+
+
+def test_fedadam_keeps_its_moments_when_its_step_overflows() -> None:
+    """A failed round is retried from the same server state, not from moments it spoilt."""
+    strategy = unbounded("fedadam", server_lr=1e39)
+    current = OrderedDict(w=np.full(3, TOP / 2, np.float32))
+    with np.errstate(over="ignore"), pytest.raises(NonFiniteAggregate):
+        run_round(strategy, at_the_top(2), current)
+    assert strategy.optimizer.m == {} and strategy.optimizer.v == {}
+
+
+def test_a_failed_round_leaves_the_last_good_global_model_and_checkpoint(tmp_path) -> None:
+    """Through the coordinator: the round is retried, then the run stops at round 1's
+    checkpoint, which nothing overwrote, with the reason in metrics.jsonl."""
+    from safetensors.numpy import save_file
+
+    (tmp_path / "base").mkdir()
+    save_file({"w": np.zeros(3, np.float32)}, str(tmp_path / "base" / "model.safetensors"))
+    spec = ModelSpec(base=tmp_path / "base")
+    folder = RunFolder(tmp_path / "run").create({})
+    good = OrderedDict(w=np.array([1.0, 2.0, 3.0], np.float32))
+    last = Checkpoint("align", 1, spec.fingerprint(), folder.run_id, good, {})
+    save_checkpoint(folder.checkpoints, last)
+    config = RunConfig.from_flat(
+        {
+            **RUN_DEFAULTS,
+            "aggregation": "median",
+            "max-update-norm": 0.0,
+            "align.rounds": 2,
+            "stop-after-align": True,
+        }
+    )
+    with np.errstate(over="ignore"):
+        outcome = Coordinator(config, spec, folder).run(at_the_top(2))
+
+    assert not outcome.completed
+    assert "the aggregate of array 'w' holds NaN or infinite values" in outcome.stopped_reason
+    kept = latest_checkpoint(folder.checkpoints, "align", spec.fingerprint())
+    assert kept.server_round == 1
+    np.testing.assert_array_equal(kept.arrays["w"], good["w"])
+    assert folder.metrics()[-1] == {"stage": "align", "round": 2, "failed": outcome.stopped_reason}

@@ -40,6 +40,9 @@ def test_stage_selection() -> None:
         ("fraction-train", 1.5, "outside"),
         ("dp", "yes", "expected bool"),
         ("min-sites", 0, "below 1"),
+        ("max-num-examples", 0, "below 1"),
+        ("max-num-examples", 1e6, "expected int"),
+        ("max-update-norm", -1.0, "outside"),
     ],
 )
 def test_bad_values_name_the_key(key: str, value, message: str) -> None:
@@ -71,3 +74,9 @@ def test_a_resumed_run_goes_on_with_the_config_it_started_with(tmp_path) -> None
     assert resumed.resume == str(folder.root)
     assert resumed.to_dict() == {**started.to_dict(), "resume": str(folder.root)}
     assert RunConfig.from_dict(started.to_dict()) == started
+
+
+def test_a_run_folder_saved_before_a_key_existed_resumes_with_its_default() -> None:
+    saved = RunConfig.from_flat(defaults()).to_dict()
+    del saved["max_num_examples"]
+    assert RunConfig.from_dict(saved).max_num_examples == defaults()["max-num-examples"]

@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
-from flwr.app import Error, Message, RecordDict
+from flwr.app import Array, ConfigRecord, Error, Message, RecordDict
 
-from protocol import STATUS_REFUSED
+from protocol import ARRAYS, METRICS, STATUS_REFUSED, to_record
+from server.aggregation import update_rms
+from server.config import DEFAULT_MAX_NUM_EXAMPLES, RUN_DEFAULTS
+from server.rounds import stream_replies
 from server.strategy import FedUmitStrategy, TooFewReplies
+from server.validation import Expectation, check_arrays
 from tests.server_fixtures import (
+    FINGERPRINT,
+    STAGE,
     SiteGrid,
+    evaluation_content,
     random_arrays,
     reply_content,
+    round_config,
     run_round,
     serverapp_identity,
 )
 
 SHAPES = {"q.lora_A": (4, 6), "q.lora_B": (6, 4), "merger.weight": (5,)}
 CURRENT = random_arrays(SHAPES, seed=0)
-BOUND = 10.0
 
 
 @pytest.fixture(autouse=True)
@@ -53,8 +61,33 @@ def oversized(m: Message) -> RecordDict:
     return reply_content(OrderedDict((n, a + 5.0) for n, a in CURRENT.items()), 4, m)
 
 
+def undecodable(m: Message) -> RecordDict:
+    content = reply_content(near(11), 4, m)
+    content[ARRAYS]["q.lora_A"] = Array(
+        dtype="float32", shape=(4, 6), stype="numpy.ndarray", data=b"not an array"
+    )
+    return content
+
+
+def arrays_as_config(m: Message) -> RecordDict:
+    content = reply_content(None, 4, m)
+    content[ARRAYS] = ConfigRecord({"q.lora_A": 1.0})
+    return content
+
+
 def good(seed: int, examples: int) -> Callable[[Message], RecordDict]:
     return lambda m: reply_content(near(seed), examples, m)
+
+
+def with_examples(examples: object) -> Callable[[Message], RecordDict]:
+    """A valid update whose ``num-examples`` is ``examples``, as a site could put it on the wire."""
+
+    def site(m: Message) -> RecordDict:
+        content = reply_content(near(12), 4, m)
+        content[METRICS]["num-examples"] = examples
+        return content
+
+    return site
 
 
 BAD_SITES: dict[str, tuple[Callable[[Message], RecordDict | Error], str]] = {
@@ -64,7 +97,7 @@ BAD_SITES: dict[str, tuple[Callable[[Message], RecordDict | Error], str]] = {
         lambda m: reply_content(near(5), 4, m, fingerprint="ffffffffffffffff"),
         "fingerprint 'ffffffffffffffff' does not match",
     ),
-    "norm": (oversized, "exceeds the bound 10"),
+    "norm": (oversized, "exceeds the bound 1 (run config max-update-norm)"),
     "dtype": (
         lambda m: reply_content({n: a.astype(np.float64) for n, a in near(6).items()}, 4, m),
         "has dtype float64, expected float32",
@@ -75,8 +108,10 @@ BAD_SITES: dict[str, tuple[Callable[[Message], RecordDict | Error], str]] = {
     ),
     "stage": (lambda m: reply_content(near(8), 4, m, stage="align"), "stage 'align'"),
     "round": (lambda m: reply_content(near(9), 4, m, **{"server-round": 3}), "server-round 3"),
-    "examples": (lambda m: reply_content(near(10), 0, m), "num-examples must be positive"),
+    "examples": (lambda m: reply_content(near(10), 0, m), "num-examples 0 is outside [1, "),
     "no arrays": (lambda m: reply_content(None, 4, m), "reply lacks arrays"),
+    "arrays as config": (arrays_as_config, "reply lacks arrays"),
+    "undecodable": (undecodable, "arrays do not decode (ValueError"),
     "flower error": (lambda m: Error(code=1, reason="node crashed"), "node crashed"),
 }
 
@@ -84,7 +119,7 @@ BAD_SITES: dict[str, tuple[Callable[[Message], RecordDict | Error], str]] = {
 def test_each_bad_reply_is_rejected_with_its_reason_and_the_round_completes(caplog) -> None:
     bad = {20 + i: site for i, site in enumerate(BAD_SITES.values())}
     grid = SiteGrid({1: good(1, 2), 2: good(2, 6), **{n: site for n, (site, _) in bad.items()}})
-    strategy = FedUmitStrategy(min_sites=2, min_available_sites=2, max_update_norm=BOUND)
+    strategy = FedUmitStrategy(min_sites=2, min_available_sites=2)  # default bounds
     with caplog.at_level(logging.WARNING, logger="server.strategy"):
         result = run_round(strategy, grid, CURRENT)
 
@@ -155,7 +190,126 @@ def test_too_few_valid_replies_stop_the_round_naming_every_reason() -> None:
 def test_rejected_arrays_never_reach_the_mean() -> None:
     """A NaN reply that slipped through would poison every coordinate of the result."""
     grid = SiteGrid({1: good(1, 2), 2: good(2, 6), 3: with_nan, 4: oversized})
-    strategy = FedUmitStrategy(min_sites=2, min_available_sites=4, max_update_norm=BOUND)
+    strategy = FedUmitStrategy(min_sites=2, min_available_sites=4)
     result = run_round(strategy, grid, CURRENT)
     assert all(np.isfinite(a).all() for a in result.values())
     assert max(float(np.abs(result[n] - CURRENT[n]).max()) for n in CURRENT) < 1.0
+
+
+@pytest.mark.parametrize(
+    "examples, reason",
+    [
+        (1e30, "num-examples 1e+30 is outside [1, 10000000]"),
+        (float(DEFAULT_MAX_NUM_EXAMPLES + 1), "num-examples 10000001 is outside [1, 10000000]"),
+        (float("nan"), "num-examples must be finite, got nan"),
+        (float("inf"), "num-examples must be finite, got inf"),
+        (-float("inf"), "num-examples must be finite, got -inf"),
+        (2.5, "num-examples must be a whole number, got 2.5"),
+        (-3.0, "num-examples -3 is outside [1, 10000000]"),
+        ([4.0, 4.0], "num-examples must be a number, got list"),
+    ],
+)
+def test_a_bad_num_examples_is_rejected_and_the_global_model_is_the_mean_of_the_others(
+    examples: object, reason: str, caplog
+) -> None:
+    """Before: 1e30 made one reply the whole global model, NaN or inf made it all NaN."""
+    grid = SiteGrid({1: good(1, 2), 2: good(2, 6), 3: with_examples(examples)})
+    strategy = FedUmitStrategy(min_sites=2, min_available_sites=3)
+    with caplog.at_level(logging.WARNING, logger="server.strategy"):
+        result = run_round(strategy, grid, CURRENT)
+
+    assert list(strategy.round_log.rejected) == [3] and reason in strategy.round_log.rejected[3]
+    assert f"rejected the reply of site 3 in round 1: {reason}" in caplog.text
+    one, two = near(1), near(2)
+    for name in CURRENT:
+        assert np.isfinite(result[name]).all()
+        np.testing.assert_allclose(result[name], (2 * one[name] + 6 * two[name]) / 8, rtol=1e-6)
+
+
+def test_num_examples_may_be_a_whole_float_or_an_int_up_to_the_run_configs_cap() -> None:
+    grid = SiteGrid({1: with_examples(100.0), 2: with_examples(7), 3: with_examples(101.0)})
+    strategy = FedUmitStrategy(min_sites=2, min_available_sites=3, max_num_examples=100)
+    run_round(strategy, grid, CURRENT)
+    assert sorted(strategy.round_log.sites) == [1, 2]
+    assert strategy.round_log.rejected == {
+        3: "num-examples 101 is outside [1, 100] (run config max-num-examples)"
+    }
+
+
+def test_malformed_diagnostics_count_as_unknown_and_crash_nothing() -> None:
+    """Loss, seconds and epsilon are only shown: a list or a NaN there leaves the reply valid,
+    reads as NaN, and stays out of the round's mean train loss."""
+
+    def odd(m: Message) -> RecordDict:
+        content = reply_content(near(13), 4, m, loss=float("nan"))
+        content[METRICS]["epsilon"] = [1.0, 2.0]
+        content[METRICS]["seconds"] = [3.0]
+        return content
+
+    grid = SiteGrid({1: good(1, 2), 2: good(2, 6), 3: odd})
+    strategy = FedUmitStrategy(min_sites=3, min_available_sites=3)
+    run_round(strategy, grid, CURRENT)
+    assert sorted(strategy.round_log.sites) == [1, 2, 3]
+    assert strategy.round_log.train_loss == pytest.approx(0.5)
+    assert math.isnan(strategy.round_log.epsilon[3])
+    assert math.isnan(strategy.round_log.train_seconds[3])
+
+
+def scores(accuracy: object, count: object) -> Callable[[Message], RecordDict]:
+    """An evaluation reply with one group's accuracy and count."""
+    return lambda m: evaluation_content(m, {"vqa/en/accuracy": accuracy, "vqa/en/count": count})
+
+
+def test_evaluation_replies_with_unusable_group_counts_are_skipped_with_a_reason(caplog) -> None:
+    bad = {
+        3: (scores(0.0, 1e30), "vqa/en/count 1e+30 is outside [1, 10000000]"),
+        4: (scores(0.0, float("nan")), "vqa/en/count must be finite, got nan"),
+        5: (scores(0.0, float("inf")), "vqa/en/count must be finite, got inf"),
+        6: (scores(0.0, 2.5), "vqa/en/count must be a whole number, got 2.5"),
+    }
+    grid = SiteGrid(
+        {
+            1: scores(0.5, 10.0),
+            2: scores(0.8, 30.0),
+            7: scores([1.0], 50.0),  # not a score: left out, the reply otherwise fine
+            **{node: site for node, (site, _) in bad.items()},
+        }
+    )
+    strategy = FedUmitStrategy(min_sites=2, min_available_sites=len(grid.sites))
+    messages = strategy.configure_evaluate(1, to_record(CURRENT), round_config(), grid)
+    with caplog.at_level(logging.WARNING, logger="server.strategy"):
+        result = strategy.aggregate_evaluate(1, stream_replies(grid, messages, timeout=30.0))
+
+    assert dict(result) == pytest.approx({"vqa/en/accuracy": (0.5 * 10 + 0.8 * 30) / 40})
+    for node, (_, reason) in bad.items():
+        assert f"skipped the evaluation of site {node} in round 1: {reason}" in caplog.text
+
+
+# The largest update RMS measured on the tiny base (server/config.py): one round without DP at
+# lr 1e-2 x 200 local steps; DP rounds of `fedumit simulate` stay below 0.03.
+MEASURED_RMS = 0.048
+SMALL = {"lora_A": (16, 64), "lora_B": (64, 16), "merger": (64, 64)}  # 6 K coordinates
+LARGE = {"lora_A": (16, 1536), "lora_B": (8960, 16), "merger": (1536, 1536)}  # 2.5 M
+
+
+@pytest.mark.parametrize("shapes, l2", [(SMALL, 7.5), (LARGE, 153.0)], ids=["small", "large"])
+def test_the_default_update_bound_is_on_and_fits_training_at_any_adapter_size(
+    shapes: dict, l2: float
+) -> None:
+    """An honest step twice the largest measured passes on both adapters, though its plain L2
+    norm is 7.5 on the small one and 153 on the large one (Qwen2-VL-2B's adapters are twenty
+    times larger still): no L2 bound fits both sizes, one bound per coordinate does."""
+    assert FedUmitStrategy().max_update_norm == RUN_DEFAULTS["max-update-norm"] == 1.0
+    adapter = random_arrays(shapes, seed=0, scale=0.03)  # a trained adapter's size
+    expected = Expectation(FINGERPRINT, STAGE, 1, adapter)  # the defaults
+
+    step = random_arrays(shapes, seed=1, scale=2 * MEASURED_RMS)
+    honest = OrderedDict((n, a + step[n]) for n, a in adapter.items())
+    assert check_arrays(honest, expected) is None
+    coordinates = sum(math.prod(shape) for shape in shapes.values())
+    assert update_rms(honest, adapter) * math.sqrt(coordinates) == pytest.approx(l2, rel=0.02)
+
+    absurd = OrderedDict((n, 50 * a) for n, a in adapter.items())
+    assert "exceeds the bound 1 (run config max-update-norm)" in check_arrays(absurd, expected)
+    unbounded = Expectation(FINGERPRINT, STAGE, 1, adapter, max_update_norm=0.0)
+    assert check_arrays(absurd, unbounded) is None
