@@ -38,6 +38,7 @@ MODULES = {  # Qwen2-VL-2B language model: (in, out) features of each LoRA targe
 }
 VALUES_PER_LAYER = sum(RANK * (i + o) for i, o in MODULES.values())
 STRATEGIES = ("fedumit", "flower-fedavg")
+UPDATE_SCALE = np.float32(0.02)  # RMS per coordinate of a measured instruct round (under the bound)
 FINGERPRINT, STAGE = "benchmark", "instruct"
 
 
@@ -88,7 +89,7 @@ def measure(strategy_name: str, replies: int, layers: int, queue) -> None:
             began = time.perf_counter(), time.process_time()
             content = RecordDict()
             content[ARRAYS] = to_record(
-                {n: rng.standard_normal(s, dtype=np.float32) for n, s in shapes.items()}
+                {n: rng.standard_normal(s, np.float32) * UPDATE_SCALE for n, s in shapes.items()}
             )
             content[METRICS] = MetricRecord({"num-examples": float(rng.integers(10, 100))})
             content[META] = ConfigRecord(
