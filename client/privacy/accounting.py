@@ -15,6 +15,7 @@ conversion to (epsilon, delta) are Opacus's own, in the same order as ``RDPAccou
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import NamedTuple
@@ -117,9 +118,14 @@ def epsilon_for(
         return math.inf
     if _checked(accountant) == "rdp":
         rdp = sum([_rdp_per_step(q, sigma) * steps for sigma, q, steps in entries])
-        epsilon, _ = rdp_analysis.get_privacy_spent(
-            orders=RDPAccountant.DEFAULT_ALPHAS, rdp=rdp, delta=delta
-        )
+        with warnings.catch_warnings():
+            # Opacus warns when the best order is the first or last of its range: the epsilon
+            # is then an upper bound (never an under-count). Calibration and progress bars ask
+            # thousands of times; the warning would bury every other line of a run.
+            warnings.filterwarnings("ignore", message="Optimal order is the")
+            epsilon, _ = rdp_analysis.get_privacy_spent(
+                orders=RDPAccountant.DEFAULT_ALPHAS, rdp=rdp, delta=delta
+            )
         return float(epsilon)
     return float(make_accountant(entries, accountant=accountant).get_epsilon(delta=delta))
 
