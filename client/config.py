@@ -14,8 +14,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from shared_model.tasks import TASK_NAMES
+
 STAGES = ("align", "instruct")
-TASKS = ("caption", "compare", "vqa", "classification", "report", "detection", "landmark")
 PRIVACY_UNITS = ("patient", "record")
 EVALUATION_SPLITS = ("val", "test")  # never "train": scores on training data read it out
 CT_WINDOWS = {
@@ -100,7 +101,7 @@ class Policy:
     """
 
     stages: tuple[str, ...] = STAGES
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] = TASK_NAMES
     privacy_unit: str = "patient"
     max_epsilon: float = 8.0
     delta: float = 1e-5
@@ -271,7 +272,7 @@ def _policy(reader: _Reader) -> Policy:
     default = Policy()
     stages = tuple(reader.get("policy", "stages", list, list(default.stages)))
     tasks = tuple(reader.get("policy", "tasks", list, list(default.tasks)))
-    for key, values, allowed in (("stages", stages, STAGES), ("tasks", tasks, TASKS)):
+    for key, values, allowed in (("stages", stages, STAGES), ("tasks", tasks, TASK_NAMES)):
         bad = [v for v in values if v not in allowed]
         if bad:
             reader.fail(f"policy.{key}", f"{bad} not in {list(allowed)}")

@@ -36,15 +36,6 @@ class QuestionError(ValueError):
     """A question or manifest that cannot be asked as given."""
 
 
-REQUIRED = {
-    "vqa": ("question",),
-    "classification": ("question", "options"),
-    "detection": ("target",),
-    "landmark": ("target",),
-}
-"""Command-line options each task needs (``target`` names the finding or the landmark)."""
-
-
 def load_export(directory: Path, device: str = "auto") -> tuple[Answerer, dict[str, Any]]:
     """An :class:`Answerer` over an export directory (plain transformers), and its export info."""
     info = read_export_info(directory)
@@ -64,19 +55,20 @@ def answer_image(
     target: str | None = None,
     modality: str | None = None,
 ) -> dict[str, Any]:
-    """Ask one question about image files; the answer text and its structure in source units."""
+    """Ask one question about image files; the answer text and its readings in source units.
+
+    ``target`` names the finding to box (detection) or the landmark to point at.
+    """
+    given = {"question": question, "options": list(options or []), "target": target}
+    kind = get_task(task)
+    missing = kind.missing(given)
+    if missing:
+        raise QuestionError(f"task {task} needs " + ", ".join(f"--{key}" for key in missing))
     images = [read_for_model(path, canvas, slices, modality) for path in paths]
     geometry = images[0][1]
-    fields = question_fields(
-        task, question=question, options=options, target=target, geometry=geometry
-    )
+    fields = kind.question_fields(given, geometry)
     (answer,) = answerer.answer([Question(tuple(p for p, _ in images), task, lang, fields)])
-    return {
-        "task": task,
-        "lang": lang,
-        "answer": answer.text,
-        "parsed": in_source_units(task, answer.parsed, fields, geometry),
-    }
+    return {"task": task, "lang": lang, **readings(task, answer, fields, geometry)}
 
 
 def read_for_model(
@@ -87,47 +79,18 @@ def read_for_model(
     return cached.pixels, Geometry.from_dict(cached.geometry)
 
 
-def question_fields(
-    task: str,
-    *,
-    question: str | None,
-    options: Sequence[str] | None,
-    target: str | None,
-    geometry: Geometry,
+def readings(
+    task: str, answer: Answer, fields: Mapping[str, Any], geometry: Geometry
 ) -> dict[str, Any]:
-    """The task fields of a question asked on the command line.
-
-    Detection and landmark templates and parsers read 2D or 3D from the dimension of the
-    record's coordinates; a zero placeholder of the image's dimension stands in for them.
-    """
-    given = {"question": question, "options": list(options or []), "target": target}
-    missing = [name for name in REQUIRED.get(task, ()) if not given[name]]
-    if missing:
-        raise QuestionError(f"task {task} needs " + ", ".join(f"--{name}" for name in missing))
-    dimension = 3 if geometry.is_volume else 2
-    fields: dict[str, Any] = {}
-    if question:
-        fields["question"] = question
-    if options:
-        fields["options"] = list(options)
-    if task == "detection":
-        fields.update(target=target, boxes=[[0.0] * (2 * dimension)])
-    if task == "landmark":
-        fields.update(landmark=target, point=[0.0] * dimension)
-    return fields
-
-
-def in_source_units(task: str, value: Any, fields: Mapping[str, Any], geometry: Geometry) -> Any:
-    """A structured answer for people: boxes and points in source pixels, options by name."""
-    if value is None:
-        return None
-    if task == "detection":
-        return [[round(v, 2) for v in geometry.box_to_source(box)] for box in value]
-    if task == "landmark":
-        return [round(v, 2) for v in geometry.point_to_source(value)]
-    if task in ("vqa", "classification") and isinstance(value, int):
-        return {"index": value, "option": str(fields["options"][value])}
-    return value
+    """The answer text, whether it is well-formed, and its strict (``parsed``) and lenient
+    readings for people: coordinates in source units, options by name."""
+    kind = get_task(task)
+    return {
+        "answer": answer.text,
+        "well_formed": answer.reading.well_formed,
+        "parsed": kind.to_source(answer.reading.strict, fields, geometry),
+        "lenient": kind.to_source(answer.reading.lenient, fields, geometry),
+    }
 
 
 class RecordingAnswerer(Answerer):
@@ -190,17 +153,16 @@ def answer_manifest(
 
 
 def prediction(sample: Sample, answer: Answer) -> dict[str, Any]:
-    """One line of ``predictions.jsonl``: the answer and the reference, in source units."""
+    """One line of ``predictions.jsonl``: the answer, its readings and the reference, in source
+    units."""
     task = get_task(sample.task)
     geometry = sample.geometries[0]
+    reference = task.reference(sample.fields)
     return {
         "id": sample.record_id,
         "task": sample.task,
         "lang": sample.lang,
         "split": sample.split,
-        "answer": answer.text,
-        "parsed": in_source_units(sample.task, answer.parsed, sample.fields, geometry),
-        "reference": in_source_units(
-            sample.task, task.reference(sample.fields), sample.fields, geometry
-        ),
+        **readings(sample.task, answer, sample.fields, geometry),
+        "reference": task.to_source(reference, sample.fields, geometry),
     }

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from client.config import TASKS
+from shared_model.tasks import TASK_NAMES
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     source.add_argument(
         "--manifest", type=Path, help="an archive's manifest.jsonl: answer every record"
     )
-    infer.add_argument("--task", choices=TASKS, help="task of the question (--image)")
+    infer.add_argument("--task", choices=TASK_NAMES, help="task of the question (--image)")
     infer.add_argument("--lang", choices=("en", "zh"), default="en")
     infer.add_argument("--question", help="the question (vqa, classification)")
     infer.add_argument("--options", help="comma-separated options (closed vqa, classification)")

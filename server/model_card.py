@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from shared_model.tasks import score_rows
 
 
 def model_card(
@@ -46,17 +48,7 @@ def model_card(
     ]
     delta = config.get("delta", "per site policy")
     lines += [f"| {site} | {value:.3f} | {delta} |" for site, value in sorted(epsilon.items())]
-    lines += [
-        "",
-        "## Evaluation (federated, val splits, last round)",
-        "",
-        "| task | language | metric | value |",
-        "| --- | --- | --- | --- |",
-    ]
-    for key, value in sorted(final_eval.items()):
-        task, lang, metric = key.split("/")
-        if metric not in ("count", "misses", "closed_count", "open_count"):
-            lines.append(f"| {task} | {lang} | {metric} | {value:.3f} |")
+    lines += ["", *evaluation_table(final_eval)]
     lines += [
         "",
         "## Use",
@@ -71,3 +63,24 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def evaluation_table(scores: Mapping[str, float]) -> list[str]:
+    """The card's evaluation section: per task and language, the headline score (bold), its
+    lenient twin, the share of well-formed answers and the task's other table metrics."""
+    lines = [
+        "## Evaluation (federated, val splits, last round)",
+        "",
+        "Headline scores (bold) count only answers in the task's own format; `_lenient` scores",
+        "also read answers a lenient parser understands; `well_formed` is the share of answers",
+        "in the task's format.",
+        "",
+        "| task | language | metric | value | better |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in score_rows({"value": scores}):
+        metric, value = row["metric"], f"{row['value']:.3f}"
+        if row["headline"]:
+            metric, value = f"**{metric}** (headline)", f"**{value}**"
+        lines.append(f"| {row['task']} | {row['lang']} | {metric} | {value} | {row['better']} |")
+    return lines

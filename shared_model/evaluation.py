@@ -1,7 +1,9 @@
-"""Evaluate a model on samples: generate, parse, and score per task and language.
+"""Evaluate a model on samples: generate, read (strictly and leniently), and score per task
+and language.
 
 Metric keys are ``<task>/<lang>/<metric>``, with ``<task>/<lang>/count`` beside them so that
-results from several sites can be averaged with the right weights.
+results from several sites can be averaged with the right weights (see
+:meth:`shared_model.tasks.Task.score` for the metrics of a group).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from tqdm import tqdm
 
 from shared_model.inference import Answerer, Question
 from shared_model.sample import Sample
-from shared_model.tasks import get_task
+from shared_model.tasks import Reading, get_task
 
 
 def evaluate_samples(
@@ -31,23 +33,23 @@ def answer_samples(
     samples: Sequence[Sample],
     batch_size: int = 16,
     progress: bool = False,
-) -> list[object]:
-    """The parsed answer to every sample, in order (``None`` where the text does not parse)."""
-    predictions: list[object] = []
+) -> list[Reading]:
+    """Both readings of the answer to every sample, in order."""
+    predictions: list[Reading] = []
     batches = range(0, len(samples), batch_size)
     for start in tqdm(batches, desc="evaluating", disable=not progress):
         chunk = samples[start : start + batch_size]
         questions = [Question(s.images, s.task, s.lang, s.fields) for s in chunk]
-        predictions.extend(answer.parsed for answer in answerer.answer(questions))
+        predictions.extend(answer.reading for answer in answerer.answer(questions))
     return predictions
 
 
 def score_predictions(
     samples: Sequence[Sample],
-    predictions: Sequence[object],
+    predictions: Sequence[Reading],
     indices: Sequence[int] | None = None,
 ) -> dict[str, float]:
-    """Score one prediction per sample, per task and language; with ``indices``, only those
+    """Score one reading per sample, per task and language; with ``indices``, only those
     samples (repeats allowed, as in a bootstrap draw)."""
     groups: dict[tuple[str, str], tuple[list, list]] = defaultdict(lambda: ([], []))
     for index in range(len(samples)) if indices is None else indices:

@@ -13,15 +13,15 @@ from transformers import AutoProcessor, ProcessorMixin, Qwen2VLForConditionalGen
 
 from shared_model.device import resolve_device
 from shared_model.inputs import collate, encode_question
-from shared_model.tasks import get_task
+from shared_model.tasks import Reading, get_task
 
 
 @dataclass(frozen=True)
 class Answer:
-    """Generated text and the task's structured reading of it (``None`` when unparseable)."""
+    """Generated text and the task's strict and lenient readings of it."""
 
     text: str
-    parsed: Any
+    reading: Reading
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Answerer:
         for question, text in zip(questions, texts, strict=True):
             text = _strip_end(text, tokenizer)
             task = get_task(question.task)
-            answers.append(Answer(text, task.parse(text, question.fields, question.lang)))
+            answers.append(Answer(text, task.read(text, question.fields, question.lang)))
         return answers
 
 

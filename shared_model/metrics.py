@@ -3,27 +3,37 @@
 Every helper works on structured answers (what :meth:`shared_model.tasks.Task.parse` returns);
 ``None`` stands for an answer that could not be parsed and is always scored as a miss.
 
-Text is compared on the tokens of :func:`tokenize`, for both languages: each Chinese character
-is one token, every other run of letters and digits is one (lower-cased) word, punctuation is
-dropped. BLEU comes from sacrebleu and ROUGE-L from rouge-score, both fed those tokens.
+Generated text (reports, captions, comparisons) is scored as sacrebleu scores it: BLEU with
+sacrebleu's ``13a`` tokenizer for English and its ``zh`` tokenizer for Chinese (each Chinese
+character a token, the rest as ``13a``), case and punctuation kept; ROUGE-L (rouge-score's LCS)
+on the same tokens. Short answers (open VQA) are compared on the tokens of :func:`tokenize`,
+which folds case and drops punctuation.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
 from collections.abc import Sequence
+from typing import Any
 
-from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU
+from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+from sacrebleu.tokenizers.tokenizer_zh import TokenizerZh
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
 
+BLEU_TOKENIZERS = {"en": "13a", "zh": "zh"}
+"""sacrebleu's tokenizer per language: ``zh`` splits Chinese into characters."""
+
+_TEXT_TOKENIZERS = {"en": Tokenizer13a(), "zh": TokenizerZh()}
+
 
 def tokenize(text: str) -> list[str]:
-    """Split text into metric tokens: Chinese characters and lower-cased words.
+    """Split a short answer into tokens: Chinese characters and lower-cased words.
 
     Parameters
     ----------
@@ -33,19 +43,38 @@ def tokenize(text: str) -> list[str]:
     Returns
     -------
     list of str
-        Tokens in order of appearance.
+        Tokens in order of appearance; punctuation is dropped.
     """
     return _TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
 
 
-class _Tokenizer:
-    """The rouge-score tokenizer protocol over :func:`tokenize`."""
+def text_tokens(text: str, lang: str) -> list[str]:
+    """The tokens BLEU sees for ``text`` in ``lang`` (sacrebleu's ``13a`` or ``zh``).
+
+    Raises
+    ------
+    KeyError
+        For a language without a tokenizer.
+    """
+    return _TEXT_TOKENIZERS[lang](text.strip()).split()
+
+
+class _Tokens:
+    """The rouge-score tokenizer protocol over :func:`text_tokens` of one language."""
+
+    def __init__(self, lang: str) -> None:
+        self.lang = lang
 
     def tokenize(self, text: str) -> list[str]:
-        return tokenize(text)
+        return text_tokens(text, self.lang)
 
 
-_ROUGE = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Tokenizer())
+@functools.cache
+def _rouge(lang: str) -> Any:
+    """rouge-score's ROUGE-L scorer on ``lang``'s tokens (imported on first use: it loads nltk)."""
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Tokens(lang))
 
 
 def check_lengths(predictions: Sequence[object], references: Sequence[object]) -> int:
@@ -64,9 +93,9 @@ def mean(values: Sequence[float]) -> float:
 
 
 def corpus_bleu(
-    hypotheses: Sequence[str | None], references: Sequence[str], max_order: int
+    hypotheses: Sequence[str | None], references: Sequence[str], max_order: int, lang: str
 ) -> float:
-    """Corpus BLEU on :func:`tokenize` tokens, on a 0-1 scale.
+    """Corpus BLEU as sacrebleu computes it for ``lang``, on a 0-1 scale.
 
     Parameters
     ----------
@@ -77,20 +106,23 @@ def corpus_bleu(
     max_order:
         Highest n-gram order (1 for BLEU-1, 4 for BLEU-4). sacrebleu's default exponential
         smoothing applies to orders without any match.
+    lang:
+        ``en`` (tokenizer ``13a``) or ``zh`` (tokenizer ``zh``: one token per character).
     """
     check_lengths(hypotheses, references)
-    bleu = BLEU(tokenize="none", max_ngram_order=max_order)
-    joined_hyps = [" ".join(tokenize(h or "")) for h in hypotheses]
-    joined_refs = [" ".join(tokenize(r)) for r in references]
+    bleu = BLEU(tokenize=BLEU_TOKENIZERS[lang], max_ngram_order=max_order)
+    hyps = [(h or "").strip() for h in hypotheses]
+    refs = [r.strip() for r in references]
     # sacrebleu reports 0-100 and may overshoot 100 by a rounding error
-    return min(1.0, bleu.corpus_score(joined_hyps, [joined_refs]).score / 100.0)
+    return min(1.0, bleu.corpus_score(hyps, [refs]).score / 100.0)
 
 
-def rouge_l(hypotheses: Sequence[str | None], references: Sequence[str]) -> float:
-    """Mean ROUGE-L F-measure on :func:`tokenize` tokens; ``None`` scores 0."""
+def rouge_l(hypotheses: Sequence[str | None], references: Sequence[str], lang: str) -> float:
+    """Mean ROUGE-L F-measure on :func:`text_tokens` of ``lang``; ``None`` scores 0."""
     check_lengths(hypotheses, references)
+    scorer = _rouge(lang)
     scores = [
-        0.0 if h is None else _ROUGE.score(r, h)["rougeL"].fmeasure
+        0.0 if h is None else scorer.score(r, h)["rougeL"].fmeasure
         for h, r in zip(hypotheses, references, strict=True)
     ]
     return mean(scores)

@@ -32,6 +32,7 @@ from rich.console import Console
 from server.run_folder import new_run_id, write_json_atomically
 from shared_model.evaluation import score_predictions
 from shared_model.sample import Sample
+from shared_model.tasks import Reading, score_rows
 from simulations.bootstrap import mean_scores, paired_intervals
 from simulations.experiment import (
     REPLAYABLE_NOTE,
@@ -41,13 +42,7 @@ from simulations.experiment import (
 )
 from simulations.heldout import answer_model, test_samples
 from simulations.pooling import pool_archives
-from simulations.report import (
-    LOWER_IS_BETTER,
-    add_intervals,
-    closed_form,
-    metric_rows,
-    print_metric_table,
-)
+from simulations.report import add_intervals, closed_form, print_metric_table
 from simulations.runner import simulate
 
 CENTRALIZED, LOCAL, FEDERATED, FEDERATED_DP = (
@@ -93,7 +88,7 @@ def run_compare(args: argparse.Namespace) -> int:
     first_arm = central[0].parent.name
     samples = test_samples(_site_configs_of(consortium, first_arm), spec)
 
-    def answers(export: Path) -> list[object]:
+    def answers(export: Path) -> list[Reading]:
         return answer_model(export, samples, spec.canvas)
 
     predictions = {CENTRALIZED: [answers(export) for export in central]}
@@ -120,8 +115,7 @@ def run_compare(args: argparse.Namespace) -> int:
         "target": target,
     }
     write_json_atomically(report.with_suffix(".json"), summary)
-    scores = [r for r in closed_form(rows) if r["metric"] not in LOWER_IS_BETTER]
-    plot = draw_comparison(scores, report.with_suffix(".png"))
+    plot = draw_comparison(closed_form(rows), report.with_suffix(".png"))
     if args.json:
         print(json.dumps(summary, ensure_ascii=False, indent=2))
         return 0
@@ -129,7 +123,7 @@ def run_compare(args: argparse.Namespace) -> int:
     print_metric_table(rows, ARMS, title, console, change=(CENTRALIZED, FEDERATED))
     console.print(
         f"federated at most {TARGET_POINTS} points below centralized on "
-        f"{target['point_estimate']} of {target['rows']} closed-form score rows by the point "
+        f"{target['point_estimate']} of {target['rows']} closed-form headline rows by the point "
         f"estimate, on {target['whole_interval']} by the whole 95% interval"
     )
     console.print(f"table: {report.with_suffix('.json')}\nplot: {plot}")
@@ -138,31 +132,30 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def comparison_rows(
     samples: Sequence[Sample],
-    predictions: Mapping[str, Sequence[Sequence[object]]],
-    local: Sequence[Sequence[object]],
+    predictions: Mapping[str, Sequence[Sequence[Reading]]],
+    local: Sequence[Sequence[Reading]],
 ) -> list[dict[str, Any]]:
-    """One row per headline metric, one column per arm: the mean over the arm's runs (seeds;
-    ``local-only``: every hospital's model of every seed), with the paired bootstrap interval
-    of federated - centralized."""
+    """One row per table metric (:func:`shared_model.tasks.score_rows`), one column per arm:
+    the mean over the arm's runs (seeds; ``local-only``: every hospital's model of every seed),
+    with the paired bootstrap interval of federated - centralized."""
     columns = {name: _mean_score(samples, runs) for name, runs in predictions.items()}
     columns[LOCAL] = _mean_score(samples, local)
     intervals = paired_intervals(samples, predictions[CENTRALIZED], predictions[FEDERATED])
-    return add_intervals(metric_rows({name: columns[name] for name in ARMS}), intervals)
+    return add_intervals(score_rows({name: columns[name] for name in ARMS}), intervals)
 
 
-def _mean_score(samples: Sequence[Sample], runs: Sequence[Sequence[object]]) -> dict[str, float]:
+def _mean_score(samples: Sequence[Sample], runs: Sequence[Sequence[Reading]]) -> dict[str, float]:
     return mean_scores([score_predictions(samples, answers) for answers in runs])
 
 
 def against_target(rows: Sequence[Mapping[str, Any]], points: int = TARGET_POINTS) -> dict:
-    """How many closed-form score rows (radial error aside: it is in pixels) have federated no
-    more than ``points`` below centralized, by the point estimate and by the whole interval."""
+    """How many headline rows of the closed-form tasks (all 0-1 scores, higher better) have
+    federated no more than ``points`` below centralized, by the point estimate and by the whole
+    interval."""
     scores = [
         r
         for r in closed_form(rows)
-        if r["metric"] not in LOWER_IS_BETTER
-        and r.get(FEDERATED) is not None
-        and r.get(CENTRALIZED) is not None
+        if r.get(FEDERATED) is not None and r.get(CENTRALIZED) is not None
     ]
     margin = -points / 100.0
     return {
@@ -186,7 +179,7 @@ def draw_comparison(rows: Sequence[Mapping[str, object]], path: Path) -> Path:
     axes.set_ylim(0, 1)
     axes.set_ylabel("score on the test split")
     axes.legend(fontsize=8)
-    axes.set_title("centralized vs local-only vs federated (closed-form tasks)")
+    axes.set_title("centralized vs local-only vs federated (closed-form tasks, headline scores)")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

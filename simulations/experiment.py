@@ -14,10 +14,11 @@ from rich.console import Console
 from server.run_folder import new_run_id, write_json_atomically
 from shared_model.evaluation import score_predictions
 from shared_model.spec import ModelSpec
+from shared_model.tasks import score_rows
 from simulations.bootstrap import paired_intervals
 from simulations.datasets import public_archives
 from simulations.heldout import answer_heldout, answer_model, test_samples
-from simulations.report import add_intervals, metric_rows, print_answers, print_metric_table
+from simulations.report import add_intervals, print_answers, print_metric_table
 from simulations.runner import simulate, write_site_config
 from simulations.synthetic import generate_consortium
 
@@ -177,7 +178,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         ROUND_0: score_predictions(samples, before),
         FINAL: score_predictions(samples, after),
     }
-    rows = add_intervals(metric_rows(columns), paired_intervals(samples, [before], [after]))
+    rows = add_intervals(score_rows(columns), paired_intervals(samples, [before], [after]))
     answers = answer_heldout(export, samples, spec.canvas)
     summary = {
         "run": str(folder.root),

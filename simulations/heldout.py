@@ -17,7 +17,7 @@ from shared_model.evaluation import answer_samples
 from shared_model.inference import Question, load_answerer
 from shared_model.sample import Sample
 from shared_model.spec import ModelSpec
-from shared_model.tasks import STAGE_TASKS, get_task
+from shared_model.tasks import STAGE_TASKS, Reading, get_task
 
 PREFERRED = ("vqa", "classification", "detection", "landmark", "report")
 
@@ -37,9 +37,9 @@ def test_samples(site_configs: Sequence[Path], spec: ModelSpec) -> list[Sample]:
     return samples
 
 
-def answer_model(directory: Path, samples: Sequence[Sample], canvas: int) -> list[object]:
-    """The parsed answers of the model in ``directory`` to ``samples`` (score them with
-    :func:`shared_model.evaluation.score_predictions`)."""
+def answer_model(directory: Path, samples: Sequence[Sample], canvas: int) -> list[Reading]:
+    """The readings of the answers of the model in ``directory`` to ``samples`` (score them
+    with :func:`shared_model.evaluation.score_predictions`)."""
     return answer_samples(load_answerer(directory, canvas), samples, progress=True)
 
 
@@ -69,7 +69,8 @@ def answer_heldout(
             "question": get_task(s.task).prompt(s.fields, s.lang).splitlines()[0],
             "expected": get_task(s.task).target(s.fields, s.lang),
             "answer": a.text,
-            "correct": a.parsed == get_task(s.task).reference(s.fields),
+            "well_formed": a.reading.well_formed,
+            "correct": a.reading.strict == get_task(s.task).reference(s.fields),
         }
         for s, a in zip(chosen, answers, strict=True)
     ]

@@ -1,4 +1,9 @@
-"""Tables a simulation prints: headline metrics per task and language, one column per model."""
+"""Tables a simulation prints: per task and language the headline score, its lenient twin, the
+share of well-formed answers and the task's other table metrics, one column per model.
+
+Rows come from :func:`shared_model.tasks.score_rows`, the source every report shares: each row
+says whether it is its task's headline (``"headline"``) and which way is better (``"better"``).
+"""
 
 from __future__ import annotations
 
@@ -9,35 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-HEADLINE = {
-    "vqa": ("closed_accuracy", "open_recall"),
-    "classification": ("accuracy", "macro_f1"),
-    "report": ("bleu1", "rouge_l"),
-    "detection": ("mean_iou", "map50"),
-    "landmark": ("sdr", "mre"),
-    "caption": ("bleu1", "rouge_l"),
-    "compare": ("bleu1", "rouge_l"),
-}
-CLOSED_FORM = {
-    "vqa": ("closed_accuracy",),
-    "classification": ("accuracy", "macro_f1"),
-    "detection": ("mean_iou", "map50"),
-    "landmark": ("sdr", "mre"),
-}
-LOWER_IS_BETTER = {"mre"}
-
-
-def metric_rows(columns: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
-    """One row per headline ``task/lang/metric`` found in any column, with each column's value."""
-    keys = sorted({key for metrics in columns.values() for key in metrics})
-    rows = []
-    for key in keys:
-        task, lang, metric = key.split("/")
-        if metric in HEADLINE.get(task, ()):
-            row: dict[str, Any] = {"task": task, "lang": lang, "metric": metric}
-            row.update({name: metrics.get(key) for name, metrics in columns.items()})
-            rows.append(row)
-    return rows
+from shared_model.tasks import get_task
 
 
 def add_intervals(
@@ -55,14 +32,14 @@ def established(row: Mapping[str, Any]) -> int:
     """``1`` when the row's interval lies wholly on the better side of zero, ``-1`` on the
     worse side, ``0`` when it holds zero or is missing."""
     low, high = row.get("interval") or (0.0, 0.0)
-    if row["metric"] in LOWER_IS_BETTER:
+    if not _higher_is_better(row):
         low, high = -high, -low
     return 1 if low > 0 else -1 if high < 0 else 0
 
 
 def closed_form(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The rows of the closed-form tasks' metrics (accuracy, F1, IoU, mAP, radial error)."""
-    return [r for r in rows if r["metric"] in CLOSED_FORM.get(r["task"], ())]
+    """The headline rows of the closed-form tasks (VQA, classification, detection, landmark)."""
+    return [r for r in rows if r["headline"] and get_task(r["task"]).closed_form]
 
 
 def improved(row: Mapping[str, Any], before: str, after: str) -> bool:
@@ -70,7 +47,11 @@ def improved(row: Mapping[str, Any], before: str, after: str) -> bool:
     old, new = row.get(before), row.get(after)
     if old is None or new is None:
         return False
-    return new < old if row["metric"] in LOWER_IS_BETTER else new > old
+    return new > old if _higher_is_better(row) else new < old
+
+
+def _higher_is_better(row: Mapping[str, Any]) -> bool:
+    return get_task(row["task"]).metric(row["metric"]).higher_is_better
 
 
 def print_metric_table(
@@ -83,7 +64,7 @@ def print_metric_table(
     """The rows as a table; with ``change=(before, after)`` a difference column, with the 95%
     interval of a paired bootstrap where the rows carry one: green when ``after`` is better
     beyond doubt (the whole interval), red when worse, yellow when better by the point
-    estimate only. Without intervals, green when ``after`` is better."""
+    estimate only. Without intervals, green when ``after`` is better. Headline rows are bold."""
     table = Table(title=title)
     for name in ("task", "lang", "metric"):
         table.add_column(name)
@@ -96,8 +77,13 @@ def print_metric_table(
         cells += [_number(row.get(name)) for name in columns]
         if change:
             cells.append(_difference(row, *change))
-        table.add_row(*cells)
+        table.add_row(*cells, style="bold" if row["headline"] else None)
     console.print(table)
+    console.print(
+        "[dim]bold: each task's headline score, answers in the task's own format only; "
+        "_lenient: also answers a lenient parser reads; well_formed: share of answers in the "
+        "task's format.[/]"
+    )
     if change and any("interval" in row for row in rows):
         console.print(
             "[dim]\\[brackets]: 95% interval of the difference (paired bootstrap over the test "

@@ -19,7 +19,7 @@ from client.archive import load_site_samples
 from client.config import load_site_config
 from client.trainer import LocalTrainer, TrainConfig
 from fedumit.cli import main
-from fedumit.infer import QuestionError, in_source_units, question_fields, read_for_model
+from fedumit.infer import QuestionError, answer_image, read_for_model
 from server.checkpoints import Checkpoint, save_checkpoint
 from server.run_folder import RunFolder
 from shared_model.export import read_export_info
@@ -240,8 +240,9 @@ def test_each_language_is_answered_in_its_own_language(answers: list[dict]) -> N
         else:
             assert not has_cjk(text) and "：" not in text, text
         parsed = answer["parsed"]
+        assert answer["well_formed"] == (parsed is not None)
         if parsed is not None:
-            assert parsed["option"] == options[parsed["index"]]
+            assert parsed["option"] == options[parsed["index"]] == answer["lenient"]["option"]
 
 
 def test_manifest_mode_writes_predictions_and_metrics(
@@ -263,20 +264,23 @@ def test_manifest_mode_writes_predictions_and_metrics(
     metrics = json.loads((tmp_path / "predictions-metrics.json").read_text("utf-8"))
     assert metrics["vqa/zh/count"] == 2 and metrics["vqa/en/count"] == 1
     assert metrics["detection/en/count"] == 1 and "classification/en/accuracy" in metrics
+    assert {"classification/en/accuracy_lenient", "vqa/zh/well_formed"} <= set(metrics)
+    assert all(isinstance(p["well_formed"], bool) and "lenient" in p for p in predictions.values())
     assert "vqa/zh/closed_accuracy" in printed
 
 
 def test_boxes_and_points_come_back_in_source_pixels() -> None:
     image = Geometry(width=80, height=60, canvas=112)  # letterboxed: rows 14-98 of the canvas
-    box = question_fields("detection", question=None, options=None, target="x", geometry=image)
-    assert box["boxes"] == [[0.0] * 4]
+    detection, landmark = get_task("detection"), get_task("landmark")
+    box = detection.question_fields({"target": "x"}, image)
+    assert box == {"target": "x", "dimension": 2}
     grid = [image.box_to_grid([50, 20, 60, 30])]
-    assert in_source_units("detection", grid, box, image) == [[50, 20, 60, 30]]
-    assert in_source_units("detection", [(0, 125, 1000, 875)], box, image) == [[0, 0, 80, 60]]
+    assert detection.to_source(grid, box, image) == [[50, 20, 60, 30]]
+    assert detection.to_source([(0, 125, 1000, 875)], box, image) == [[0, 0, 80, 60]]
     volume = Geometry(width=40, height=40, canvas=112, depth=6)
-    point = question_fields("landmark", question=None, options=None, target="x", geometry=volume)
-    assert point["point"] == [0.0, 0.0, 0.0]
-    assert in_source_units("landmark", (500, 250, 500), point, volume) == [20, 10, 3]
-    assert in_source_units("landmark", None, point, volume) is None
+    point = landmark.question_fields({"target": "x"}, volume)
+    assert point == {"landmark": "x", "dimension": 3}
+    assert landmark.to_source((500, 250, 500), point, volume) == [20, 10, 3]
+    assert landmark.to_source(None, point, volume) is None
     with pytest.raises(QuestionError, match="--question, --options"):
-        question_fields("classification", question=None, options=None, target=None, geometry=image)
+        answer_image(None, [], "classification", "en", canvas=112, slices=4)  # type: ignore[arg-type]

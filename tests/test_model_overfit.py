@@ -75,4 +75,4 @@ def test_overfits_bilingual_vqa(tiny_spec) -> None:
             if [a.text for a in answers] == expected:
                 break
     assert [a.text for a in answers] == expected
-    assert [a.parsed for a in answers] == [task.reference(s.fields) for s in samples]
+    assert [a.reading.strict for a in answers] == [task.reference(s.fields) for s in samples]

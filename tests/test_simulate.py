@@ -90,6 +90,16 @@ def test_closed_form_tasks_beat_round_0_in_both_languages(simulation: dict[str, 
         assert better, f"{lang}: nothing improved over round 0: {mine}"
 
 
+def test_table_rows_say_which_is_the_headline(simulation: dict[str, Any]) -> None:
+    table = simulation["summary"]["table"]
+    groups = {(r["task"], r["lang"]) for r in table}
+    headlines = {(r["task"], r["lang"]) for r in table if r["headline"]}
+    shares = {(r["task"], r["lang"]) for r in table if r["metric"] == "well_formed"}
+    assert all(isinstance(r["headline"], bool) for r in table)
+    assert groups == shares and headlines <= groups
+    assert sum(r["headline"] for r in table) == len(headlines)  # one per task and language
+
+
 def test_heldout_answers_in_both_languages(simulation: dict[str, Any]) -> None:
     answers = simulation["summary"]["answers"]
     assert {a["lang"] for a in answers} == {"en", "zh"}

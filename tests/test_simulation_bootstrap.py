@@ -9,6 +9,7 @@ import pytest
 
 from shared_model.evaluation import score_predictions
 from shared_model.sample import Geometry, Sample
+from shared_model.tasks import Reading
 from simulations.bootstrap import paired_intervals
 from simulations.compare import (
     ARMS,
@@ -42,13 +43,24 @@ def samples(count: int, lang: str = "en") -> list[Sample]:
     ]
 
 
-def labels(records: list[Sample]) -> list[int]:
-    return [s.fields["label"] for s in records]
+def labels(records: list[Sample]) -> list[Reading]:
+    """Right, well-formed answers to every record."""
+    return read([s.fields["label"] for s in records])
+
+
+def read(answers: list[int]) -> list[Reading]:
+    """Well-formed answers naming these classes."""
+    return [Reading(answer, answer) for answer in answers]
+
+
+def flip(readings: list[Reading]) -> list[Reading]:
+    """The other class of two, for every answer."""
+    return read([1 - r.strict for r in readings])
 
 
 def test_identical_models_differ_by_exactly_nothing() -> None:
     records = samples(30)
-    answers = [0] * 30
+    answers = read([0] * 30)
     intervals = paired_intervals(records, [answers], [answers], resamples=50)
     assert intervals[KEY] == (0.0, 0.0)
 
@@ -56,7 +68,7 @@ def test_identical_models_differ_by_exactly_nothing() -> None:
 def test_always_right_against_always_wrong_is_certain() -> None:
     records = samples(30)
     right = labels(records)
-    wrong = [1 - label for label in right]
+    wrong = flip(right)
     assert paired_intervals(records, [wrong], [right], resamples=50)[KEY] == (1.0, 1.0)
 
 
@@ -64,10 +76,10 @@ def test_interval_holds_the_difference_and_narrows_with_more_records() -> None:
     widths = []
     for copies in (1, 10):
         records = samples(30 * copies)
-        before = [label if i % 30 < 15 else 1 - label for i, label in enumerate(labels(records))]
-        after = [
-            label if i % 30 < 18 else 1 - label for i, label in enumerate(labels(records))
-        ]  # three more right in every thirty
+        right, wrong = labels(records), flip(labels(records))
+        before = [right[i] if i % 30 < 15 else wrong[i] for i in range(len(records))]
+        after = [right[i] if i % 30 < 18 else wrong[i] for i in range(len(records))]
+        # three more right in every thirty
         observed = score_predictions(records, after)[KEY] - score_predictions(records, before)[KEY]
         low, high = paired_intervals(records, [before], [after], resamples=300)[KEY]
         assert observed == pytest.approx(0.1) and low <= observed <= high
@@ -79,7 +91,7 @@ def test_interval_holds_the_difference_and_narrows_with_more_records() -> None:
 def test_draws_stay_within_task_and_language() -> None:
     english, chinese = samples(20, "en"), samples(20, "zh")
     records = english + chinese
-    before = labels(english) + [1 - label for label in labels(chinese)]
+    before = labels(english) + flip(labels(chinese))
     after = labels(records)  # the same in English, all fixed in Chinese
     intervals = paired_intervals(records, [before], [after], resamples=50)
     assert intervals[KEY] == (0.0, 0.0)
@@ -88,21 +100,21 @@ def test_draws_stay_within_task_and_language() -> None:
 
 def test_resampled_scoring_repeats_records() -> None:
     records = samples(4)
-    answers = [0, 0, 0, 0]  # right on records 0 and 2
+    answers = read([0, 0, 0, 0])  # right on records 0 and 2
     assert score_predictions(records, answers, [0, 0, 2, 1])[KEY] == 0.75
 
 
 def test_one_answer_per_record_is_required() -> None:
     with pytest.raises(ValueError, match="one prediction per sample"):
-        paired_intervals(samples(3), [[0, 0, 0]], [[0, 0]])
+        paired_intervals(samples(3), [read([0, 0, 0])], [read([0, 0])])
     with pytest.raises(ValueError, match="at least one run"):
-        paired_intervals(samples(3), [], [[0, 0, 0]])
+        paired_intervals(samples(3), [], [read([0, 0, 0])])
 
 
 def test_several_runs_count_as_their_mean() -> None:
     records = samples(30)
     right = labels(records)
-    wrong = [1 - label for label in right]
+    wrong = flip(right)
     intervals = paired_intervals(records, [right], [right, wrong], resamples=50)
     assert intervals[KEY] == (-0.5, -0.5)
 
@@ -125,16 +137,17 @@ def test_lower_is_better_intervals_read_the_other_way() -> None:
 def test_compare_table_has_every_arm_and_the_federated_interval() -> None:
     records = samples(40)
     right = labels(records)
-    wrong = [1 - label for label in right]
+    wrong = flip(right)
     half = right[:20] + wrong[20:]
     predictions = {CENTRALIZED: [right], FEDERATED: [half], FEDERATED_DP: [wrong, right]}
     rows = comparison_rows(records, predictions, local=[wrong, right])
     accuracy = next(r for r in rows if r["metric"] == "accuracy")
+    assert accuracy["headline"] and not any(r["headline"] for r in rows if r is not accuracy)
     assert [accuracy[arm] for arm in ARMS] == [1.0, 0.5, 0.5, 0.5]
     low, high = accuracy["interval"]
     assert low <= -0.5 <= high < 0
     target = against_target(rows)
-    assert target["rows"] == 2  # accuracy and macro-F1
+    assert target["rows"] == 1  # the headline: accuracy
     assert target["point_estimate"] == target["whole_interval"] == 0
     rows = comparison_rows(records, {**predictions, FEDERATED: [right]}, local=[right])
-    assert against_target(rows)["whole_interval"] == 2
+    assert against_target(rows)["whole_interval"] == 1

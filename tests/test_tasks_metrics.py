@@ -1,14 +1,17 @@
-"""Task metrics against hand-computed values; ``None`` predictions are misses."""
+"""Task metrics against hand-computed values; ``None`` predictions are misses. Readings here
+are well-formed (strict and lenient agree) unless a test says otherwise."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pytest
 
 from shared_model.metrics import box_iou, count_matches, macro_f1, token_recall, tokenize
-from shared_model.tasks import TASK_NAMES, get_task
+from shared_model.tasks import TASK_NAMES, Reading, get_task
 from shared_model.tasks.landmark import LandmarkTask
+from shared_model.tasks.scoring import is_count
 
 TEXT_TASKS = ("report", "caption", "compare")
 
@@ -24,18 +27,24 @@ RECORDS = {
 }
 
 
+def read(values: Sequence[object]) -> list[Reading]:
+    """Readings whose strict and lenient answers are both ``values``."""
+    return [Reading(value, value) for value in values]
+
+
 def test_tokenize_splits_chinese_into_characters() -> None:
     assert tokenize("Left LUNG, 左肺CT：3.5cm") == ["left", "lung", "左", "肺", "ct", "3", "5cm"]
 
 
 @pytest.mark.parametrize("name", TEXT_TASKS)
 @pytest.mark.parametrize(
-    ("prediction", "reference", "bleu1", "bleu4", "rouge_l"),
+    ("lang", "prediction", "reference", "bleu1", "bleu4", "rouge_l"),
     [
         # identical texts
-        ("The heart is normal.", "the heart is normal", 1.0, 1.0, 1.0),
+        ("en", "The heart is normal.", "The heart is normal.", 1.0, 1.0, 1.0),
         # 6 tokens each: 1-4 gram precisions 5/6, 3/5, 2/4, 1/3; LCS 5
         (
+            "en",
             "the heart size is enlarged today",
             "the heart size is normal today",
             5 / 6,
@@ -43,22 +52,25 @@ def test_tokenize_splits_chinese_into_characters() -> None:
             5 / 6,
         ),
         # short hypothesis: precision 1, brevity penalty exp(1 - 4/2); LCS 2 -> F = 2/3
-        ("the heart", "the heart is normal", math.exp(-1), None, 2 / 3),
+        ("en", "the heart", "the heart is normal", math.exp(-1), None, 2 / 3),
+        # sacrebleu's 13a keeps case and punctuation: 4 of 5 tokens ("." unmatched), no BP
+        ("en", "The heart is normal.", "the heart is normal !", 3 / 5, None, 3 / 5),
         # Chinese on characters: 3 of 4 characters match, BP exp(1 - 6/4); LCS 3 -> P 3/4, R 1/2
-        ("心脏增大", "心脏大小正常", 0.75 * math.exp(-0.5), None, 0.6),
+        ("zh", "心脏增大", "心脏大小正常", 0.75 * math.exp(-0.5), None, 0.6),
         # nothing in common
-        ("no acute findings", "心脏大小正常", 0.0, 0.0, 0.0),
+        ("zh", "no acute findings", "心脏大小正常", 0.0, 0.0, 0.0),
     ],
 )
 def test_text_scores(
     name: str,
+    lang: str,
     prediction: str,
     reference: str,
     bleu1: float,
     bleu4: float | None,
     rouge_l: float,
 ) -> None:
-    scores = get_task(name).score([prediction], [reference], "en")
+    scores = get_task(name).score(read([prediction]), [reference], lang)
     assert scores["bleu1"] == pytest.approx(bleu1, abs=1e-4)
     assert scores["rouge_l"] == pytest.approx(rouge_l, abs=1e-6)
     if bleu4 is not None:
@@ -68,13 +80,13 @@ def test_text_scores(
 
 def test_text_miss_is_an_empty_answer() -> None:
     scores = get_task("report").score(
-        ["the heart is normal", None], ["the heart is normal", "no effusion"], "en"
+        read(["the heart is normal", None]), ["the heart is normal", "no effusion"], "en"
     )
     # corpus BLEU-1: 4 of 4 hypothesis tokens match, brevity penalty exp(1 - 6/4)
     assert scores["bleu1"] == pytest.approx(math.exp(-0.5), abs=1e-4)
     assert scores["rouge_l"] == pytest.approx(0.5)
-    assert scores["misses"] == 1.0
-    nothing = get_task("caption").score([None, None], ["a nodule", "一个结节"], "zh")
+    assert scores["misses"] == 1.0 and scores["well_formed"] == 0.5
+    nothing = get_task("caption").score(read([None, None]), ["a nodule", "一个结节"], "zh")
     assert nothing["bleu1"] == nothing["bleu4"] == nothing["rouge_l"] == 0.0
 
 
@@ -82,7 +94,7 @@ def test_vqa_scores() -> None:
     task = get_task("vqa")
     predictions = [0, 0, None, "the left lung", "肺", None]
     references = [0, 1, 1, "left lung", "右肺", "yes"]
-    scores = task.score(predictions, references, "en")
+    scores = task.score(read(predictions), references, "en")
     assert scores["closed_accuracy"] == pytest.approx(1 / 3)
     assert scores["open_recall"] == pytest.approx((1.0 + 0.5 + 0.0) / 3)
     assert scores["closed_count"] == 3.0 and scores["open_count"] == 3.0
@@ -91,11 +103,11 @@ def test_vqa_scores() -> None:
 
 def test_vqa_perfect_zero_and_empty_groups() -> None:
     task = get_task("vqa")
-    perfect = task.score([1, "left lung"], [1, "left lung"], "en")
+    perfect = task.score(read([1, "left lung"]), [1, "left lung"], "en")
     assert perfect["closed_accuracy"] == 1.0 and perfect["open_recall"] == 1.0
-    zero = task.score([None, None], [1, "left lung"], "en")
+    zero = task.score(read([None, None]), [1, "left lung"], "en")
     assert zero["closed_accuracy"] == 0.0 and zero["open_recall"] == 0.0
-    only_open = task.score(["左肺"], ["左肺"], "zh")
+    only_open = task.score(read(["左肺"]), ["左肺"], "zh")
     assert "closed_accuracy" not in only_open and only_open["closed_count"] == 0.0
 
 
@@ -107,7 +119,7 @@ def test_token_recall_counts_reference_tokens() -> None:
 
 def test_classification_scores() -> None:
     # class 0: tp 1 fn 1 -> F1 2/3; class 1: tp 1 fp 1 -> 2/3; class 2: fn 1 -> 0
-    scores = get_task("classification").score([0, 1, 1, None], [0, 0, 1, 2], "en")
+    scores = get_task("classification").score(read([0, 1, 1, None]), [0, 0, 1, 2], "en")
     assert scores["accuracy"] == pytest.approx(0.5)
     assert scores["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0.0) / 3)
     assert scores["misses"] == 1.0
@@ -120,7 +132,7 @@ def test_classification_scores() -> None:
 def test_classification_perfect_and_zero(
     predictions: list[int | None], accuracy: float, f1: float
 ) -> None:
-    scores = get_task("classification").score(predictions, [0, 1, 2, 1], "zh")
+    scores = get_task("classification").score(read(predictions), [0, 1, 2, 1], "zh")
     assert scores["accuracy"] == accuracy and scores["macro_f1"] == f1
 
 
@@ -159,7 +171,7 @@ def test_detection_scores() -> None:
         None,  # miss
         [],
     ]
-    scores = get_task("detection").score(predictions, references, "en")
+    scores = get_task("detection").score(read(predictions), references, "en")
     assert scores["mean_iou"] == pytest.approx((1.0 + 1 / 7 + 0.0 + 0.0) / 4)
     assert scores["precision50"] == pytest.approx(1 / 3)
     assert scores["recall50"] == pytest.approx(1 / 4)
@@ -170,7 +182,7 @@ def test_detection_scores() -> None:
 def test_detection_matching_is_one_to_one() -> None:
     box = (0.0, 0.0, 10.0, 10.0)
     assert count_matches([box, box], [box], 0.5) == 1
-    scores = get_task("detection").score([[box, box]], [[box]], "en")
+    scores = get_task("detection").score(read([[box, box]]), [[box]], "en")
     assert scores["precision50"] == 0.5 and scores["recall50"] == 1.0
     assert scores["map50"] == 0.5 and scores["mean_iou"] == 1.0
 
@@ -179,34 +191,34 @@ def test_detection_matching_is_one_to_one() -> None:
 def test_detection_perfect_and_zero(dimension: int) -> None:
     box = tuple(float(v) for v in range(dimension)) + (500.0,) * dimension
     task = get_task("detection")
-    perfect = task.score([[box]], [[box]], "zh")
+    perfect = task.score(read([[box]]), [[box]], "zh")
     assert perfect["mean_iou"] == 1.0 and perfect["map50"] == 1.0
-    zero = task.score([None], [[box]], "zh")
+    zero = task.score(read([None]), [[box]], "zh")
     assert zero["mean_iou"] == 0.0 and zero["map50"] == 0.0
 
 
 def test_detection_without_reference_boxes_has_no_box_metrics() -> None:
-    scores = get_task("detection").score([[(0.0, 0.0, 1.0, 1.0)]], [[]], "en")
+    scores = get_task("detection").score(read([[(0.0, 0.0, 1.0, 1.0)]]), [[]], "en")
     assert "map50" not in scores and scores["count"] == 1.0
 
 
 def test_landmark_scores() -> None:
     references = [(0.0, 0.0), (100.0, 100.0), (500.0, 500.0)]
     predictions = [(3.0, 4.0), (100.0, 130.0), None]
-    scores = get_task("landmark").score(predictions, references, "en")
+    scores = get_task("landmark").score(read(predictions), references, "en")
     assert scores["mre"] == pytest.approx((5.0 + 30.0 + 1000.0 * math.sqrt(2)) / 3)
     assert scores["sdr"] == pytest.approx(1 / 3)
-    wider = LandmarkTask(radius=30.0).score(predictions, references, "en")
+    wider = LandmarkTask(radius=30.0).score(read(predictions), references, "en")
     assert wider["sdr"] == pytest.approx(2 / 3)
 
 
 def test_landmark_perfect_zero_and_3d_miss() -> None:
     task = get_task("landmark")
-    perfect = task.score([(1.0, 2.0, 3.0)], [(1.0, 2.0, 3.0)], "zh")
+    perfect = task.score(read([(1.0, 2.0, 3.0)]), [(1.0, 2.0, 3.0)], "zh")
     assert perfect["mre"] == 0.0 and perfect["sdr"] == 1.0
-    zero = task.score([None], [(1.0, 2.0, 3.0)], "zh")
+    zero = task.score(read([None]), [(1.0, 2.0, 3.0)], "zh")
     assert zero["mre"] == pytest.approx(1000.0 * math.sqrt(3)) and zero["sdr"] == 0.0
-    assert LandmarkTask(radius=1e9).score([None], [(1.0, 2.0)], "en")["sdr"] == 0.0
+    assert LandmarkTask(radius=1e9).score(read([None]), [(1.0, 2.0)], "en")["sdr"] == 0.0
 
 
 def test_landmark_radius_must_be_positive() -> None:
@@ -217,7 +229,7 @@ def test_landmark_radius_must_be_positive() -> None:
 @pytest.mark.parametrize("name", TASK_NAMES)
 def test_score_refuses_length_mismatch(name: str) -> None:
     with pytest.raises(ValueError, match="2 predictions for 1 references"):
-        get_task(name).score([None, None], [get_reference(name)], "en")
+        get_task(name).score(read([None, None]), [get_reference(name)], "en")
 
 
 @pytest.mark.parametrize("name", TASK_NAMES)
@@ -226,14 +238,16 @@ def test_rendered_targets_score_perfectly(name: str, lang: str) -> None:
     task = get_task(name)
     fields = RECORDS[name]
     reference = task.reference(fields)
-    prediction = task.parse(task.target(fields, lang), fields, lang)
-    scores = task.score([prediction], [reference], lang)
+    reading = task.read(task.target(fields, lang), fields, lang)
+    scores = task.score([reading], [reference], lang)
     assert all(isinstance(v, float) for v in scores.values())
     assert scores["count"] == 1.0 and scores["misses"] == 0.0
-    perfect = {k: v for k, v in scores.items() if k not in ("count", "misses") and "count" not in k}
-    assert perfect and all(v == (0.0 if k == "mre" else 1.0) for k, v in perfect.items())
+    perfect = {k: v for k, v in scores.items() if not is_count(k)}
+    assert task.headline in perfect
+    assert set(perfect) <= {m.name for m in task.scored_metrics()}  # open VQA needs open records
+    assert all(v == (0.0 if k == "mre" else 1.0) for k, v in perfect.items())
     empty = task.score([], [], lang)
-    assert empty["count"] == 0.0 and all(k.endswith("count") or k == "misses" for k in empty)
+    assert empty["count"] == 0.0 and all(is_count(k) for k in empty)
 
 
 def get_reference(name: str) -> object:

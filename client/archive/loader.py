@@ -1,5 +1,5 @@
 """From a site's archive to samples: read the manifest, decode (or reuse) every image once,
-validate coordinates, map boxes and points onto the 0-1000 grid.
+and let each record's task check its coordinates and map them onto the 0-1000 grid.
 
 A bad record or unreadable file is skipped with a :class:`Problem` naming the record, the file
 and the reason; the loop goes on. Nothing in the archive is written or moved.
@@ -22,17 +22,12 @@ from client.archive.decoded import Decoded, UnreadableImage
 from client.archive.dicom import read_dicom_file
 from client.archive.dicom_series import check_contained, read_series
 from client.archive.image import read_image
-from client.archive.manifest import (
-    ManifestRecord,
-    Problem,
-    RecordError,
-    check_geometry,
-    read_manifest,
-)
+from client.archive.manifest import ManifestRecord, Problem, RecordError, read_manifest
 from client.archive.nifti import read_nifti
 from client.archive.processing import resample_slices, to_canvas_pixels
 from client.config import ImagingConfig, SiteConfig
 from shared_model.sample import Geometry, Sample
+from shared_model.tasks import FieldError, get_task
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -189,13 +184,10 @@ class ArchiveReader:
             for relative, path in zip(record.images, record.paths, strict=True)
         ]
         geometries = [Geometry.from_dict(image.geometry) for image in images]
-        first = geometries[0]
-        check_geometry(record, (first.width, first.height, first.depth))
-        fields = dict(record.fields)
-        if record.task == "detection":
-            fields["boxes"] = [list(first.box_to_grid(box)) for box in fields["boxes"]]
-        if record.task == "landmark":
-            fields["point"] = list(first.point_to_grid(fields["point"]))
+        try:
+            fields = get_task(record.task).to_grid(record.fields, geometries[0])
+        except FieldError as error:
+            raise RecordError(str(error)) from error
         patient = record.patient_id or images[0].patient_id
         if not patient:
             raise RecordError("no patient_id in the manifest and no DICOM Patient ID")

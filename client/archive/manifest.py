@@ -1,10 +1,11 @@
 """``manifest.jsonl``: parse and validate every record; a bad record is a problem, not a stop.
 
-Checks: valid JSON object, unique ``id``, known task, language and split, the task's required
-fields with the right types, ``options``/``label`` consistency, box and point shapes, and
-image paths that stay inside the archive (no absolute paths, no ``..``, no symlink leading
-out) and exist. Box and point bounds need the image size and are checked after decoding
-(:func:`check_geometry`).
+Checks: valid JSON object, unique ``id``, known task, language and split, the task's own
+fields (:meth:`shared_model.tasks.Task.validate`: required text, ``options``/``label``
+consistency, box and point shapes), the task's number of images, and image paths that stay
+inside the archive (no absolute paths, no ``..``, no symlink leading out) and exist. Box and
+point bounds need the image size and are checked after decoding, when the task maps them onto
+the grid (:meth:`shared_model.tasks.Task.to_grid`).
 """
 
 from __future__ import annotations
@@ -17,18 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from shared_model.sample import LANGUAGES, SPLITS
-from shared_model.tasks import TASK_NAMES
+from shared_model.tasks import TASK_NAMES, FieldError, get_task
 
 MANIFEST = "manifest.jsonl"
-TEXT_FIELDS = {
-    "caption": ("text",),
-    "compare": ("text",),
-    "vqa": ("question", "answer"),
-    "classification": ("question",),
-    "report": ("report",),
-    "detection": ("target",),
-    "landmark": ("landmark",),
-}
 
 
 @dataclass(frozen=True)
@@ -101,6 +93,7 @@ def parse_record(data: Mapping[str, Any], line: int, archive: Path) -> ManifestR
     task = _string(data, "task")
     if task not in TASK_NAMES:
         raise RecordError(f"unknown task {task!r}: known tasks are {list(TASK_NAMES)}")
+    kind = get_task(task)
     lang = _string(data, "lang")
     if lang not in LANGUAGES:
         raise RecordError(f"unknown language {lang!r}: use one of {list(LANGUAGES)}")
@@ -110,7 +103,7 @@ def parse_record(data: Mapping[str, Any], line: int, archive: Path) -> ManifestR
     images = data.get("images")
     if not isinstance(images, list) or not images or not all(isinstance(i, str) for i in images):
         raise RecordError("field 'images' must be a non-empty list of paths")
-    expected_images = 2 if task == "compare" else 1
+    expected_images = kind.images
     if len(images) != expected_images:
         raise RecordError(f"task {task} needs {expected_images} image(s), got {len(images)}")
     paths = tuple(resolve_inside(archive, image) for image in images)
@@ -119,7 +112,10 @@ def parse_record(data: Mapping[str, Any], line: int, archive: Path) -> ManifestR
         for k, v in data.items()
         if k not in ("id", "patient_id", "task", "lang", "split", "images", "modality")
     }
-    _check_task_fields(task, fields)
+    try:
+        kind.validate(fields)
+    except FieldError as error:
+        raise RecordError(str(error)) from error
     patient = data.get("patient_id")
     return ManifestRecord(
         line=line,
@@ -164,64 +160,3 @@ def _string(data: Mapping[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise RecordError(f"field {key!r} must be a non-empty string, got {value!r}")
     return value
-
-
-def _check_task_fields(task: str, fields: Mapping[str, Any]) -> None:
-    for key in TEXT_FIELDS[task]:
-        _string(fields, key)
-    options = fields.get("options")
-    if options is not None and (
-        not isinstance(options, list)
-        or len(options) < 2
-        or not all(isinstance(o, str) and o.strip() for o in options)
-    ):
-        raise RecordError(f"field 'options' must list at least two strings, got {options!r}")
-    if task == "vqa" and options is not None and fields["answer"] not in options:
-        raise RecordError(f"answer {fields['answer']!r} is not one of the options {options}")
-    if task == "classification":
-        if options is None:
-            raise RecordError("field 'options' is required for classification")
-        label = fields.get("label")
-        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(options):
-            raise RecordError(f"label {label!r} is not an index into {len(options)} options")
-    if task == "detection":
-        boxes = fields.get("boxes")
-        if not isinstance(boxes, list):
-            raise RecordError(f"field 'boxes' must be a list of boxes, got {boxes!r}")
-        for box in boxes:
-            _check_box(box)
-    if task == "landmark":
-        point = fields.get("point")
-        if not _numbers(point) or len(point) not in (2, 3):
-            raise RecordError(f"field 'point' must be [x, y] or [x, y, z], got {point!r}")
-
-
-def _numbers(value: Any) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
-    )
-
-
-def _check_box(box: Any) -> None:
-    if not _numbers(box) or len(box) not in (4, 6):
-        raise RecordError(f"a box must be 4 or 6 numbers, got {box!r}")
-    half = len(box) // 2
-    if any(box[i] >= box[i + half] for i in range(half)):
-        raise RecordError(f"box {box} has a corner not below and right of the other")
-
-
-def check_geometry(record: ManifestRecord, size: tuple[int, int, int | None]) -> None:
-    """Boxes and points must lie inside the decoded image: ``size`` is (width, height, depth)."""
-    width, height, depth = size
-    limits = (width, height) if depth is None else (width, height, depth)
-    shapes = [record.fields["point"]] if record.task == "landmark" else []
-    if record.task == "detection":
-        shapes = [b[: len(b) // 2] for b in record.fields["boxes"]]
-        shapes += [b[len(b) // 2 :] for b in record.fields["boxes"]]
-    for point in shapes:
-        if len(point) != len(limits):
-            raise RecordError(
-                f"{len(point)}D coordinates {point} given for a {'volume' if depth else '2D image'}"
-            )
-        if any(not 0 <= value <= limit for value, limit in zip(point, limits, strict=True)):
-            raise RecordError(f"coordinates {point} lie outside the image of size {limits}")

@@ -1,7 +1,10 @@
 """Numbered options: ``2:no`` in English, ``2：否`` in Chinese, and reading them back.
 
 Closed VQA numbers its options from 1 and classification from 0 (UMIT's conventions); the
-numbering base is a parameter everywhere here.
+numbering base is a parameter everywhere here. The strict reading accepts exactly
+``{number}{separator}{option}`` with the record language's separator, a valid number and that
+number's own option text; the lenient reading also takes an option's text alone, a bare or
+bracketed number, lead-ins and an option named inside a sentence.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import re
 from collections.abc import Sequence
 
 from shared_model.tasks.base import check_lang
-from shared_model.tasks.text import has_cjk, normalize_answer
+from shared_model.tasks.text import fold, has_cjk, normalize_answer
 
 SEPARATOR = {"en": ":", "zh": "："}
 """Between an option's number and its text."""
@@ -23,6 +26,7 @@ _NUMBERED = re.compile(
     r"(?:[)\]:.,\-]|\s|$)\s*(?P<rest>.*)$"
 )
 _WORD_EDGE = r"[^\W_]"
+_STRICT = re.compile(r"(0|[1-9][0-9]*)([:：])(.*)", re.DOTALL)
 
 
 def format_choice(index: int, options: Sequence[str], base: int, lang: str) -> str:
@@ -56,8 +60,29 @@ def option_index(answer: object, options: Sequence[str]) -> int:
     raise ValueError(f"answer {answer!r} is not one of the options {list(options)}")
 
 
-def parse_choice(text: str, options: Sequence[str], base: int) -> int | None:
-    """Read the chosen option's 0-based index from generated text.
+def parse_choice(text: str, options: Sequence[str], base: int, lang: str) -> int | None:
+    """Strict reading of a chosen option: exactly ``n:text`` (``n：text`` in Chinese).
+
+    ``n`` is a valid option number (no sign or leading zero) and ``text`` is option ``n``'s own
+    text; both sides are compared after NFKC, case folding and trimming white space. Nothing
+    else may be in the answer.
+
+    Returns
+    -------
+    int or None
+        The 0-based option index, ``None`` for any other answer.
+    """
+    match = _STRICT.fullmatch(text.strip())
+    if match is None or match[2] != SEPARATOR[check_lang(lang)]:
+        return None
+    index = int(match[1]) - base
+    if not 0 <= index < len(options) or fold(match[3]) != fold(options[index]):
+        return None
+    return index
+
+
+def parse_choice_lenient(text: str, options: Sequence[str], base: int) -> int | None:
+    """Lenient reading of the chosen option's 0-based index from generated text.
 
     Tried in order: the whole answer is an option's text (case-insensitive, after
     :func:`~shared_model.tasks.text.normalize_answer`); it starts with a valid option number
@@ -96,3 +121,11 @@ def _contains(answer: str, option: str) -> bool:
     if has_cjk(option):
         return option in answer
     return re.search(rf"(?<!{_WORD_EDGE}){re.escape(option)}(?!{_WORD_EDGE})", answer) is not None
+
+
+def choice_to_source(value: object, options: Sequence[str]) -> object:
+    """An option index as people read it, ``{"index": i, "option": text}``; other values as
+    they are."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {"index": value, "option": str(options[value])}
+    return value

@@ -1,7 +1,8 @@
 """Image classification (stage 2): pick the record's class among its ``options``.
 
 Classes are numbered from 0 (UMIT's convention): the answer is written ``1:pneumonia``
-(Chinese ``1：肺炎``) and read back as the 0-based label.
+(Chinese ``1：肺炎``) and read back as the 0-based label. Headline: ``accuracy`` of strict
+readings, so ``3: at the right:]`` is wrong even when 3 is the right class.
 """
 
 from __future__ import annotations
@@ -10,8 +11,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shared_model.metrics import accuracy, macro_f1
-from shared_model.tasks.base import Task, base_counts, pick_template
-from shared_model.tasks.choices import format_choice, format_options, option_index, parse_choice
+from shared_model.sample import Geometry
+from shared_model.tasks.base import Task, pick_template
+from shared_model.tasks.choices import (
+    choice_to_source,
+    format_choice,
+    format_options,
+    option_index,
+    parse_choice,
+    parse_choice_lenient,
+)
+from shared_model.tasks.fields import FieldError, require_options
+from shared_model.tasks.scoring import Metric
 
 OPTION_BASE = 0
 """Classification numbers its classes from 0."""
@@ -39,6 +50,26 @@ class ClassificationTask(Task):
 
     name = "classification"
     stage = "instruct"
+    text_fields = ("question",)
+    closed_form = True
+    asks = ("question", "options")
+    metrics = (Metric("accuracy", lenient=True), Metric("macro_f1"))
+    headline = "accuracy"
+
+    def validate(self, fields: Mapping[str, Any]) -> None:
+        """``question``, ``options`` (two or more) and ``label``, an index into the options."""
+        super().validate(fields)
+        options = require_options(fields, required=True)
+        label = fields.get("label")
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(options):
+            raise FieldError(f"label {label!r} is not an index into {len(options)} options")
+
+    def to_source(self, value: Any, fields: Mapping[str, Any], geometry: Geometry) -> Any:
+        """The class as ``{"index": i, "option": name}``."""
+        return choice_to_source(value, _options(fields))
+
+    def _question_fields(self, given: Mapping[str, Any], geometry: Geometry) -> dict[str, Any]:
+        return {"question": given["question"], "options": list(given["options"])}
 
     def prompt(self, fields: Mapping[str, Any], lang: str) -> str:
         """The question and the numbered classes; template chosen by question and classes."""
@@ -58,15 +89,19 @@ class ClassificationTask(Task):
         """The 0-based label (a class name is accepted too)."""
         return option_index(fields["label"], _options(fields))
 
-    def _parse(self, text: str, fields: Mapping[str, Any]) -> int | None:
-        return parse_choice(text, _options(fields), OPTION_BASE)
+    def _parse(self, text: str, fields: Mapping[str, Any], lang: str) -> int | None:
+        return parse_choice(text, _options(fields), OPTION_BASE, lang)
 
-    def score(
+    def _parse_lenient(self, text: str, fields: Mapping[str, Any]) -> int | None:
+        return parse_choice_lenient(text, _options(fields), OPTION_BASE)
+
+    def _scores(
         self, predictions: Sequence[int | None], references: Sequence[int], lang: str
     ) -> dict[str, float]:
         """``accuracy`` and ``macro_f1`` (averaged over the classes found in references)."""
-        result = base_counts(predictions, references)
-        if references:
-            result["accuracy"] = accuracy(predictions, references)
-            result["macro_f1"] = macro_f1(predictions, references)
-        return result
+        if not references:
+            return {}
+        return {
+            "accuracy": accuracy(predictions, references),
+            "macro_f1": macro_f1(predictions, references),
+        }

@@ -14,6 +14,7 @@ class CompareTask(FreeTextTask):
     name = "compare"
     stage = "align"
     field = "text"
+    images = 2
     templates: ClassVar[Templates] = {
         "en": (
             "Compare these two medical images and describe the differences.",

@@ -6,9 +6,14 @@ Written forms (integers on the grid):
   ``<|box_start|>``/``<|box_end|>``.
 - 2D point ``[x,y]``; 3D point ``[x,y,z]``.
 
-Reading is lenient: full-width brackets and commas, spaces, decimals, swapped corners,
-``[x1,y1,x2,y2]`` lists, coordinates outside the grid (clamped) and missing special tokens are
-all accepted.
+Strict reading takes exactly these forms: integers from 0 to 1000 without sign or leading
+zero, the right number of coordinates, ASCII brackets and commas (white space between them
+aside), every box in its own ``<|box_start|>``/``<|box_end|>`` group, and the first corner the
+top-left (front) one. Swapped corners are malformed: Qwen2-VL's grounding format defines the
+order, and ``(260,81),(120,211)`` could be a mistake in either corner.
+
+Lenient reading also accepts full-width brackets and commas, decimals, swapped corners,
+``[x1,y1,x2,y2]`` lists, coordinates outside the grid (clamped) and missing special tokens.
 """
 
 from __future__ import annotations
@@ -30,6 +35,14 @@ _GROUP = re.compile(r"[(\[]([^()\[\]]*)[)\]]")
 _NUMBER = re.compile(r"(?<![\d.])-?\d+(?:\.\d+)?")
 _OBJECT_REF = re.compile(re.escape(REF_START) + r".*?" + re.escape(REF_END), re.DOTALL)
 _SPECIAL = re.compile("|".join(re.escape(t) for t in (BOX_START, BOX_END, REF_START, REF_END)))
+_INT = r"\s*(0|[1-9][0-9]*)\s*"
+_STRICT_POINT = {dim: re.compile(r"\[" + ",".join([_INT] * dim) + r"\]") for dim in (2, 3)}
+_CORNER = {dim: r"\s*\(" + ",".join([_INT] * dim) + r"\)\s*" for dim in (2, 3)}
+_STRICT_BOX = {
+    2: re.compile(f"{_CORNER[2]},{_CORNER[2]}"),
+    3: re.compile(rf"\s*\[{_CORNER[3]},{_CORNER[3]}\]\s*"),
+}
+_BOX_GROUP = re.compile(re.escape(BOX_START) + r"((?:(?!<\|).)*)" + re.escape(BOX_END), re.DOTALL)
 
 
 def quantize(value: float) -> float:
@@ -144,3 +157,58 @@ def _chunk_boxes(chunk: str) -> list[Box]:
         if len(values) in (4, 6):
             boxes.append(values)
     return boxes
+
+
+def read_point_strict(text: str, dim: int | None) -> Point | None:
+    """The point when ``text`` is exactly ``[x,y]`` or ``[x,y,z]`` (``dim`` coordinates, or
+    either when ``None``) on the grid; ``None`` otherwise."""
+    for size in (2, 3) if dim is None else (dim,):
+        match = _STRICT_POINT[size].fullmatch(text.strip())
+        if match:
+            return _on_grid(match.groups())
+    return None
+
+
+def read_boxes_strict(text: str, dim: int | None) -> list[Box] | None:
+    """The boxes when ``text`` is nothing but ``<|box_start|>box<|box_end|>`` groups.
+
+    Parameters
+    ----------
+    text:
+        Generated text without its object reference.
+    dim:
+        2 or 3; ``None`` accepts either, the same for every box.
+
+    Returns
+    -------
+    list of tuple or None
+        Every box in the order written; ``None`` when anything is out of format (a box of the
+        wrong dimension, off the grid or with swapped corners among them).
+    """
+    text = text.strip()
+    groups = _BOX_GROUP.findall(text)
+    if not groups or "".join(f"{BOX_START}{g}{BOX_END}" for g in groups) != _unspaced(text):
+        return None
+    for size in (2, 3) if dim is None else (dim,):
+        boxes = [_strict_box(group, size) for group in groups]
+        if all(box is not None for box in boxes):
+            return boxes
+    return None
+
+
+def _unspaced(text: str) -> str:
+    """``text`` without white space between box groups (inside a group it stays)."""
+    return re.sub(re.escape(BOX_END) + r"\s+(?=" + re.escape(BOX_START) + ")", BOX_END, text)
+
+
+def _strict_box(group: str, dim: int) -> Box | None:
+    match = _STRICT_BOX[dim].fullmatch(group)
+    box = _on_grid(match.groups()) if match else None
+    if box is None or any(box[i] > box[i + dim] for i in range(dim)):
+        return None
+    return box
+
+
+def _on_grid(values: Sequence[str]) -> tuple[float, ...] | None:
+    numbers = tuple(float(v) for v in values)
+    return numbers if all(v <= GRID for v in numbers) else None

@@ -1,4 +1,9 @@
-"""Tasks whose answer is free text: report generation, captioning and image comparison."""
+"""Tasks whose answer is free text: report generation, captioning and image comparison.
+
+Free text has one reading: any non-empty answer is well-formed. Scores are sacrebleu's BLEU
+with the tokenizer right for the record's language (``13a`` for English, ``zh`` for Chinese:
+one token per character) and ROUGE-L on the same tokens; the headline is ``bleu4``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from shared_model.metrics import corpus_bleu, rouge_l
-from shared_model.tasks.base import Task, Templates, base_counts, check_lang, pick_template
+from shared_model.tasks.base import Task, Templates, check_lang, pick_template
+from shared_model.tasks.fields import require_text
+from shared_model.tasks.scoring import Metric
 
 
 class FreeTextTask(Task):
@@ -19,6 +26,12 @@ class FreeTextTask(Task):
 
     field: ClassVar[str]
     templates: ClassVar[Templates]
+    metrics = (Metric("bleu4"), Metric("bleu1"), Metric("rouge_l"))
+    headline = "bleu4"
+
+    def validate(self, fields: Mapping[str, Any]) -> None:
+        """The answer field holds a non-empty string."""
+        require_text(fields, self.field)
 
     def prompt(self, fields: Mapping[str, Any], lang: str) -> str:
         """One of the task's instructions, chosen by the answer text."""
@@ -33,20 +46,20 @@ class FreeTextTask(Task):
         """The answer text, stripped."""
         return str(fields[self.field]).strip()
 
-    def _parse(self, text: str, fields: Mapping[str, Any]) -> str | None:
+    def _parse(self, text: str, fields: Mapping[str, Any], lang: str) -> str | None:
         return text.strip() or None
 
-    def score(
+    def _scores(
         self, predictions: Sequence[str | None], references: Sequence[str], lang: str
     ) -> dict[str, float]:
-        """``bleu1``, ``bleu4`` (corpus BLEU) and ``rouge_l`` (mean F), all 0-1.
+        """``bleu4``, ``bleu1`` (corpus BLEU) and ``rouge_l`` (mean F), all 0-1.
 
-        Chinese and English share one tokenisation (:func:`shared_model.metrics.tokenize`:
-        characters for Chinese, words otherwise); a ``None`` prediction is an empty text.
+        A ``None`` prediction is an empty text.
         """
-        result = base_counts(predictions, references)
-        if references:
-            result["bleu1"] = corpus_bleu(predictions, references, max_order=1)
-            result["bleu4"] = corpus_bleu(predictions, references, max_order=4)
-            result["rouge_l"] = rouge_l(predictions, references)
-        return result
+        if not references:
+            return {}
+        return {
+            "bleu4": corpus_bleu(predictions, references, max_order=4, lang=lang),
+            "bleu1": corpus_bleu(predictions, references, max_order=1, lang=lang),
+            "rouge_l": rouge_l(predictions, references, lang),
+        }

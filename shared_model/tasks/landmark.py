@@ -1,4 +1,11 @@
-"""Landmark detection (stage 2): one anatomical point, ``[x,y]`` or ``[x,y,z]`` on the grid."""
+"""Landmark detection (stage 2): one anatomical point, ``[x,y]`` or ``[x,y,z]`` on the grid.
+
+The manifest gives ``point`` in source pixels (voxels); :meth:`LandmarkTask.to_grid` moves it
+onto the grid of the fitted image. The strict reading takes exactly ``[x,y]`` (``[x,y,z]`` for
+a volume) in grid integers; the lenient one the first point of the right size anywhere in the
+answer. Headline: ``sdr`` (successful detection rate) of strict readings; ``mre`` (mean radial
+error, grid units, lower is better) beside it.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shared_model.metrics import mean, radial_error
-from shared_model.sample import GRID
-from shared_model.tasks.base import Task, base_counts, check_lang, pick_template
-from shared_model.tasks.coords import Point, format_point, read_point, to_grid_point
+from shared_model.sample import GRID, Geometry
+from shared_model.tasks.base import Task, check_lang, pick_template
+from shared_model.tasks.coords import (
+    Point,
+    format_point,
+    read_point,
+    read_point_strict,
+    to_grid_point,
+)
+from shared_model.tasks.fields import require_inside, require_point
+from shared_model.tasks.scoring import Metric
 
 DEFAULT_RADIUS = 20.0
 """SDR radius in grid units (2% of the image side)."""
@@ -42,8 +57,9 @@ TEMPLATES_3D = {
 
 
 def _dimension(fields: Mapping[str, Any]) -> int | None:
+    """2 or 3: the image's ``dimension`` when noted, else the length of the record's point."""
     point = fields.get("point")
-    return len(point) if point else None
+    return fields.get("dimension") or (len(point) if point else None)
 
 
 def miss_error(dimension: int) -> float:
@@ -62,11 +78,36 @@ class LandmarkTask(Task):
 
     name = "landmark"
     stage = "instruct"
+    text_fields = ("landmark",)
+    closed_form = True
+    asks = ("target",)
+    metrics = (Metric("sdr", lenient=True), Metric("mre", higher_is_better=False))
+    headline = "sdr"
 
     def __init__(self, radius: float = DEFAULT_RADIUS) -> None:
         if not radius > 0:
             raise ValueError(f"the SDR radius must be positive, got {radius}")
         self.radius = float(radius)
+
+    def validate(self, fields: Mapping[str, Any]) -> None:
+        """``landmark`` and ``point``, ``[x, y]`` or ``[x, y, z]``."""
+        super().validate(fields)
+        require_point(fields.get("point"))
+
+    def to_grid(self, fields: Mapping[str, Any], geometry: Geometry) -> dict[str, Any]:
+        """The point from source pixels (voxels) onto the grid, checked to lie in the image."""
+        require_inside([fields["point"]], geometry)
+        point = list(geometry.point_to_grid(fields["point"]))
+        return {**fields, "point": point, "dimension": 3 if geometry.is_volume else 2}
+
+    def to_source(self, value: Any, fields: Mapping[str, Any], geometry: Geometry) -> Any:
+        """The point in source pixels (voxels), to two decimals."""
+        if value is None:
+            return None
+        return [round(v, 2) for v in geometry.point_to_source(value)]
+
+    def _question_fields(self, given: Mapping[str, Any], geometry: Geometry) -> dict[str, Any]:
+        return {"landmark": given["target"], "dimension": 3 if geometry.is_volume else 2}
 
     def prompt(self, fields: Mapping[str, Any], lang: str) -> str:
         """A 2D or 3D (after the record's point) instruction, chosen by the landmark name."""
@@ -83,23 +124,27 @@ class LandmarkTask(Task):
         """The point as the target writes it: integer grid positions."""
         return to_grid_point(fields["point"])
 
-    def _parse(self, text: str, fields: Mapping[str, Any]) -> Point | None:
+    def _parse(self, text: str, fields: Mapping[str, Any], lang: str) -> Point | None:
+        return read_point_strict(text, _dimension(fields))
+
+    def _parse_lenient(self, text: str, fields: Mapping[str, Any]) -> Point | None:
         return read_point(text, _dimension(fields))
 
-    def score(
+    def _scores(
         self, predictions: Sequence[Point | None], references: Sequence[Point], lang: str
     ) -> dict[str, float]:
-        """``mre`` (mean radial error, grid units) and ``sdr`` (share within ``radius``).
+        """``sdr`` (share within ``radius``) and ``mre`` (mean radial error, grid units).
 
         A missing point costs :func:`miss_error` (1000·√2 in 2D, 1000·√3 in 3D) and never
         counts as a success.
         """
-        result = base_counts(predictions, references)
-        if references:
-            scored = [
-                (p is not None, radial_error(p, r, miss_error(len(r))))
-                for p, r in zip(predictions, references, strict=True)
-            ]
-            result["mre"] = mean([error for _, error in scored])
-            result["sdr"] = mean([found and error <= self.radius for found, error in scored])
-        return result
+        if not references:
+            return {}
+        scored = [
+            (p is not None, radial_error(p, r, miss_error(len(r))))
+            for p, r in zip(predictions, references, strict=True)
+        ]
+        return {
+            "sdr": mean([found and error <= self.radius for found, error in scored]),
+            "mre": mean([error for _, error in scored]),
+        }

@@ -31,6 +31,11 @@ def normalize_answer(text: str) -> str:
     return _SPACES.sub(" ", text).strip(_EDGE_PUNCTUATION)
 
 
+def fold(text: str) -> str:
+    """NFKC, case-folded and trimmed: the comparison strict readings allow themselves."""
+    return unicodedata.normalize("NFKC", text).casefold().strip()
+
+
 def has_cjk(text: str) -> bool:
     """True when ``text`` holds a Chinese character."""
     return any("\u3400" <= char <= "\u9fff" or "\uf900" <= char <= "\ufaff" for char in text)

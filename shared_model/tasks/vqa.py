@@ -3,6 +3,7 @@
 A question is closed when its record has a non-empty ``options`` list. Closed answers are
 written ``2:no`` (Chinese ``2：否``) with options numbered from 1, and read back as the 0-based
 option index; open answers are the answer text, read back as its normalised form.
+Headline: ``closed_accuracy`` of strict readings; ``open_recall`` stands beside it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shared_model.metrics import accuracy, mean, token_recall
-from shared_model.tasks.base import Task, base_counts, check_lang, pick_template
-from shared_model.tasks.choices import format_choice, format_options, option_index, parse_choice
+from shared_model.sample import Geometry
+from shared_model.tasks.base import Task, check_lang, pick_template
+from shared_model.tasks.choices import (
+    choice_to_source,
+    format_choice,
+    format_options,
+    option_index,
+    parse_choice,
+    parse_choice_lenient,
+)
+from shared_model.tasks.fields import FieldError, require_options
+from shared_model.tasks.scoring import Metric
 from shared_model.tasks.text import normalize_answer
 
 OPTION_BASE = 1
@@ -57,6 +68,28 @@ class VQATask(Task):
 
     name = "vqa"
     stage = "instruct"
+    text_fields = ("question", "answer")
+    closed_form = True
+    asks = ("question",)
+    metrics = (Metric("closed_accuracy", lenient=True), Metric("open_recall"))
+    headline = "closed_accuracy"
+
+    def validate(self, fields: Mapping[str, Any]) -> None:
+        """``question`` and ``answer``; a closed question's ``options`` hold its answer."""
+        super().validate(fields)
+        options = require_options(fields, required=False)
+        if options is not None and fields["answer"] not in options:
+            raise FieldError(f"answer {fields['answer']!r} is not one of the options {options}")
+
+    def to_source(self, value: Any, fields: Mapping[str, Any], geometry: Geometry) -> Any:
+        """A closed answer as ``{"index": i, "option": text}``, an open one as it is."""
+        return choice_to_source(value, _options(fields) or [])
+
+    def _question_fields(self, given: Mapping[str, Any], geometry: Geometry) -> dict[str, Any]:
+        fields: dict[str, Any] = {"question": given["question"]}
+        if given.get("options"):
+            fields["options"] = list(given["options"])
+        return fields
 
     def prompt(self, fields: Mapping[str, Any], lang: str) -> str:
         """The question, with its numbered options when closed; template chosen by question."""
@@ -88,26 +121,29 @@ class VQATask(Task):
             return normalize_answer(str(fields["answer"]))
         return option_index(str(fields["answer"]), options)
 
-    def _parse(self, text: str, fields: Mapping[str, Any]) -> int | str | None:
+    def _parse(self, text: str, fields: Mapping[str, Any], lang: str) -> int | str | None:
         options = _options(fields)
         if options is None:
             return normalize_answer(text) or None
-        return parse_choice(text, options, OPTION_BASE)
+        return parse_choice(text, options, OPTION_BASE, lang)
 
-    def score(
+    def _parse_lenient(self, text: str, fields: Mapping[str, Any]) -> int | None:
+        options = _options(fields)
+        return None if options is None else parse_choice_lenient(text, options, OPTION_BASE)
+
+    def _scores(
         self, predictions: Sequence[Any], references: Sequence[int | str], lang: str
     ) -> dict[str, float]:
         """``closed_accuracy`` and ``open_recall`` with ``closed_count`` and ``open_count``.
 
         Closed items are those whose reference is an option index. ``open_recall`` is the mean
-        fraction of reference tokens found in the prediction (characters for Chinese).
+        fraction of reference tokens found in the prediction (characters for Chinese); any
+        non-empty open answer is well-formed.
         """
-        result = base_counts(predictions, references)
         pairs = list(zip(predictions, references, strict=True))
         closed = [(p, r) for p, r in pairs if isinstance(r, int)]
         open_ = [(p if isinstance(p, str) else None, r) for p, r in pairs if isinstance(r, str)]
-        result["closed_count"] = float(len(closed))
-        result["open_count"] = float(len(open_))
+        result = {"closed_count": float(len(closed)), "open_count": float(len(open_))}
         if closed:
             result["closed_accuracy"] = accuracy([p for p, _ in closed], [r for _, r in closed])
         if open_:

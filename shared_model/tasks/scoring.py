@@ -1,0 +1,90 @@
+"""What a task's scores are: readings of an answer, metric descriptions, and the common counts.
+
+Every answer is read twice. The strict reading accepts only the task's own format (``2:no``,
+``<|box_start|>(x1,y1),(x2,y2)<|box_end|>``, ``[x,y]`` ...) and feeds the headline metric; the
+lenient reading also takes what a reader would still understand (``no``, ``(2) no``, swapped
+corners ...) and feeds the ``<metric>_lenient`` scores beside it. Score keys every group has:
+
+- ``count``: answers scored; ``misses``: answers not even the lenient reading understood;
+- ``well_formed``: share of answers in the task's own format (strict reading not ``None``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from shared_model.metrics import check_lengths, mean
+
+COUNT = "count"
+MISSES = "misses"
+WELL_FORMED = "well_formed"
+LENIENT_SUFFIX = "_lenient"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One generated answer read two ways; ``None`` where a reading finds no answer.
+
+    Parameters
+    ----------
+    strict:
+        The structured answer when the text is exactly in the task's format, else ``None``.
+    lenient:
+        The structured answer a lenient reader finds; equal to ``strict`` when that is set.
+    """
+
+    strict: Any
+    lenient: Any
+
+    @property
+    def well_formed(self) -> bool:
+        """True when the answer is in the task's own format."""
+        return self.strict is not None
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One score a task reports.
+
+    Parameters
+    ----------
+    name:
+        Key of the score (``<task>/<lang>/<name>`` on the wire).
+    higher_is_better:
+        Direction of improvement, default True (``mre``, a distance, is False).
+    lenient:
+        Also reported on lenient readings, as ``<name>_lenient``; default False.
+    in_tables:
+        Shown in report tables (simulate, compare, model card); default True. Scores that only
+        explain another (precision and recall beside mAP) are left to the JSON.
+    """
+
+    name: str
+    higher_is_better: bool = True
+    lenient: bool = False
+    in_tables: bool = True
+
+    def lenient_twin(self) -> Metric:
+        """The same score on lenient readings."""
+        return Metric(self.name + LENIENT_SUFFIX, self.higher_is_better, False, self.in_tables)
+
+
+WELL_FORMED_METRIC = Metric(WELL_FORMED)
+
+
+def group_counts(readings: Sequence[Reading], references: Sequence[Any]) -> dict[str, float]:
+    """``count``, ``misses`` and (for a non-empty group) ``well_formed`` of one group."""
+    result = {
+        COUNT: float(check_lengths(readings, references)),
+        MISSES: float(sum(reading.lenient is None for reading in readings)),
+    }
+    if readings:
+        result[WELL_FORMED] = mean([reading.well_formed for reading in readings])
+    return result
+
+
+def is_count(name: str) -> bool:
+    """True for the size entries of a score dict (``count``, ``closed_count``, ``misses``)."""
+    return name in (COUNT, MISSES) or name.endswith(f"_{COUNT}")
