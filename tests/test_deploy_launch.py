@@ -12,7 +12,6 @@ each check one part of what the scenario left behind.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from client.config import load_site_config
+from client.privacy import PrivacyLedger, epsilon_for
 from simulations.synthetic import generate_consortium
 from tests.deploy_fixtures import Consortium, running, wait_for
 
@@ -125,14 +126,17 @@ def test_the_restarted_site_rejoins_with_its_ledger_intact(scenario: Scenario) -
     before = seen["ledger_at_kill"]
     after = scenario.consortium.ledger(seen["victim"])
     assert before and after.startswith(before), "the ledger lost or rewrote lines"
-    entries = [json.loads(line) for line in after.decode().splitlines()]
-    assert [(e["stage"], e["server_round"]) for e in entries][:2] == [
-        ("align", 1),
-        ("instruct", 1),
+    config = load_site_config(scenario.consortium.site_configs[seen["victim"]])
+    entries = PrivacyLedger(config.ledger_path).entries()
+    assert [(e.stage, e.server_round, e.settled) for e in entries][:2] == [
+        ("align", 1, True),
+        ("instruct", 1, True),
     ]
-    epsilons = [e["epsilon"] for e in entries]
-    assert epsilons == sorted(epsilons) and epsilons[1] > epsilons[0]
+    history = [e.mechanism for e in entries]
+    delta = config.policy.delta
     reported_before_the_crash = scenario.record("align", 1)["epsilon"][victim_node]
+    assert reported_before_the_crash == pytest.approx(epsilon_for(history[:1], delta=delta))
+    assert instruct["epsilon"][victim_node] == pytest.approx(epsilon_for(history[:2], delta=delta))
     assert instruct["epsilon"][victim_node] > reported_before_the_crash
 
 
