@@ -18,6 +18,7 @@ from client.privacy import (
     Mechanism,
     MissingLedgerError,
     PrivacyLedger,
+    Reservation,
     TornLedgerError,
     epsilon_for,
     plan_round,
@@ -33,19 +34,30 @@ def new_ledger(path: Path, unit: str = "patient") -> PrivacyLedger:
     return ledger
 
 
-def train(
-    ledger: PrivacyLedger, server_round: int, run_id: str = "run-1", steps: int = 20
-) -> float:
-    """Reserve a round like ROUND, then settle it after ``steps`` steps."""
-    reservation = ledger.reserve(
-        lambda history: ROUND,
+def reserve(
+    ledger: PrivacyLedger,
+    server_round: int,
+    mechanism: Mechanism = ROUND,
+    run_id: str = "run-1",
+    unit: str = "patient",
+) -> Reservation | None:
+    """Write a round of ``mechanism`` ahead."""
+    return ledger.reserve(
+        lambda history: mechanism,
         run_id=run_id,
         stage="instruct",
         server_round=server_round,
         max_grad_norm=1.0,
         delta=DELTA,
-        privacy_unit="patient",
+        privacy_unit=unit,
     )
+
+
+def train(
+    ledger: PrivacyLedger, server_round: int, run_id: str = "run-1", steps: int = 20
+) -> float:
+    """Reserve a round like ROUND, then settle it after ``steps`` steps."""
+    reservation = reserve(ledger, server_round, run_id=run_id)
     assert reservation is not None
     return ledger.settle(reservation, steps=steps, delta=DELTA)
 
@@ -129,15 +141,7 @@ def test_a_torn_last_line_stops_training_until_repaired(tmp_path: Path) -> None:
 def test_a_round_that_never_settled_counts_at_its_reservation(tmp_path: Path) -> None:
     ledger = new_ledger(tmp_path / "ledger.jsonl")
     train(ledger, 1, steps=5)  # stopped early: settled at the steps it ran
-    ledger.reserve(
-        lambda history: ROUND,
-        run_id="run-1",
-        stage="instruct",
-        server_round=2,
-        max_grad_norm=1.0,
-        delta=DELTA,
-        privacy_unit="patient",
-    )
+    reserve(ledger, 2)
     entries = PrivacyLedger(ledger.path).entries()
     assert [e.settled for e in entries] == [True, False]
     expected = epsilon_for([ROUND._replace(steps=5), ROUND], delta=DELTA)
@@ -152,15 +156,7 @@ def test_a_round_without_dp_makes_epsilon_infinite(tmp_path: Path) -> None:
         ledger.history(), policy, dp=False, sample_rate=0.1, steps=3, noise_multiplier=0
     )
     assert plan.allowed and plan.noise_multiplier == 0
-    ledger.reserve(
-        lambda history: plan.mechanism,
-        run_id="run-1",
-        stage="instruct",
-        server_round=2,
-        max_grad_norm=1.0,
-        delta=DELTA,
-        privacy_unit="patient",
-    )
+    reserve(ledger, 2, plan.mechanism)
     assert math.isinf(ledger.epsilon(delta=DELTA))
     assert not ledger.entries()[-1].dp
 
@@ -168,15 +164,7 @@ def test_a_round_without_dp_makes_epsilon_infinite(tmp_path: Path) -> None:
 def test_rounds_of_another_privacy_unit_are_not_composed(tmp_path: Path) -> None:
     ledger = new_ledger(tmp_path / "ledger.jsonl", unit="patient")
     with pytest.raises(LedgerUnitError, match="'patient'"):
-        ledger.reserve(
-            lambda history: ROUND,
-            run_id="run-1",
-            stage="instruct",
-            server_round=1,
-            max_grad_norm=1.0,
-            delta=DELTA,
-            privacy_unit="record",
-        )
+        reserve(ledger, 1, unit="record")
     assert ledger.entries() == []
 
 
