@@ -16,8 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from shared_model.tasks import get_task, split_key
-
-WELL_FORMED = "well_formed"
+from shared_model.tasks.scoring import WELL_FORMED
 
 
 def draw_run_plots(records: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
