@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from client.stage1 import DERIVE_MODES
 from shared_model.tasks import TASK_NAMES
 
 STAGES = ("align", "instruct")
@@ -98,6 +99,11 @@ class Policy:
         Simulations only: key the round's sampling and noise from this site-local seed, so runs
         can be repeated. Anyone who knows it can remove the noise; ``None`` (the default) draws
         them from the operating system.
+    derive_stage1:
+        Where stage 1 (``align``) finds image-text pairs: ``when-missing`` (default) derives
+        captions from the site's other records (reports, class names, answers) for a split with
+        no ``caption`` or ``compare`` record; ``always`` adds them beside the archive's own;
+        ``never`` uses the archive's only (see :mod:`client.stage1`).
     """
 
     stages: tuple[str, ...] = STAGES
@@ -117,6 +123,7 @@ class Policy:
     send_train_loss: bool = False
     count_rounding: int = 10
     replayable_noise_seed: int | None = None
+    derive_stage1: str = "when-missing"
 
 
 SECTIONS: dict[str, tuple[str, ...]] = {
@@ -286,6 +293,9 @@ def _policy(reader: _Reader) -> Policy:
             f"{list(splits)}: allowed are {list(EVALUATION_SPLITS)} (never train)",
         )
     seed = reader.get("policy", "replayable_noise_seed", int, default.replayable_noise_seed)
+    derive = reader.get("policy", "derive_stage1", str, default.derive_stage1)
+    if derive not in DERIVE_MODES:
+        reader.fail("policy.derive_stage1", f"{derive!r} is not one of {list(DERIVE_MODES)}")
     policy = Policy(
         stages=stages,
         tasks=tasks,
@@ -310,6 +320,7 @@ def _policy(reader: _Reader) -> Policy:
         send_train_loss=reader.get("policy", "send_train_loss", bool, default.send_train_loss),
         count_rounding=reader.get("policy", "count_rounding", int, default.count_rounding),
         replayable_noise_seed=seed,
+        derive_stage1=derive,
     )
     checks = (
         ("max_epsilon", policy.max_epsilon > 0, "must be positive"),

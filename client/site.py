@@ -22,10 +22,11 @@ from client.config import SiteConfig, SiteConfigError, load_site_config
 from client.privacy.ledger import PrivacyLedger
 from client.privacy.randomness import SiteRandomness
 from client.records import site_logger
+from client.stage1 import stage1_samples
 from client.trainer import LocalTrainer
 from protocol import arrays_hash
 from shared_model.adapters import StageAdapter
-from shared_model.device import resolve_device
+from shared_model.device import configure_cpu_threads, resolve_device
 from shared_model.loading import load_base, merge_stage
 from shared_model.sample import Sample
 from shared_model.spec import ModelSpec
@@ -52,6 +53,8 @@ class Site:
         self.spec = ModelSpec.from_toml(config.model_spec)
         self.fingerprint = self.spec.fingerprint()
         self.device = resolve_device(config.device)
+        if self.device.type == "cpu":
+            configure_cpu_threads()  # in a simulation's worker process too
         self._samples: dict[str, list[Sample]] = {}
         self._trainers: dict[tuple[str, str], LocalTrainer] = {}
         self.stage1: dict[str, np.ndarray] | None = None  # frozen global align adapter
@@ -88,7 +91,13 @@ class Site:
                     len(report.problems),
                 )
             self._samples[split] = samples
-        allowed = set(STAGE_TASKS[stage]) & set(self.config.policy.tasks)
+        policy = self.config.policy
+        allowed = set(STAGE_TASKS[stage]) & set(policy.tasks)
+        if stage == "align":
+            # captions derived from the site's other records where its archive has none
+            # (policy derive_stage1), from the records of tasks the policy allows
+            usable = [s for s in self._samples[split] if s.task in policy.tasks]
+            return stage1_samples(usable, policy.derive_stage1, sorted(allowed))
         return [s for s in self._samples[split] if s.task in allowed]
 
     def unit_keys(self, samples: list[Sample]) -> list[str]:

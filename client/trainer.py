@@ -157,7 +157,7 @@ class LocalTrainer:
         nobody can replay them); ``epsilon_at(steps_done)`` (optional) feeds the progress bar.
         """
         start = time.perf_counter()
-        encoded = self.encode(samples)
+        encoded = _LazyEncoded(self, samples)
         index = UnitIndex.build(unit_keys)
         model = self.adapter.model.to(self.device).train()
         named = self.adapter.trainable_parameters()
@@ -170,7 +170,9 @@ class LocalTrainer:
         )
         randomness = randomness if randomness is not None else SiteRandomness.secure()
         hooks = PerSampleGradients(model) if config.dp else None
-        shapes = [e.vision_shape for e in encoded]
+        # records whose images have the same shapes have the same patch grids: group by those
+        # without encoding (a site with thousands of records encodes only what steps sample)
+        shapes = [tuple(image.shape for image in s.images) for s in samples]
         expected_units = config.sample_rate * len(index)
         losses = []
         bar = tqdm(range(config.steps), desc=f"{self.adapter.stage} training", disable=not progress)
@@ -214,7 +216,7 @@ class LocalTrainer:
 
     def _accumulate(
         self,
-        encoded: Sequence[Encoded],
+        encoded: _LazyEncoded,
         step: Step,
         hooks: PerSampleGradients | None,
         parameters: list[torch.nn.Parameter],
@@ -267,3 +269,13 @@ class LocalTrainer:
             noise = randomness.gaussian(parameter.shape, std)
             total = summed.get(parameter, torch.zeros(parameter.shape)).cpu() + noise
             parameter.grad = (total / expected_units).to(parameter.device, parameter.dtype)
+
+
+class _LazyEncoded:
+    """``samples[i]`` encoded on first use (through the trainer's cache)."""
+
+    def __init__(self, trainer: LocalTrainer, samples: Sequence[Sample]) -> None:
+        self.trainer, self.samples = trainer, samples
+
+    def __getitem__(self, position: int) -> Encoded:
+        return self.trainer.encode([self.samples[position]])[0]

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``fedumit`` command and return its exit code."""
     args = build_parser().parse_args(argv)
+    from shared_model.device import configure_cpu_threads
+
+    configure_cpu_threads()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -21,7 +21,7 @@ import torch
 from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
-from protocol import arrays_hash, from_record, to_record
+from protocol import Refusal, arrays_hash, from_record, to_record
 from server.checkpoints import Checkpoint, latest_checkpoint, save_checkpoint
 from server.config import RunConfig, StageSchedule
 from server.plots import draw_run_plots
@@ -41,6 +41,23 @@ class RunOutcome:
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     completed: bool = True
     stopped_reason: str = ""
+    skipped: list[str] = field(default_factory=list)
+
+
+class StageSkipped(RuntimeError):
+    """No site holds usable training records of a stage: the run goes on without it."""
+
+    def __init__(self, stage: str, server_round: int) -> None:
+        self.stage, self.server_round = stage, server_round
+        super().__init__(
+            f"stage {stage!r} skipped: no site holds usable {stage} training records "
+            f"(every site answered {Refusal.NO_RECORDS.value!r} in round {server_round}); "
+            + (
+                "the next stage starts from the base as it is"
+                if stage == "align"
+                else "nothing of it is trained or exported"
+            )
+        )
 
 
 def initial_arrays(
@@ -81,7 +98,13 @@ class Coordinator:
             later_rounds = sum(s.rounds for s in stages[position + 1 :])
             align = outcome.arrays.get("align")
             self.strategy.set_stage1(align, arrays_hash(align) if align else "")
-            arrays = self._run_stage(grid, schedule, align, later_rounds, outcome)
+            try:
+                arrays = self._run_stage(grid, schedule, align, later_rounds, outcome)
+            except StageSkipped as skipped:
+                log.warning("%s", skipped)
+                self._record(schedule.name, skipped.server_round, {"skipped": str(skipped)})
+                outcome.skipped.append(schedule.name)
+                continue
             if arrays is None:
                 return outcome
             outcome.arrays[schedule.name] = arrays
@@ -108,6 +131,8 @@ class Coordinator:
             try:
                 arrays = self._train(grid, schedule, server_round, arrays, rounds_left)
             except RoundFailed as error:
+                if server_round == 1 and self._no_site_can_train():
+                    raise StageSkipped(schedule.name, server_round) from error
                 log.error(
                     "stopping: %s; the last good checkpoint stays in %s",
                     error,
@@ -124,6 +149,16 @@ class Coordinator:
             self._record(schedule.name, server_round, self._train_record(metrics, began))
             self._checkpoint(schedule.name, server_round, arrays)
         return arrays
+
+    def _no_site_can_train(self) -> bool:
+        """True when every site answered the last round, and every one with no records."""
+        log_ = self.strategy.round_log
+        return (
+            not log_.sites
+            and not log_.rejected
+            and bool(log_.refused)
+            and all(reason == Refusal.NO_RECORDS.value for reason in log_.refused.values())
+        )
 
     def _forget_unfinished_rounds(self) -> None:
         """Drop the records of rounds after the last checkpoint (a killed run's last words):
@@ -145,7 +180,9 @@ class Coordinator:
                 aggregated, _ = self.strategy.aggregate_train(server_round, replies)
                 return from_record(aggregated)
             except RoundFailed as error:
-                if attempt == self.config.retries:
+                if attempt == self.config.retries or (
+                    server_round == 1 and self._no_site_can_train()
+                ):
                     raise
                 log.warning(
                     "%s; retrying round %d (%d left)",

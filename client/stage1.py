@@ -1,0 +1,100 @@
+"""Stage-1 pairs a site derives from its own records when its archive holds no captions.
+
+Hospitals rarely keep image-caption pairs, but every annotated record says something about its
+image in words: a report, a class name, the answer to a question, the target of a box. Stage 1
+(``align``) needs exactly that: an image and text about it. So, by default, a site whose
+archive holds no ``caption`` or ``compare`` record of a split derives ``caption`` samples from
+the records it has (the site's ``[policy] derive_stage1``):
+
+- ``when-missing`` (default): derive for a split only when it has no stage-1 record;
+- ``always``: add derived captions beside the archive's own;
+- ``never``: stage 1 trains on the archive's captions and comparisons only.
+
+One derived caption per image and language joins the phrases of every record about that image,
+in the records' order: a report as it is, a class as ``Finding: pneumonia.`` (``所见：肺炎。``),
+a question with its answer (``Is there a lesion? yes``), a box's target as ``lesion present.``
+(``可见病灶。``). Landmark records carry no words about the image and add nothing. Derived
+samples keep their records' patient, split and language, so the privacy unit and the splits are
+the archive's; they never leave the site and are never written anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from shared_model.sample import Sample
+
+DERIVE_MODES = ("when-missing", "always", "never")
+DERIVED_SUFFIX = "#stage1"
+
+_FINDING = {"en": "Finding: {}.", "zh": "所见：{}。"}
+_PRESENT = {"en": "{} present.", "zh": "可见{}。"}
+_JOIN = {"en": " ", "zh": ""}
+
+
+def phrase(sample: Sample) -> str | None:
+    """What ``sample``'s record says about its image, in its language; ``None`` when nothing."""
+    fields: Mapping[str, Any] = sample.fields
+    lang = sample.lang
+    if sample.task == "report":
+        return str(fields["report"]).strip() or None
+    if sample.task == "classification":
+        return _FINDING[lang].format(str(fields["options"][int(fields["label"])]).strip())
+    if sample.task == "vqa":
+        question, answer = str(fields["question"]).strip(), str(fields["answer"]).strip()
+        return f"{question}{_JOIN[lang]}{answer}" if question and answer else None
+    if sample.task == "detection":
+        return _PRESENT[lang].format(str(fields["target"]).strip())
+    return None
+
+
+def derive_captions(samples: Sequence[Sample]) -> list[Sample]:
+    """One ``caption`` sample per (image, language) of ``samples`` that have something to say
+    (see :func:`phrase`), in first-seen order."""
+    captions: dict[tuple, tuple[Sample, list[str]]] = {}
+    for sample in samples:
+        if len(sample.images) != 1:
+            continue
+        text = phrase(sample)
+        if text is None:
+            continue
+        key = (sample.patient_id, sample.lang, sample.split, _image_key(sample))
+        phrases = captions.setdefault(key, (sample, []))[1]
+        if text not in phrases:
+            phrases.append(text)
+    return [
+        Sample(
+            record_id=first.record_id + DERIVED_SUFFIX,
+            patient_id=first.patient_id,
+            task="caption",
+            lang=first.lang,
+            split=first.split,
+            images=first.images,
+            geometries=first.geometries,
+            fields={"text": _JOIN[first.lang].join(phrases)},
+            modality=first.modality,
+        )
+        for first, phrases in captions.values()
+    ]
+
+
+def stage1_samples(
+    samples: Sequence[Sample], mode: str, stage1_tasks: Sequence[str]
+) -> list[Sample]:
+    """The ``align`` samples of one split: the archive's own stage-1 records, plus captions
+    derived from the other records as ``mode`` says (see the module docstring)."""
+    if mode not in DERIVE_MODES:
+        raise ValueError(f"derive_stage1 {mode!r} is not one of {DERIVE_MODES}")
+    own = [s for s in samples if s.task in stage1_tasks]
+    if mode == "never" or (mode == "when-missing" and own) or "caption" not in stage1_tasks:
+        return own
+    return own + derive_captions([s for s in samples if s.task not in stage1_tasks])
+
+
+def _image_key(sample: Sample) -> str:
+    image = sample.images[0]
+    digest = hashlib.blake2b(image.tobytes(), digest_size=16)
+    digest.update(str(image.shape).encode())
+    return digest.hexdigest()
