@@ -12,9 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from client.config import Policy
-
-COUNT = "count"
-MISSES = "misses"
+from shared_model.tasks.scoring import COUNT, MISSES, count_key
 
 
 def round_count(count: float, policy: Policy) -> float:
@@ -30,7 +28,8 @@ def disclose_scores(metrics: Mapping[str, float], policy: Policy) -> dict[str, f
     disclosed: dict[str, float] = {}
     for key, value in metrics.items():
         group, name = key.rsplit("/", 1)
-        if _group_size(metrics, group, name) < policy.min_group_size:
+        weighed_by = count_key(key, metrics)
+        if weighed_by is None or metrics[weighed_by] < policy.min_group_size:
             continue
         if name == COUNT or name.endswith(f"_{COUNT}"):
             disclosed[key] = max(round_count(value, policy), float(policy.min_group_size))
@@ -40,13 +39,3 @@ def disclose_scores(metrics: Mapping[str, float], policy: Policy) -> dict[str, f
         else:
             disclosed[key] = round(float(value), policy.score_decimals)
     return disclosed
-
-
-def _group_size(metrics: Mapping[str, float], group: str, name: str) -> float:
-    """Records behind metric ``name`` of ``group``: its sub-group's ``<prefix>_count`` when
-    there is one (``closed_accuracy`` -> ``closed_count``), else the group's ``count``."""
-    prefix = name.split("_", 1)[0]
-    for key in (f"{group}/{prefix}_{COUNT}", f"{group}/{COUNT}"):
-        if key in metrics:
-            return float(metrics[key])
-    return 0.0

@@ -41,6 +41,7 @@ from server.validation import (
     reply_status,
     reported_number,
 )
+from shared_model.tasks.scoring import count_key, is_count
 
 log = logging.getLogger(__name__)
 
@@ -338,14 +339,16 @@ def wait_for_nodes(grid: Grid, minimum: int, poll_seconds: float = 1.0) -> list[
 
 
 def _weighted_scores(metrics: Mapping[str, object]) -> Iterator[tuple[str, float, float]]:
-    """``(key, score, weight)`` of each finite ``<task>/<lang>/<metric>`` score, weighted by its
-    group's ``<task>/<lang>/count`` (scores without a count are left out)."""
+    """``(key, score, weight)`` of each finite ``<task>/<lang>/<metric>`` score, weighted by the
+    count of the records behind it (``closed_accuracy`` by ``closed_count``; scores without a
+    count are left out)."""
     for key in metrics:
-        if key.count("/") != 2 or key.endswith("/count"):
+        if key.count("/") != 2 or is_count(key.rsplit("/", 1)[1]):
             continue
-        task, lang, _ = key.split("/")
-        score = reported_number(metrics, key)
-        weight = reported_number(metrics, f"{task}/{lang}/count")
+        weighed_by = count_key(key, metrics)
+        if weighed_by is None:
+            continue
+        score, weight = reported_number(metrics, key), reported_number(metrics, weighed_by)
         if weight > 0 and math.isfinite(score):
             yield key, score, weight
 

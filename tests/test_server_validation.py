@@ -285,6 +285,20 @@ def test_evaluation_replies_with_unusable_group_counts_are_skipped_with_a_reason
         assert f"skipped the evaluation of site {node} in round 1: {reason}" in caplog.text
 
 
+def test_a_sub_group_score_is_weighted_by_its_own_count() -> None:
+    """``closed_accuracy`` is over the closed questions only: weighted by ``closed_count``."""
+
+    def vqa(closed_accuracy: float, closed: float) -> Callable[[Message], RecordDict]:
+        group = {"vqa/en/count": 40.0, "vqa/en/closed_count": closed}
+        return lambda m: evaluation_content(m, {**group, "vqa/en/closed_accuracy": closed_accuracy})
+
+    grid = SiteGrid({1: vqa(1.0, 10.0), 2: vqa(0.0, 30.0)})
+    strategy = FedUmitStrategy(min_sites=2, min_available_sites=2)
+    messages = strategy.configure_evaluate(1, to_record(CURRENT), round_config(), grid)
+    result = strategy.aggregate_evaluate(1, stream_replies(grid, messages, timeout=30.0))
+    assert dict(result) == pytest.approx({"vqa/en/closed_accuracy": 10 / 40})
+
+
 # The largest update RMS measured on the tiny base (server/config.py): one round without DP at
 # lr 1e-2 x 200 local steps; DP rounds of `fedumit simulate` stay below 0.03.
 MEASURED_RMS = 0.048

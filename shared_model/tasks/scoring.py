@@ -11,7 +11,7 @@ corners ...) and feeds the ``<metric>_lenient`` scores beside it. Score keys eve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,3 +88,15 @@ def group_counts(readings: Sequence[Reading], references: Sequence[Any]) -> dict
 def is_count(name: str) -> bool:
     """True for the size entries of a score dict (``count``, ``closed_count``, ``misses``)."""
     return name in (COUNT, MISSES) or name.endswith(f"_{COUNT}")
+
+
+def count_key(key: str, keys: Collection[str]) -> str | None:
+    """The count that weighs score ``key`` (``<task>/<lang>/<name>``) among ``keys``: its
+    sub-group's ``<prefix>_count`` when reported (``closed_accuracy`` -> ``closed_count``),
+    else the group's ``count``; ``None`` when neither is there."""
+    group, name = key.rsplit("/", 1)
+    prefix = name.split("_", 1)[0]
+    for candidate in (f"{group}/{prefix}_{COUNT}", f"{group}/{COUNT}"):
+        if candidate in keys:
+            return candidate
+    return None
