@@ -56,7 +56,9 @@ class TrainConfig:
     physical_batch_size:
         Most rows per forward pass (gradient accumulation beyond it).
     max_records_per_unit:
-        Most records a sampled unit contributes to one step.
+        Most records a sampled unit contributes to one step (default one: the unit's gradient
+        is clipped, so a second record of the same patient doubles the step's cost for little
+        more signal; more patients a step is the cheaper way to more signal).
     projector_lr_scale:
         The patch merger's learning rate as a fraction of ``learning_rate``. LoRA matrices start
         at zero and take large steps well; the merger is a full pretrained weight (entries of
@@ -75,7 +77,7 @@ class TrainConfig:
     noise_multiplier: float = 1.0
     max_grad_norm: float = 1.0
     physical_batch_size: int = 16
-    max_records_per_unit: int = 2
+    max_records_per_unit: int = 1
     projector_lr_scale: float = 0.02
     proximal_mu: float = 0.0
     weight_decay: float = 0.0

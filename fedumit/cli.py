@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "fedumit.infer_cli",
 )
 
+OWN_PACKAGES = ("client", "server", "shared_model", "simulations", "deploy", "fedumit", "protocol")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Parser with every package's commands registered."""
@@ -42,10 +44,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_cpu_threads()
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not args.verbose:  # FedUMIT's own progress at INFO; libraries only when they warn
+        for package in OWN_PACKAGES:
+            logging.getLogger(package).setLevel(logging.INFO)
     return int(args.handler(args) or 0)
 
 

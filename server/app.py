@@ -17,7 +17,6 @@ from shared_model.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TINY_BASE = Path(".fedumit") / "tiny-base"
 
 app = ServerApp()
 
@@ -30,12 +29,13 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def resolve_spec(model_spec: str) -> ModelSpec:
-    """The run's model spec; empty means the embedded tiny base (built when missing)."""
+    """The run's model spec; empty means the embedded tiny base (from the user-level cache,
+    built there when missing)."""
     if model_spec:
         return ModelSpec.from_toml(model_spec)
     from shared_model.tiny import SPEC_FILE, ensure_tiny_base
 
-    return ModelSpec.from_toml(ensure_tiny_base(DEFAULT_TINY_BASE) / SPEC_FILE)
+    return ModelSpec.from_toml(ensure_tiny_base() / SPEC_FILE)
 
 
 def run(grid: Grid, config: RunConfig) -> RunFolder:
@@ -57,7 +57,9 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
     if config.stage1_adapter:
         stage1 = load_checkpoint(Path(config.stage1_adapter), spec.fingerprint()).arrays
     outcome = Coordinator(config, spec, folder).run(grid, stage1=stage1)
-    if outcome.completed:
+    if outcome.completed and len(outcome.skipped) == len(config.stages):
+        log.error("nothing was trained: every stage was skipped (%s)", ", ".join(outcome.skipped))
+    elif outcome.completed:
         export_run(folder, folder.root / "export")
     else:
         log.error("run stopped early: %s", outcome.stopped_reason)

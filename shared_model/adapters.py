@@ -8,6 +8,7 @@ on every machine and in the saved PEFT adapter files.
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -78,7 +79,15 @@ class StageAdapter:
         init_lora_weights: bool = True,
     ) -> StageAdapter:
         """Wrap ``base`` with ``stage``'s LoRA; only the stage's parameters stay trainable."""
-        model = get_peft_model(base, lora_config(spec, stage, init_lora_weights=init_lora_weights))
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated ``is_gradient_checkpointing`` on every wrap:
+            # one FutureWarning per site and stage, about neither's code
+            warnings.filterwarnings(
+                "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+            )
+            model = get_peft_model(
+                base, lora_config(spec, stage, init_lora_weights=init_lora_weights)
+            )
         return cls(model, stage, fingerprint or spec.fingerprint())
 
     @property

@@ -22,13 +22,13 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default tiny base (built once; ``FEDUMIT_TEST_BASE`` reuses a prebuilt directory)."""
+def tiny_base() -> Path:
+    """The default tiny base (from the user-level cache, built there once per recipe;
+    ``FEDUMIT_TEST_BASE`` names a prebuilt directory instead)."""
     from shared_model.tiny import ensure_tiny_base
 
     prebuilt = os.environ.get("FEDUMIT_TEST_BASE")
-    directory = Path(prebuilt) if prebuilt else tmp_path_factory.mktemp("tiny-base")
-    return ensure_tiny_base(directory, progress=False)
+    return ensure_tiny_base(Path(prebuilt) if prebuilt else None, progress=False)
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -192,8 +194,10 @@ def test_noise_has_the_calibrated_scale(tiny_spec) -> None:
 
 
 def test_the_merger_learns_at_a_fraction_of_the_lora_rate(tiny_spec) -> None:
-    model, _ = load_base(tiny_spec)
-    adapter = StageAdapter.attach(model, tiny_spec, "instruct")
+    # a layout that trains the merger in full (the tiny base's own keeps it frozen)
+    spec = replace(tiny_spec, instruct=replace(tiny_spec.instruct, modules_to_save=("merger",)))
+    model, _ = load_base(spec)
+    adapter = StageAdapter.attach(model, spec, "instruct")
     config = TrainConfig(steps=1, sample_rate=1.0, learning_rate=2e-3, projector_lr_scale=0.05)
     groups = parameter_groups(adapter.trainable_parameters(), config)
     names = {id(p): n for n, p in adapter.trainable_parameters()}

@@ -46,16 +46,17 @@ def test_batch_of_images_and_volumes_pads_and_keeps_patients(tiny_spec) -> None:
     batch = collate(examples, processor.tokenizer.pad_token_id)
     inputs = batch.inputs
     assert batch.patient_ids == ["p1", "p2", "p1"]
-    assert inputs["video_grid_thw"].tolist() == [[tiny_spec.volume_slices // 2, 8, 8]]
-    assert inputs["image_grid_thw"].tolist() == [[1, 8, 8], [1, 8, 8]]
-    assert inputs["pixel_values_videos"].shape[0] == 2 * 64
+    side = tiny_spec.canvas // 14  # patches a side
+    assert inputs["video_grid_thw"].tolist() == [[tiny_spec.volume_slices // 2, side, side]]
+    assert inputs["image_grid_thw"].tolist() == [[1, side, side], [1, side, side]]
+    assert inputs["pixel_values_videos"].shape[0] == tiny_spec.volume_slices // 2 * side**2
     for row, example in enumerate(examples):
         length = len(example.input_ids)
         assert inputs["attention_mask"][row].sum() == length
         assert torch.equal(inputs["input_ids"][row, :length], example.input_ids)
         assert (inputs["labels"][row, length:] == IGNORE_INDEX).all()
     video_tokens = (inputs["mm_token_type_ids"] == 2).sum()
-    assert video_tokens == tiny_spec.volume_slices // 2 * 16
+    assert video_tokens == tiny_spec.volume_slices // 2 * (side // 2) ** 2
     with torch.no_grad():
         loss = model(**inputs).loss
     assert torch.isfinite(loss)

@@ -80,3 +80,18 @@ def test_forward_backward_touches_only_the_stage(tiny_spec, stage: str, volume: 
         for n, p in adapter.model.named_parameters()
         if "lora" not in n and "modules_to_save" not in n
     )
+
+
+def test_cache_builds_once_per_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from shared_model.tiny.cache import cache_root, cached_tiny_base, recipe_key
+
+    monkeypatch.setenv("FEDUMIT_CACHE", str(tmp_path / "cache"))
+    assert cache_root() == tmp_path / "cache"
+    first = cached_tiny_base(SMALL, progress=False)
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    assert cached_tiny_base(SMALL, progress=False) == first  # found, not rebuilt
+    assert (first / "model.safetensors").stat().st_mtime_ns == stamp
+    assert first.name == recipe_key(SMALL) != recipe_key(replace(SMALL, seed=1))
+    assert not list(first.parent.glob("*.partial"))

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from shared_model.spec import VISION_BLOCK_TARGETS, LoraSpec, ModelSpec
+from shared_model.spec import LANGUAGE_TARGETS, LoraSpec, ModelSpec
 
-TINY_CANVAS = 112
+TINY_CANVAS = 56
 TINY_SLICES = 4
 
 
+MERGER_TARGETS = r".*visual\.merger\.mlp\.(0|2)"
+"""The patch merger's two linear layers (the projector from vision into the language model)."""
+INSTRUCT_TARGETS = f"({LANGUAGE_TARGETS})|({MERGER_TARGETS})"
+
+
 def tiny_spec(base: str | Path) -> ModelSpec:
-    """The model spec that goes with a tiny base in ``base``."""
+    """The model spec that goes with a tiny base in ``base``.
+
+    Few trainable parameters, because DP noise grows with their number (``sqrt(d)``) while the
+    signal does not: rank-4 LoRA on the patch merger for ``align`` (6.7 k parameters; the
+    merger itself, 330 k, stays frozen), and for ``instruct`` rank-4 LoRA on every
+    language-model projection and on the merger again (36 k), where the former layout trained
+    445 k and 657 k parameters, the merger in full in both stages. The merger's LoRA in
+    ``instruct`` is what lets the image reach the answer: on PneumoniaMNIST (1,300 training
+    images, 75 steps of 64 without DP), language-model LoRA alone learned the majority class
+    (test AUC 0.54), with the merger's LoRA beside it AUC 0.71.
+    """
     return ModelSpec(
         base=Path(base),
-        align=LoraSpec(rank=8, alpha=16.0, target_modules=VISION_BLOCK_TARGETS),
-        instruct=LoraSpec(rank=16, alpha=32.0),
+        align=LoraSpec(rank=4, alpha=8.0, target_modules=MERGER_TARGETS, modules_to_save=()),
+        instruct=LoraSpec(rank=4, alpha=8.0, target_modules=INSTRUCT_TARGETS, modules_to_save=()),
         canvas=TINY_CANVAS,
         volume_slices=TINY_SLICES,
         max_text_length=384,
@@ -25,17 +41,33 @@ def tiny_spec(base: str | Path) -> ModelSpec:
 SPEC_FILE = "fedumit-model.toml"
 
 
-def ensure_tiny_base(directory: str | Path, progress: bool = True) -> Path:
-    """Build the tiny base in ``directory`` unless a complete one is already there.
+def ensure_tiny_base(directory: str | Path | None = None, progress: bool = True) -> Path:
+    """The tiny base: in ``directory`` (built there unless a complete one is already there),
+    or, by default, from the user-level cache (:mod:`shared_model.tiny.cache`: built once per
+    machine and build recipe).
 
     The directory also gets ``fedumit-model.toml``, the model spec sites point their
-    ``[model] spec`` at.
+    ``[model] spec`` at (rewritten when the spec of this code differs, which needs no rebuild).
     """
     from shared_model.tiny.build import build_tiny_base
+    from shared_model.tiny.cache import cached_tiny_base
 
+    if directory is None:
+        directory = cached_tiny_base(progress=progress)
     directory = Path(directory)
     if not ((directory / "config.json").is_file() and any(directory.glob("*.safetensors"))):
         build_tiny_base(directory, progress=progress)
-    if not (directory / SPEC_FILE).is_file():
-        tiny_spec(directory).write_toml(directory / SPEC_FILE, base_relative_to=directory)
+    _write_spec(directory)
     return directory
+
+
+def _write_spec(directory: Path) -> None:
+    """Write ``fedumit-model.toml`` unless the same spec is already there (atomic: a
+    concurrent reader sees the old file or the new one)."""
+    path = directory / SPEC_FILE
+    wanted = directory / f".{SPEC_FILE}.{os.getpid()}"
+    tiny_spec(directory).write_toml(wanted, base_relative_to=directory)
+    if path.is_file() and path.read_bytes() == wanted.read_bytes():
+        wanted.unlink()
+    else:
+        wanted.replace(path)

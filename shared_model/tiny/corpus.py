@@ -84,6 +84,53 @@ ZH_SENTENCES = (
 )
 
 
+# Everyday instruction language of an assistant that answers about images, in both languages:
+# a real Qwen2 tokenizer has these as whole words. Without them the tiny tokenizer spells a
+# prompt byte by byte (``Choose`` in five tokens, a Chinese character in three), and every
+# training step pays for the length. No answer of any evaluation task is in here.
+INSTRUCTION_WORDS_EN = (
+    "please answer the question about this image choose select pick the correct option class "
+    "category categories classify classification options following from one of with number "
+    "name text write give output provide generate describe description short brief caption "
+    "report findings impression radiology medical diagnostic examination scan volume 3D "
+    "bounding box coordinates coordinate point position locate detect find where which what "
+    "does show shows shown content changed change differences difference similarities differ "
+    "between first second both look explain how based on form up them its their these those "
+    "this that is are was were there here any of and or in at to for a an the it as"
+)
+INSTRUCTION_WORDS_ZH = (
+    "请 回答 问题 关于 这张 图像 影像 选择 正确 选项 类别 分类 编号 名称 以下 一项 其中 根据 "
+    "描述 说明 简要 内容 显示 报告 撰写 生成 诊断 放射学 检查 所见 印象 医学 三维 边界框 坐标 "
+    "位置 定位 检测 输出 给出 找到 哪里 哪个 哪些 什么 比较 变化 差异 相同点 不同点 观察 两张 "
+    "第一张 第二张 相比 以及 并且 并 和 的 中 在 有 是 否 该 其 一份 一段 形式 写成 发现 这次 "
+    "为 对 进行 从 中的 点 标志点 扫描 图中 有何 不同 它们 请用 模态 方式 成像"
+)
+# Words and short phrases a base writes as answers: the generic medical vocabulary and the
+# words of the scenes, in both languages (the tiny base's stand-in for a real base's breadth).
+WORDS_EN = sorted(
+    {*MEDICAL_TERMS, *SHAPES, *BRIGHTNESS, *SIZES, *SIDES}
+    | {f"{a} {b}" for a in ("small", "large", "left") for b in ("lesion", "mass", "nodule")}
+    | {"adrenal", "gland", "adrenal mass", "normal gland", "opacity", "consolidation", "tumor"}
+)
+WORDS_ZH = sorted(
+    {*MEDICAL_TERMS.values(), *SHAPES.values(), *BRIGHTNESS.values(), *SIZES.values()}
+    | {*SIDES.values(), "左侧肺", "右侧肺", "肾上腺", "肾上腺肿块", "正常腺体", "阴影", "实变"}
+)
+
+INSTRUCTION_SENTENCES = (
+    ("Please answer the question about this image.", "请回答关于这张图像的问题。"),
+    ("Choose the correct option from the following:", "请从以下选项中选择正确的一项："),
+    ("Answer with the option's number and text.", "请回答选项的编号和内容。"),
+    ("Answer with the category number and name.", "请回答类别的编号和名称。"),
+    ("Classify this image.", "请对这张图像进行分类。"),
+    ("Describe this image briefly.", "请简要描述这张图像。"),
+    ("Output the bounding box of the object.", "请输出目标的边界框。"),
+    ("Give the coordinates of the point.", "请给出该点的坐标。"),
+    ("Where is it in this scan?", "它在这次扫描中的哪里？"),
+    ("Write a short report.", "请写一份简短的报告。"),
+)
+
+
 def corpus_lines(seed: int = 0, n_lines: int = 6000) -> Iterator[str]:
     """Yield deterministic bilingual lines covering words, digits, punctuation and box syntax."""
     rng = random.Random(seed)
@@ -91,6 +138,14 @@ def corpus_lines(seed: int = 0, n_lines: int = 6000) -> Iterator[str]:
     adjectives = list(BRIGHTNESS.items()) + list(SIZES.items())
     for english, chinese in terms:
         yield f"{english} {english.capitalize()} {english.upper()} {chinese}"
+    for _ in range(20):
+        yield INSTRUCTION_WORDS_EN
+        yield INSTRUCTION_WORDS_EN.capitalize()
+        yield INSTRUCTION_WORDS_ZH.replace(" ", "")
+        yield INSTRUCTION_WORDS_ZH
+        for english, chinese in INSTRUCTION_SENTENCES:
+            yield english
+            yield chinese
     for number in range(1001):
         yield f"{number} ({number},{1000 - number}) [{number},{number // 2}]"
     for index in range(n_lines):

@@ -11,7 +11,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared_model.tiny.corpus import BRIGHTNESS, SHAPES, SIDES, Caption, random_caption
+from shared_model.tiny.corpus import (
+    BRIGHTNESS,
+    COUNTS,
+    INSTRUCTION_SENTENCES,
+    SHAPES,
+    SIDES,
+    SIZES,
+    WORDS_EN,
+    WORDS_ZH,
+    Caption,
+    random_caption,
+)
 
 LEVELS = {"bright": 235, "grey": 150, "dark": 40}
 RADII = {"small": 0.08, "medium": 0.14, "large": 0.2}
@@ -57,12 +68,14 @@ def draw(caption: Caption, canvas: int, slices: int | None, rng: random.Random) 
     return np.stack([rgb] * slices)
 
 
-def box_text(side: str, size: str) -> str:
-    """The shape's box on the 0-1000 grid in Qwen2-VL syntax."""
+def box_text(side: str, size: str, name: str, volume: bool = False) -> str:
+    """The shape's box on the 0-1000 grid in Qwen2-VL's grounding syntax (the object named,
+    then its box); a volume's box spans every slice, ``[(x1,y1,z1),(x2,y2,z2)]``."""
     cx, cy = CENTRES[side]
     r = RADII[size]
     x1, y1, x2, y2 = (round(1000 * v) for v in (cx - r, cy - r, cx + r, cy + r))
-    return f"<|box_start|>({x1},{y1}),({x2},{y2})<|box_end|>"
+    corners = f"[({x1},{y1},0),({x2},{y2},1000)]" if volume else f"({x1},{y1}),({x2},{y2})"
+    return f"<|object_ref_start|>{name}<|object_ref_end|><|box_start|>{corners}<|box_end|>"
 
 
 def conversation(rng: random.Random, canvas: int, slices: int | None) -> Conversation:
@@ -71,8 +84,11 @@ def conversation(rng: random.Random, canvas: int, slices: int | None) -> Convers
     image = draw(caption, canvas, slices, rng)
     shape, _, size, side = caption.shapes[0]
     zh = rng.random() < 0.5
-    colon = "：" if zh else ":"
-    kind = rng.choice(("describe", "box", "point", "choice", "yesno"))
+    kind = rng.choice(
+        ("describe", "box", "box", "point", "choice", "choice", "yesno", "find", "lookup")
+    )
+    if kind in ("find", "lookup"):
+        return _with_image((_find if kind == "find" else _lookup)(rng, zh), image)
     if kind == "describe":
         return Conversation(
             image,
@@ -82,27 +98,82 @@ def conversation(rng: random.Random, canvas: int, slices: int | None) -> Convers
     name = SHAPES[shape] if zh else shape
     if kind == "box":
         question = f"请框出{name}。" if zh else f"Output the bounding box of the {name}."
-        return Conversation(image, question, box_text(side, size))
+        return Conversation(image, question, box_text(side, size, name, slices is not None))
     if kind == "point":
         cx, cy = CENTRES[side]
         question = f"请给出{name}中心的坐标。" if zh else f"Give the centre point of the {name}."
-        return Conversation(image, question, f"[{round(1000 * cx)},{round(1000 * cy)}]")
+        depth = ",500" if slices is not None else ""
+        return Conversation(image, question, f"[{round(1000 * cx)},{round(1000 * cy)}{depth}]")
     if kind == "choice":
-        names = [SHAPES[s] if zh else s for s in SHAPES]
-        listing = " ".join(f"{i}{colon}{n}" for i, n in enumerate(names))
-        question = f"图中有哪种形状？{listing}" if zh else f"Which shape is shown? {listing}"
-        index = list(SHAPES).index(shape)
-        return Conversation(image, question, f"{index}{colon}{names[index]}")
+        return _with_image(_choice(rng, caption, zh), image)
     asked = rng.choice(list(BRIGHTNESS))
     present = any(b == asked for _, b, _, _ in caption.shapes)
     yes, no = ("是", "否") if zh else ("yes", "no")
     adjective = BRIGHTNESS[asked] if zh else asked
-    question = (
-        f"图中有{adjective}形状吗？1{colon}{yes} 2{colon}{no}"
-        if zh
-        else f"Is there a {adjective} shape? 1{colon}{yes} 2{colon}{no}"
+    question = f"图中有{adjective}形状吗？" if zh else f"Is there a {adjective} shape?"
+    return _with_image(_listed(rng, question, [yes, no], 0 if present else 1, zh, base=1), image)
+
+
+def _with_image(chat: Conversation, image: np.ndarray) -> Conversation:
+    return Conversation(image, chat.question, chat.answer)
+
+
+_PENDING = np.zeros((1, 1, 3), dtype=np.uint8)  # replaced by :func:`_with_image`
+
+
+def _choice(rng: random.Random, caption: Caption, zh: bool) -> Conversation:
+    """Pick the right one of a few listed words: the first shape's kind, look, size or side,
+    or the number of shapes."""
+    shape, bright, size, side = caption.shapes[0]
+    name = SHAPES[shape] if zh else shape
+    facets = {
+        "shape": ("图中有哪种形状？", "Which shape is shown?", SHAPES, shape),
+        "bright": (f"{name}的亮度如何？", f"How bright is the {name}?", BRIGHTNESS, bright),
+        "size": (f"{name}有多大？", f"How large is the {name}?", SIZES, size),
+        "side": (f"{name}在哪里？", f"Where is the {name}?", SIDES, side),
+        "count": ("图中有几个形状？", "How many shapes are there?", COUNTS, len(caption.shapes)),
+    }
+    question_zh, question_en, words, right = facets[rng.choice(list(facets))]
+    keys = list(words)
+    rng.shuffle(keys)
+    keys = [right, *[k for k in keys if k != right][: rng.randint(1, 3)]]
+    rng.shuffle(keys)
+    names = [str(words[k]) if zh else str(k) for k in keys]
+    return _listed(
+        rng, question_zh if zh else question_en, names, keys.index(right), zh, rng.choice((0, 1))
     )
-    return Conversation(image, question, f"1{colon}{yes}" if present else f"2{colon}{no}")
+
+
+def _find(rng: random.Random, zh: bool) -> Conversation:
+    """Name the listed option that holds a given word: teaches the language model to write
+    ``n:option`` and to copy an option's words, for the whole vocabulary a real base knows (a
+    word never written in pretraining stays unlikely however much LoRA adapts)."""
+    pool = WORDS_ZH if zh else WORDS_EN
+    names = rng.sample(pool, rng.randint(2, 5))
+    right = rng.randrange(len(names))
+    question = f"哪个选项是“{names[right]}”？" if zh else f"Which option says {names[right]}?"
+    return _listed(rng, question, names, right, zh, rng.choice((0, 1)))
+
+
+def _lookup(rng: random.Random, zh: bool) -> Conversation:
+    """Write out the listed option of a given number: its text must be copied from the list
+    (the part of ``n:option`` no question gives away)."""
+    pool = WORDS_ZH if zh else WORDS_EN
+    names = rng.sample(pool, rng.randint(2, 5))
+    right, base = rng.randrange(len(names)), rng.choice((0, 1))
+    question = f"第{right + base}项是什么？" if zh else f"What is option {right + base}?"
+    return _listed(rng, question, names, right, zh, base)
+
+
+def _listed(
+    rng: random.Random, question: str, names: list[str], right: int, zh: bool, base: int
+) -> Conversation:
+    """A question with numbered options one a line, answered ``n:option`` (``n：option``)."""
+    colon = "：" if zh else ":"
+    listing = "\n".join(f"{i + base}{colon}{n}" for i, n in enumerate(names))
+    lead = rng.choice(INSTRUCTION_SENTENCES[:4])[1 if zh else 0]
+    text = f"{question}\n{lead}\n{listing}" if rng.random() < 0.5 else f"{question}\n{listing}"
+    return Conversation(_PENDING, text, f"{right + base}{colon}{names[right]}")
 
 
 __all__ = ["SIDES", "Conversation", "conversation", "draw"]

@@ -1,0 +1,91 @@
+"""The tiny base is built once per machine: a user-level cache keyed by its build recipe.
+
+Building the tiny base means training a tokenizer and pretraining the model, minutes on a
+laptop CPU. The result depends only on the build recipe: the :class:`TinyShape`, the code that
+builds it (the modules of this package that make the tokenizer, the scenes and the weights) and
+the versions of the libraries that write the bytes. Their hash names a folder under
+``$FEDUMIT_CACHE`` (default ``$XDG_CACHE_HOME/fedumit``, else ``~/.cache/fedumit``); a second
+run, a test session or another simulation finds the base there and pays nothing. A changed
+recipe gets a new folder; old ones can be deleted at any time.
+
+Concurrent builders take a lock, and a build lands by a rename, so a folder in the cache is
+always complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict
+from importlib.metadata import version
+from pathlib import Path
+
+# The modules whose code decides the bytes of a build (the model spec in ``__init__`` is
+# written beside the weights on every use, so a layout change needs no rebuild).
+RECIPE_MODULES = ("build.py", "corpus.py", "scenes.py", "tokenizer.py")
+RECIPE_LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors")
+
+
+def cache_root() -> Path:
+    """``$FEDUMIT_CACHE``, else ``$XDG_CACHE_HOME/fedumit``, else ``~/.cache/fedumit``."""
+    explicit = os.environ.get("FEDUMIT_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "fedumit"
+
+
+def recipe_key(shape) -> str:
+    """A short hash of everything that decides a tiny base's bytes."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(asdict(shape), sort_keys=True).encode())
+    here = Path(__file__).parent
+    for name in RECIPE_MODULES:
+        digest.update(name.encode())
+        digest.update((here / name).read_bytes())
+    for library in RECIPE_LIBRARIES:
+        digest.update(f"{library}=={version(library)}".encode())
+    return digest.hexdigest()[:16]
+
+
+def cached_tiny_base(shape=None, progress: bool = True) -> Path:
+    """The tiny base of ``shape`` (default :class:`TinyShape`) from the cache, built on first
+    use; returns its directory."""
+    from shared_model.tiny.build import TinyShape, build_tiny_base
+
+    shape = shape or TinyShape()
+    directory = cache_root() / "tiny-base" / recipe_key(shape)
+    if _complete(directory):
+        return directory
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(directory.with_name(directory.name + ".lock")):
+        if _complete(directory):  # another process built it while we waited
+            return directory
+        partial = directory.with_name(directory.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        build_tiny_base(partial, shape, progress=progress)
+        (partial / "recipe.json").write_text(
+            json.dumps({"shape": asdict(shape), "key": directory.name}, indent=2) + "\n",
+            encoding="utf-8",
+        )
+        partial.rename(directory)
+    return directory
+
+
+def _complete(directory: Path) -> bool:
+    return (directory / "recipe.json").is_file() and (directory / "config.json").is_file()
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
