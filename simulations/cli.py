@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from server.config import RUN_DEFAULTS
 from simulations.datasets import PARTITIONS, PUBLIC_DATASETS
+from simulations.defaults import SIMULATION_DEFAULTS
 
 DATASETS = ("synthetic", *PUBLIC_DATASETS)
-DEMO_EPSILON = 1000.0  # per-site budget of the default run: a demonstration, and it says so
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -19,6 +18,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="simulate a consortium: data, both stages with DP, export, bilingual answers",
     )
     add_consortium_arguments(simulate)
+    simulate.add_argument(
+        "--test-per-group",
+        type=int,
+        default=SIMULATION_DEFAULTS["test-per-group"],
+        help="held-out test records scored per task and language (spread over the sites)",
+    )
     simulate.set_defaults(handler=_simulate)
     compare = commands.add_parser(
         "compare",
@@ -64,26 +69,48 @@ def add_consortium_arguments(simulate: argparse.ArgumentParser) -> None:
         help="existing site archives (manifest format), one hospital each",
     )
     simulate.add_argument("--sites", type=int, default=3, help="virtual hospitals")
-    simulate.add_argument("--patients", type=int, default=36, help="patients per hospital")
-    simulate.add_argument("--align-rounds", type=int, default=2)
-    simulate.add_argument("--instruct-rounds", type=int, default=3)
-    simulate.add_argument("--align-steps", type=int, default=10, help="local steps per round")
-    simulate.add_argument("--instruct-steps", type=int, default=60, help="local steps per round")
-    simulate.add_argument("--align-lr", type=float, default=RUN_DEFAULTS["align.lr"])
-    simulate.add_argument("--instruct-lr", type=float, default=4e-3)
     simulate.add_argument(
-        "--eval-every", type=int, default=3, help="federated evaluation every k rounds"
+        "--patients",
+        type=int,
+        default=SIMULATION_DEFAULTS["patients"],
+        help="patients of the middle synthetic hospital (the others have 0.7x and 1.3x)",
+    )
+    for stage in ("align", "instruct"):
+        simulate.add_argument(
+            f"--{stage}-rounds", type=int, default=SIMULATION_DEFAULTS[f"{stage}.rounds"]
+        )
+        simulate.add_argument(
+            f"--{stage}-steps",
+            type=int,
+            default=SIMULATION_DEFAULTS[f"{stage}.steps"],
+            help="local DP-SGD steps per round",
+        )
+        simulate.add_argument(
+            f"--{stage}-batch",
+            type=int,
+            default=SIMULATION_DEFAULTS[f"{stage}.batch"],
+            help="expected patients per step (Poisson sampling at rate batch / patients)",
+        )
+        simulate.add_argument(
+            f"--{stage}-lr", type=float, default=SIMULATION_DEFAULTS[f"{stage}.lr"]
+        )
+    simulate.add_argument(
+        "--max-grad-norm",
+        type=float,
+        default=SIMULATION_DEFAULTS["max-grad-norm"],
+        help="DP-SGD clipping norm of each patient's gradient",
+    )
+    simulate.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="federated evaluation every k rounds (0: at the end of each stage only)",
     )
     simulate.add_argument("--dp", action=argparse.BooleanOptionalAction, default=True)
     simulate.add_argument(
-        "--epsilon",
-        type=float,
-        default=DEMO_EPSILON,
-        help=(
-            "each site's budget (default: a demonstration budget; DP noise on a few dozen "
-            "patients per site drowns the signal at epsilon 8: compare shows the cost)"
-        ),
+        "--epsilon", type=float, default=8.0, help="each site's privacy budget (epsilon)"
     )
+    simulate.add_argument("--delta", type=float, default=1e-5, help="each site's delta")
     simulate.add_argument("--aggregation", default="fedavg")
     simulate.add_argument(
         "--base",

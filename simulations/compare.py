@@ -74,7 +74,9 @@ def run_compare(args: argparse.Namespace) -> int:
         label = name if len(seeds) == 1 else f"{name}-seed{seed}"
         arm_id = f"{run_id}-{label}"
         console.rule(f"{label}: {len(archives)} site(s), DP {'on' if dp else 'off'}")
-        configs = consortium.site_configs(arm_id, archives, epsilon=args.epsilon, dp=dp, seed=seed)
+        configs = consortium.site_configs(
+            arm_id, archives, epsilon=args.epsilon, dp=dp, seed=seed, delta=args.delta
+        )
         overrides = run_overrides(
             args, consortium, arm_id, sites=len(configs), dp=dp, steps_scale=scale, seed=seed
         )

@@ -24,16 +24,17 @@ from simulations.synthetic import generate_consortium
 
 ROUND_0 = "round 0"
 FINAL = "final"
-MEANINGFUL_EPSILON = 10.0  # above it, the run says its budget is for demonstration only
 
 
 def model_spec_file(out: Path, base: Path | None) -> Path:
-    """The model spec TOML: a given checkpoint with default layout, or the tiny base's own."""
+    """The model spec TOML: a given checkpoint with default layout, or the tiny base's own
+    (a tiny base already in ``out/tiny-base``, else the user-level cache's, built once)."""
     if base is not None:
         return ModelSpec(base=base.resolve()).write_toml(out / "model.toml")
     from shared_model.tiny import SPEC_FILE, ensure_tiny_base
 
-    return ensure_tiny_base(out / "tiny-base") / SPEC_FILE
+    local = out / "tiny-base"
+    return ensure_tiny_base(local if (local / "config.json").is_file() else None) / SPEC_FILE
 
 
 def site_archives(args: argparse.Namespace) -> list[Path]:
@@ -70,7 +71,14 @@ class Consortium:
         return ModelSpec.from_toml(self.spec_file)
 
     def site_configs(
-        self, run_id: str, archives: Sequence[Path], *, epsilon: float, dp: bool, seed: int
+        self,
+        run_id: str,
+        archives: Sequence[Path],
+        *,
+        epsilon: float,
+        dp: bool,
+        seed: int,
+        delta: float = 1e-5,
     ) -> list[Path]:
         """Fresh site configs for ``archives`` (work folders, and so ledgers, of this run); each
         virtual site keys its sampling and noise from ``seed`` (replayable: a simulation) and
@@ -84,6 +92,7 @@ class Consortium:
                 work_dir=runs / "work" / archive.name,
                 model_spec=self.spec_file,
                 max_epsilon=epsilon,
+                delta=delta,
                 require_dp=dp,
                 replayable_noise_seed=seed,
                 send_train_loss=True,
@@ -132,12 +141,18 @@ def run_overrides(
         "min-sites": min(2, sites),
         "min-available-sites": sites,
         "eval-every": args.eval_every,
+        "eval-at-start": args.eval_every > 0,
+        "max-grad-norm": args.max_grad_norm,
         "align.rounds": args.align_rounds,
         "align.local-steps": args.align_steps * steps_scale,
+        "align.batch-size": args.align_batch,
         "align.lr": args.align_lr,
+        "align.lr-decay": 1.0,
         "instruct.rounds": args.instruct_rounds,
         "instruct.local-steps": args.instruct_steps * steps_scale,
+        "instruct.batch-size": args.instruct_batch,
         "instruct.lr": args.instruct_lr,
+        "instruct.lr-decay": 1.0,
     }
 
 
@@ -148,21 +163,19 @@ def run_experiment(args: argparse.Namespace) -> int:
     consortium = prepare_consortium(args, console)
     run_id = new_run_id()
     sites = consortium.site_configs(
-        run_id, consortium.archives, epsilon=args.epsilon, dp=args.dp, seed=args.seed
+        run_id,
+        consortium.archives,
+        epsilon=args.epsilon,
+        dp=args.dp,
+        seed=args.seed,
+        delta=args.delta,
     )
+    privacy = f"epsilon {args.epsilon:g} at delta {args.delta:g} per site" if args.dp else "off"
     console.print(
         f"federated run {run_id}: {len(sites)} sites, align {args.align_rounds} rounds, "
-        f"instruct {args.instruct_rounds} rounds, "
-        f"DP {f'on, epsilon {args.epsilon} per site' if args.dp else 'off'}"
+        f"instruct {args.instruct_rounds} rounds, DP {privacy}"
     )
     console.print(REPLAYABLE_NOTE.format(seed=args.seed))
-    if args.dp and args.epsilon > MEANINGFUL_EPSILON:
-        console.print(
-            f"[yellow]epsilon {args.epsilon:g} is a demonstration budget, not a meaningful "
-            "guarantee: with a few dozen patients per site, the noise a budget like 8 calls "
-            "for drowns the signal (noise on the mean gradient ~ 1 / (epsilon x patients)). "
-            "The DP path (per-patient clipping, noise, ledger) is the same at any budget."
-        )
     overrides = run_overrides(args, consortium, run_id, sites=len(sites), dp=args.dp)
     folder = simulate(sites, overrides)
     export = folder.root / "export"
@@ -171,7 +184,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         return 1
     spec = consortium.spec
     console.print("held-out test split: the base (round 0) and the exported model")
-    samples = test_samples(sites, spec)
+    samples = test_samples(sites, spec, per_group=args.test_per_group)
     before = answer_model(spec.base, samples, spec.canvas)
     after = answer_model(export, samples, spec.canvas)
     columns = {

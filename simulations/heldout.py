@@ -7,6 +7,7 @@ loaded from their directories with plain transformers, as any user of the export
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,12 @@ from shared_model.tasks import STAGE_TASKS, Reading, get_task
 PREFERRED = ("vqa", "classification", "detection", "landmark", "report")
 
 
-def test_samples(site_configs: Sequence[Path], spec: ModelSpec) -> list[Sample]:
-    """Every usable test-split sample of the ``instruct`` tasks of every site, pooled."""
+def test_samples(
+    site_configs: Sequence[Path], spec: ModelSpec, per_group: int | None = None
+) -> list[Sample]:
+    """Every usable test-split sample of the ``instruct`` tasks of every site, pooled; with
+    ``per_group``, at most that many of each task and language, spread evenly over the sites'
+    records (answering thousands of test records would take longer than training)."""
     samples = []
     for path in site_configs:
         loaded, _ = load_site_samples(
@@ -34,7 +39,16 @@ def test_samples(site_configs: Sequence[Path], spec: ModelSpec) -> list[Sample]:
             tasks=STAGE_TASKS["instruct"],
         )
         samples.extend(loaded)
-    return samples
+    if per_group is None:
+        return samples
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for position, sample in enumerate(samples):
+        groups[(sample.task, sample.lang)].append(position)
+    kept = set()
+    for positions in groups.values():
+        stride = max(1.0, len(positions) / per_group)
+        kept.update(positions[int(i * stride)] for i in range(min(per_group, len(positions))))
+    return [sample for position, sample in enumerate(samples) if position in kept]
 
 
 def answer_model(directory: Path, samples: Sequence[Sample], canvas: int) -> list[Reading]:

@@ -39,7 +39,7 @@ class HospitalProfile:
 
 
 def consortium_profiles(
-    n_sites: int = 3, patients: int = 24, seed: int = 0, alpha: float = 2.0
+    n_sites: int = 3, patients: int = 600, seed: int = 0, alpha: float = 2.0
 ) -> list[HospitalProfile]:
     """Hospitals with Dirichlet-skewed classes and modalities; the second is mostly Chinese."""
     rng = np.random.default_rng(seed)
@@ -60,7 +60,7 @@ def consortium_profiles(
 
 
 def generate_consortium(
-    out_dir: Path, n_sites: int = 3, patients: int = 24, seed: int = 0
+    out_dir: Path, n_sites: int = 3, patients: int = 600, seed: int = 0
 ) -> list[Path]:
     """Write ``n_sites`` hospital archives under ``out_dir``; return their folders."""
     return [
@@ -110,7 +110,8 @@ def write_hospital(archive: Path, profile: HospitalProfile) -> Path:
 
 
 def _split(number: int) -> str:
-    return {0: "val", 1: "test"}.get(number % 6, "train")
+    """A tenth of the patients for validation and a tenth for the held-out test."""
+    return {0: "val", 1: "test"}.get(number % 10, "train")
 
 
 def _lesion(rng: np.random.Generator, profile: HospitalProfile) -> str | None:
