@@ -100,10 +100,14 @@ def measure(strategy_name: str, replies: int, layers: int, queue) -> None:
             making[1] += time.process_time() - began[1]
             yield made
 
-    aggregate = ours.aggregate_train if strategy_name == "fedumit" else FedAvg().aggregate_train
+    def aggregate(server_round: int, replies: Iterator[Message]):
+        if strategy_name == "fedumit":
+            return ours.aggregate_train(server_round, replies).arrays
+        return FedAvg().aggregate_train(server_round, replies)[0]
+
     rss_before = _rss_bytes()
     began = time.perf_counter(), time.process_time()
-    aggregated, _ = aggregate(1, arriving())
+    aggregated = aggregate(1, arriving())
     seconds = time.perf_counter() - began[0] - making[0]
     cpu_seconds = time.process_time() - began[1] - making[1]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

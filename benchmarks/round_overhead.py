@@ -68,8 +68,8 @@ def rows_of(records: list[dict[str, Any]], rounds: int, folder: Path, spec) -> l
                 "wall_seconds": record["seconds"],
                 "slowest_site_train_seconds": slowest,
                 "overhead_seconds": record["seconds"] - slowest,
-                "sent_bytes_per_site": record["bytes_sent"] / sites,
-                "received_bytes_per_site": record["bytes_received"] / sites,
+                "sent_bytes_per_site": sum(record["bytes_sent"]["train"].values()) / sites,
+                "received_bytes_per_site": sum(record["bytes_received"]["train"].values()) / sites,
                 "adapter_bytes": sum(a.nbytes for a in arrays.values()),
             }
         )

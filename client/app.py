@@ -151,6 +151,7 @@ def _reply_content(
             "reason": code,
             "clamped": ",".join(reply.clamped),
             "stage1-hash": site_stage1_hash(site),
+            "site": site.config.name,
         }
     )
     return content

@@ -74,6 +74,24 @@ def _add_pki(commands: argparse._SubParsersAction) -> None:
     register.add_argument("--out", type=Path, required=True, help="PKI folder")
     _connection_flags(register)
     register.set_defaults(handler=_pki_register)
+    rotate = sub.add_parser(
+        "rotate-site", help="register a new key for a site and unregister its old one"
+    )
+    rotate.add_argument("name", help="site name")
+    rotate.add_argument("--out", type=Path, required=True, help="PKI folder")
+    rotate.add_argument(
+        "--public-key", type=Path, help="the site's new public key (default: make a pair here)"
+    )
+    _connection_flags(rotate)
+    rotate.set_defaults(handler=_pki_rotate_site)
+    renew = sub.add_parser(
+        "renew-superlink", help="a new SuperLink certificate from the existing CA"
+    )
+    renew.add_argument("--out", type=Path, required=True, help="PKI folder (with ca.key)")
+    renew.add_argument(
+        "--superlink-host", help="DNS names and IPs, comma-separated (default: the current ones)"
+    )
+    renew.set_defaults(handler=_pki_renew_superlink)
 
 
 def _connection_flags(parser: argparse.ArgumentParser) -> None:
@@ -113,10 +131,30 @@ def _guarded(handler: Handler) -> Handler:
 def _pki_init(args: argparse.Namespace) -> int:
     from deploy.pki import init_pki
 
-    hosts = [h.strip() for h in args.superlink_host.split(",") if h.strip()]
+    hosts = _hosts(args.superlink_host)
     pki = init_pki(args.out, hosts, force=args.force)
     print(f"CA {pki.ca_cert}\nSuperLink certificate {pki.server_cert} for {', '.join(hosts)}")
     return 0
+
+
+@_guarded
+def _pki_renew_superlink(args: argparse.Namespace) -> int:
+    from cryptography import x509
+
+    from deploy.pki import certificate_hosts, renew_superlink
+
+    pki = renew_superlink(args.out, _hosts(args.superlink_host or ""))
+    certificate = x509.load_pem_x509_certificate(pki.server_cert.read_bytes())
+    print(
+        f"SuperLink certificate {pki.server_cert} for {', '.join(certificate_hosts(certificate))}, "
+        f"valid until {certificate.not_valid_after_utc:%Y-%m-%d}, from the CA sites hold; "
+        "restart the SuperLink to serve it"
+    )
+    return 0
+
+
+def _hosts(text: str) -> list[str]:
+    return [h.strip() for h in text.split(",") if h.strip()]
 
 
 @_guarded
@@ -131,15 +169,33 @@ def _pki_add_site(args: argparse.Namespace) -> int:
 
 @_guarded
 def _pki_register(args: argparse.Namespace) -> int:
-    from deploy.flower import run_flwr
     from deploy.pki import Pki
+    from deploy.registry import register_site
 
     _connect(args)
-    public_key = Pki(args.out).site_public_key(args.name)
-    if not public_key.is_file():
-        raise FileNotFoundError(f"{public_key} not found (fedumit pki add-site {args.name})")
-    flwr_args = ["supernode", "register", str(public_key), args.federation, "--name", args.name]
-    return run_flwr(flwr_args).returncode
+    node = register_site(Pki(args.out), args.name, args.federation)
+    print(f"{args.name} registered as SuperNode {node}")
+    return 0
+
+
+@_guarded
+def _pki_rotate_site(args: argparse.Namespace) -> int:
+    from deploy.pki import Pki
+    from deploy.registry import rotate_site
+
+    _connect(args)
+    pki = Pki(args.out)
+    rotation = rotate_site(pki, args.name, args.federation, args.public_key)
+    print(
+        f"{args.name}: new key registered as SuperNode {rotation.new_node}; "
+        f"SuperNode {rotation.old_node} (the old key) unregistered"
+    )
+    if args.public_key is None:
+        print(
+            f"new private key {pki.site_key(args.name)}: install it at the site and restart "
+            "its SuperNode"
+        )
+    return 0
 
 
 @_guarded

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy.flower import toml_literal
+from deploy.flower import flwr_answer, toml_literal
 from server.run_folder import RunFolder
 
 
@@ -83,10 +82,10 @@ def latest_run(run_dir: Path) -> Path | None:
 
 
 def site_rows(nodes_json: str) -> list[dict[str, str]]:
-    """Node id, status and last online time of each SuperNode in
-    ``flwr supernode list --format json``."""
-    listed = json.loads(nodes_json)
-    if not listed.get("success"):  # flwr exits 0 with --format json even when it fails
-        raise ValueError(f"cannot list SuperNodes: {listed.get('error-message', nodes_json)}")
+    """Node id, status and last online time of each registered SuperNode in
+    ``flwr supernode list --format json`` (which lists unregistered ones too, such as the node
+    of a site's rotated-out key)."""
+    listed = flwr_answer(nodes_json, "list SuperNodes")
     keys = ("node-id", "status", "online-at")
-    return [{k: str(n.get(k, "")) for k in keys} for n in listed.get("nodes", [])]
+    nodes = [n for n in listed.get("nodes", []) if n.get("status") != "unregistered"]
+    return [{k: str(n.get(k, "")) for k in keys} for n in nodes]

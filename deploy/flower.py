@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 # Nothing leaves a site or the coordinator on Flower's behalf: no telemetry, no update check.
 QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
@@ -56,6 +57,20 @@ def run_flwr(args: Sequence[str], capture: bool = False) -> subprocess.Completed
         capture_output=capture,
         check=False,
     )
+
+
+def flwr_answer(stdout: str, what: str, stderr: str = "") -> dict[str, Any]:
+    """What a ``flwr ... --format json`` command answered; a ``ValueError`` saying it could not
+    ``what``, with Flower's message, when it failed (flwr then often exits 0)."""
+    try:
+        answer = json.loads(stdout)
+    except json.JSONDecodeError:
+        detail = (stderr or stdout).strip() or "flwr printed nothing"
+        raise ValueError(f"cannot {what}: {detail}") from None
+    if not isinstance(answer, dict) or not answer.get("success"):
+        message = answer.get("error-message", stdout) if isinstance(answer, dict) else stdout
+        raise ValueError(f"cannot {what}: {message}")
+    return answer
 
 
 def toml_literal(value: str) -> str:

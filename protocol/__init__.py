@@ -17,13 +17,15 @@ Site -> server:
                 ``<task>/<lang>/<metric>`` scores of groups at least the site's minimum size;
     ``meta``    the keys of :data:`META_KEYS`: the echoed fingerprint, stage and round, ``status``
                 (``ok`` or ``refused``), the refusal's :class:`Refusal` code, the policy keys that
-                clamped the request, and the hash of the stage-1 adapter the site holds.
+                clamped the request, the hash of the stage-1 adapter the site holds, and
+                ``site``, the ``[site] name`` of the site's config (:data:`SITE_NAME`).
 No text, identifier, path, exception message or pixel from a site ever crosses the wire.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from enum import StrEnum
@@ -67,7 +69,20 @@ TRAIN_METRIC_KEYS = (
     "delta",
     "noise-multiplier",
 )
-META_KEYS = ("fingerprint", "stage", "server-round", "status", "reason", "clamped", "stage1-hash")
+META_KEYS = (
+    "fingerprint",
+    "stage",
+    "server-round",
+    "status",
+    "reason",
+    "clamped",
+    "stage1-hash",
+    "site",
+)
+
+# A site's name: its config's ``[site] name``, the name of its key files in the consortium PKI
+# and of its registration on the SuperLink. Safe as a file name, a JSON key and a table cell.
+SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class Refusal(StrEnum):

@@ -1,4 +1,4 @@
-"""Pure aggregation helpers: a streaming weighted mean, robust coordinate-wise rules, FedAdam.
+"""Pure aggregation helpers the rules of :mod:`server.rules` and the reply checks share.
 
 :class:`StreamingWeightedMean` folds replies one at a time into float64 running sums, so the
 server holds one adapter set (plus the reply being folded) whatever the number of sites.
@@ -87,46 +87,3 @@ def update_rms(arrays: Arrays, reference: Arrays) -> float:
 def first_non_finite(arrays: Arrays) -> str | None:
     """The name of the first array holding NaN or an infinity, ``None`` when all are finite."""
     return next((name for name, a in arrays.items() if not np.isfinite(a).all()), None)
-
-
-class FedAdam:
-    """Server-side Adam on the pseudo-gradient ``mean - global`` (Reddi et al., 2021).
-
-    The moment estimates are state: :meth:`state` and :meth:`load_state` let checkpoints carry
-    them so a resumed run continues exactly.
-    """
-
-    def __init__(self, lr: float, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3):
-        self.lr, self.beta1, self.beta2, self.tau = lr, beta1, beta2, tau
-        self.m: dict[str, np.ndarray] = {}
-        self.v: dict[str, np.ndarray] = {}
-
-    def step(self, current: Arrays, mean: Arrays) -> OrderedDict[str, np.ndarray]:
-        """New global arrays from the current ones and the clients' mean.
-
-        The moments advance only when every new array is finite: a round that fails on a
-        non-finite aggregate leaves them as they were, so its retry starts from the same state.
-        """
-        result, moments = OrderedDict(), {}
-        for name, value in current.items():
-            delta = np.asarray(mean[name], np.float64) - value
-            m = self.beta1 * self.m.get(name, 0.0) + (1 - self.beta1) * delta
-            v = self.beta2 * self.v.get(name, 0.0) + (1 - self.beta2) * delta**2
-            moments[name] = m, v
-            result[name] = (value + self.lr * m / (np.sqrt(v) + self.tau)).astype(np.float32)
-        if first_non_finite(result) is None:
-            for name, (m, v) in moments.items():
-                self.m[name], self.v[name] = m, v
-        return result
-
-    def state(self) -> dict[str, np.ndarray]:
-        """Moments as named float64 arrays (``m/<name>``, ``v/<name>``)."""
-        return {
-            **{f"m/{n}": a.copy() for n, a in self.m.items()},
-            **{f"v/{n}": a.copy() for n, a in self.v.items()},
-        }
-
-    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
-        """Restore moments saved by :meth:`state`."""
-        self.m = {k[2:]: np.asarray(a, np.float64) for k, a in state.items() if k.startswith("m/")}
-        self.v = {k[2:]: np.asarray(a, np.float64) for k, a in state.items() if k.startswith("v/")}

@@ -1,7 +1,8 @@
 """Global adapter checkpoints: one safetensors file per stage and round, written atomically.
 
-A checkpoint holds the stage's global arrays (and the server optimiser's state, if any, under
-``optimizer/``) plus metadata: format version, fingerprint, stage, round, run id. A file that
+A checkpoint holds the stage's global arrays and the strategy's state (its aggregation rule's,
+such as FedAdam's moments; :meth:`server.strategy.FedUmitStrategy.state_dict`) plus metadata:
+format version, fingerprint, stage, round, run id. A file that
 cannot be read (a crash mid-write on a filesystem without atomic rename, a damaged disk) is
 skipped in favour of the previous round's.
 """
@@ -22,7 +23,9 @@ from safetensors.numpy import load_file, save_file
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1"
-OPTIMIZER_PREFIX = "optimizer/"
+# The strategy's state is stored under this prefix; its name is from when FedAdam's moments were
+# the only state, and stays so that earlier run folders resume.
+STATE_PREFIX = "optimizer/"
 _NAME = re.compile(r"^(align|instruct)-round-(\d{4})\.safetensors$")
 
 
@@ -32,14 +35,14 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A stage's global arrays after a round."""
+    """A stage's global arrays after a round, and the strategy's state to go on from them."""
 
     stage: str
     server_round: int
     fingerprint: str
     run_id: str
     arrays: dict[str, np.ndarray]
-    optimizer: dict[str, np.ndarray]
+    strategy_state: dict[str, np.ndarray]
 
 
 def checkpoint_path(folder: Path, stage: str, server_round: int) -> Path:
@@ -53,7 +56,7 @@ def save_checkpoint(folder: Path, checkpoint: Checkpoint) -> Path:
     path = checkpoint_path(folder, checkpoint.stage, checkpoint.server_round)
     tensors = {name: np.ascontiguousarray(a) for name, a in checkpoint.arrays.items()}
     tensors.update(
-        {OPTIMIZER_PREFIX + k: np.ascontiguousarray(a) for k, a in checkpoint.optimizer.items()}
+        {STATE_PREFIX + k: np.ascontiguousarray(a) for k, a in checkpoint.strategy_state.items()}
     )
     metadata = {
         "format": FORMAT_VERSION,
@@ -94,10 +97,8 @@ def load_checkpoint(path: Path, fingerprint: str | None = None) -> Checkpoint:
         fingerprint=metadata["fingerprint"],
         run_id=metadata["run_id"],
         arrays={name: tensors[name] for name in order},
-        optimizer={
-            k[len(OPTIMIZER_PREFIX) :]: a
-            for k, a in tensors.items()
-            if k.startswith(OPTIMIZER_PREFIX)
+        strategy_state={
+            k[len(STATE_PREFIX) :]: a for k, a in tensors.items() if k.startswith(STATE_PREFIX)
         },
     )
 

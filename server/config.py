@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-AGGREGATIONS = ("fedavg", "fedprox", "fedadam", "median", "trimmed-mean")
+from server.rules import RULES
 
 # Default of the run config's ``max-update-norm``: the most a reply may move the adapter, as the
 # root-mean-square per coordinate of ``reply - global`` (its L2 norm over sqrt(coordinates)), so
@@ -179,7 +179,7 @@ class RunConfig:
             run_id=read.get("run-id", str),
             resume=read.get("resume", str),
             seed=read.get("seed", int),
-            aggregation=read.choice("aggregation", AGGREGATIONS),
+            aggregation=read.choice("aggregation", tuple(RULES)),
             proximal_mu=read.number("proximal-mu", minimum=0.0),
             max_update_norm=read.number("max-update-norm", minimum=0.0),
             max_num_examples=read.integer("max-num-examples", minimum=1),

@@ -1,9 +1,10 @@
 """The two-stage schedule: ``align`` rounds, freeze and hand over, then ``instruct`` rounds.
 
-After every round the round's record is appended to ``metrics.jsonl``, the plots redrawn and
-then the global adapter checkpointed; federated evaluation runs at round 0 and every
-``eval-every`` rounds. A run resumes from its last complete round; the server's own state (global
-arrays, the server optimiser's moments) is checkpointed, and records after the last checkpoint are
+After every round the round's record (:func:`round_record`, from the logs the strategy
+returns) is appended to ``metrics.jsonl``, the plots redrawn and then the global adapter
+checkpointed; federated evaluation runs at round 0 and every ``eval-every`` rounds. A run
+resumes from its last complete round; the server's own state (global arrays, the strategy's
+``state_dict``: FedAdam's moments) is checkpointed, and records after the last checkpoint are
 dropped. The server sends no seed: a site draws its sampling and noise from the operating system,
 unless its own config opts in to replayable randomness (simulations do), and then a resumed run
 ends bitwise where an uninterrupted one ends.
@@ -25,7 +26,9 @@ from protocol import Refusal, arrays_hash, from_record, to_record
 from server.checkpoints import Checkpoint, latest_checkpoint, save_checkpoint
 from server.config import RunConfig, StageSchedule
 from server.plots import draw_run_plots
+from server.round_log import RoundLog, RoundResult
 from server.rounds import stream_replies
+from server.rules import build_rule
 from server.run_folder import RunFolder
 from server.strategy import FedUmitStrategy, RoundFailed
 from shared_model.loading import stage_model
@@ -76,20 +79,19 @@ class Coordinator:
         self.config, self.spec, self.folder = config, spec, folder
         self.fingerprint = spec.fingerprint()
         self.strategy = FedUmitStrategy(
-            aggregation=config.aggregation,
+            build_rule(config),
             fraction_train=config.fraction_train,
             min_sites=config.min_sites,
             min_available_sites=config.min_available_sites,
             max_update_norm=config.max_update_norm,
             max_num_examples=config.max_num_examples,
-            trim_fraction=config.trim_fraction,
-            server_lr=config.server_lr,
             seed=config.seed,
         )
 
     def run(self, grid: Grid, stage1: dict[str, np.ndarray] | None = None) -> RunOutcome:
         """Every planned stage and round, resuming after the last checkpoint in the folder."""
         outcome = RunOutcome()
+        self.strategy.summary()
         self._forget_unfinished_rounds()
         if stage1 is not None:
             outcome.arrays["align"] = stage1
@@ -114,24 +116,22 @@ class Coordinator:
         resumed = latest_checkpoint(self.folder.checkpoints, schedule.name, self.fingerprint)
         if resumed is not None:
             arrays, start = resumed.arrays, resumed.server_round + 1
-            if self.strategy.optimizer is not None:
-                self.strategy.optimizer.load_state(resumed.optimizer)
+            self.strategy.load_state_dict(resumed.strategy_state)
             log.info("%s: resuming after round %d", schedule.name, resumed.server_round)
         else:
             arrays, start = initial_arrays(self.spec, schedule.name, self.config.seed, align), 1
-            if self.strategy.optimizer is not None:
-                self.strategy.optimizer.load_state({})
-            start_metrics = (
-                self._evaluate(grid, schedule, 0, arrays) if self.config.eval_at_start else {}
+            self.strategy.load_state_dict({})
+            evaluated = (
+                self._evaluate(grid, schedule, 0, arrays) if self.config.eval_at_start else None
             )
-            self._record(schedule.name, 0, {"eval": start_metrics})
+            self._record(schedule.name, 0, round_record(None, evaluated))
         for server_round in range(start, schedule.rounds + 1):
             began = time.perf_counter()
             rounds_left = schedule.rounds - server_round + 1 + later_rounds
             try:
-                arrays = self._train(grid, schedule, server_round, arrays, rounds_left)
+                arrays, trained = self._train(grid, schedule, server_round, arrays, rounds_left)
             except RoundFailed as error:
-                if server_round == 1 and self._no_site_can_train():
+                if server_round == 1 and _no_site_can_train(error.log):
                     raise StageSkipped(schedule.name, server_round) from error
                 log.error(
                     "stopping: %s; the last good checkpoint stays in %s",
@@ -143,22 +143,15 @@ class Coordinator:
                 return None
             evaluate = self.config.eval_every and server_round % self.config.eval_every == 0
             if evaluate or server_round == schedule.rounds:
-                metrics = self._evaluate(grid, schedule, server_round, arrays)
+                evaluated = self._evaluate(grid, schedule, server_round, arrays)
             else:
-                metrics = {}
-            self._record(schedule.name, server_round, self._train_record(metrics, began))
+                evaluated = None
+            record = round_record(trained, evaluated)
+            self._record(
+                schedule.name, server_round, {**record, "seconds": time.perf_counter() - began}
+            )
             self._checkpoint(schedule.name, server_round, arrays)
         return arrays
-
-    def _no_site_can_train(self) -> bool:
-        """True when every site answered the last round, and every one with no records."""
-        log_ = self.strategy.round_log
-        return (
-            not log_.sites
-            and not log_.rejected
-            and bool(log_.refused)
-            and all(reason == Refusal.NO_RECORDS.value for reason in log_.refused.values())
-        )
 
     def _forget_unfinished_rounds(self) -> None:
         """Drop the records of rounds after the last checkpoint (a killed run's last words):
@@ -177,11 +170,11 @@ class Coordinator:
             messages = self.strategy.configure_train(server_round, to_record(arrays), config, grid)
             replies = stream_replies(grid, messages, self.config.round_timeout)
             try:
-                aggregated, _ = self.strategy.aggregate_train(server_round, replies)
-                return from_record(aggregated)
+                result = self.strategy.aggregate_train(server_round, replies)
+                return from_record(result.arrays), result.log
             except RoundFailed as error:
                 if attempt == self.config.retries or (
-                    server_round == 1 and self._no_site_can_train()
+                    server_round == 1 and _no_site_can_train(error.log)
                 ):
                     raise
                 log.warning(
@@ -192,7 +185,7 @@ class Coordinator:
                 )
         raise AssertionError("unreachable")
 
-    def _evaluate(self, grid, schedule, server_round, arrays) -> dict[str, float]:
+    def _evaluate(self, grid, schedule, server_round, arrays) -> RoundResult:
         config = ConfigRecord(
             {
                 "stage": schedule.name,
@@ -203,9 +196,8 @@ class Coordinator:
         )
         messages = self.strategy.configure_evaluate(server_round, to_record(arrays), config, grid)
         replies = stream_replies(grid, messages, self.config.round_timeout)
-        metrics = self.strategy.aggregate_evaluate(server_round, replies)
-        result = dict(metrics) if metrics is not None else {}
-        for key, value in sorted(result.items()):
+        result = self.strategy.aggregate_evaluate(server_round, replies)
+        for key, value in sorted((result.metrics or {}).items()):
             log.info("%s round %d  %-40s %.3f", schedule.name, server_round, key, value)
         return result
 
@@ -224,35 +216,60 @@ class Coordinator:
                 "noise-multiplier": config.noise_multiplier,
                 "max-grad-norm": config.max_grad_norm,
                 "physical-batch-size": config.physical_batch_size,
-                "proximal-mu": config.proximal_mu if config.aggregation == "fedprox" else 0.0,
                 "rounds-left": rounds_left,
             }
         )
 
     def _checkpoint(self, stage: str, server_round: int, arrays) -> None:
-        optimizer = self.strategy.optimizer.state() if self.strategy.optimizer else {}
+        state = self.strategy.state_dict()
         save_checkpoint(
             self.folder.checkpoints,
-            Checkpoint(
-                stage, server_round, self.fingerprint, self.folder.run_id, arrays, optimizer
-            ),
+            Checkpoint(stage, server_round, self.fingerprint, self.folder.run_id, arrays, state),
         )
-
-    def _train_record(self, metrics: dict[str, float], began: float) -> dict[str, Any]:
-        round_log = self.strategy.round_log
-        return {
-            "train_loss": round_log.train_loss,
-            "sites": [str(n) for n in round_log.sites],
-            "rejected": {str(n): r for n, r in round_log.rejected.items()},
-            "refused": {str(n): r for n, r in round_log.refused.items()},
-            "epsilon": {str(n): e for n, e in round_log.epsilon.items()},
-            "site_seconds": {str(n): t for n, t in round_log.train_seconds.items()},
-            "bytes_sent": round_log.bytes_sent,
-            "bytes_received": round_log.bytes_received,
-            "seconds": time.perf_counter() - began,
-            "eval": metrics,
-        }
 
     def _record(self, stage: str, server_round: int, record: dict[str, Any]) -> None:
         self.folder.append_metrics({"stage": stage, "round": server_round, **record})
         draw_run_plots(self.folder.metrics(), self.folder.plots)
+
+
+def round_record(trained: RoundLog[str] | None, evaluated: RoundResult | None) -> dict[str, Any]:
+    """A round's line in ``metrics.jsonl``, every site by name: the training log's sites,
+    ``rejected`` (why), ``refused`` (codes), ``epsilon`` and ``delta``, ``site_seconds`` and
+    mean ``train_loss``; the evaluation's average (``eval``) and its ``eval_sites``,
+    ``eval_rejected`` and ``eval_refused``; and ``bytes_sent`` / ``bytes_received`` per
+    site, for ``train`` and ``evaluate`` apart."""
+    record: dict[str, Any] = {"eval": {}}
+    sent: dict[str, dict[str, int]] = {}
+    received: dict[str, dict[str, int]] = {}
+    if trained is not None:
+        record.update(
+            train_loss=trained.train_loss,
+            sites=trained.sites,
+            rejected=trained.rejected,
+            refused=trained.refused,
+            epsilon=trained.epsilon,
+            delta=trained.delta,
+            site_seconds=trained.seconds,
+        )
+        sent["train"], received["train"] = trained.sent, trained.received
+    if evaluated is not None:
+        record.update(
+            eval=dict(evaluated.metrics or {}),
+            eval_sites=evaluated.log.sites,
+            eval_rejected=evaluated.log.rejected,
+            eval_refused=evaluated.log.refused,
+        )
+        sent["evaluate"], received["evaluate"] = evaluated.log.sent, evaluated.log.received
+    if sent:
+        record.update(bytes_sent=sent, bytes_received=received)
+    return record
+
+
+def _no_site_can_train(round_log: RoundLog[str]) -> bool:
+    """True when every site answered the round, and every one with no records."""
+    return (
+        not round_log.sites
+        and not round_log.rejected
+        and bool(round_log.refused)
+        and all(reason == Refusal.NO_RECORDS.value for reason in round_log.refused.values())
+    )

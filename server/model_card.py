@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,9 +24,6 @@ def model_card(
         for s in ("align", "instruct")
     }
     sites = sorted({s for r in trained for s in r.get("sites", [])})
-    epsilon: dict[str, float] = {}
-    for record in trained:
-        epsilon.update(record.get("epsilon", {}))
     final_eval = next((r["eval"] for r in reversed(records) if r.get("eval")), {})
     lines = [
         "# FedUMIT model",
@@ -38,18 +36,12 @@ def model_card(
         f"- base checkpoint: `{base}`",
         f"- fingerprint (base layout + adapter layout): `{fingerprint}`",
         f"- rounds: align {rounds['align']}, instruct {rounds['instruct']}",
-        f"- sites that contributed: {len(sites)}",
+        f"- sites that contributed: {len(sites)} ({', '.join(sites) or 'none'})",
         f"- aggregation: {config.get('aggregation')}, differential privacy: {config.get('dp')}",
         "",
-        "## Privacy",
+        *privacy_table(trained),
         "",
-        "| site | final epsilon | delta |",
-        "| --- | --- | --- |",
-    ]
-    delta = config.get("delta", "per site policy")
-    lines += [f"| {site} | {value:.3f} | {delta} |" for site, value in sorted(epsilon.items())]
-    lines += ["", *evaluation_table(final_eval)]
-    lines += [
+        *evaluation_table(final_eval),
         "",
         "## Use",
         "",
@@ -63,6 +55,25 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def privacy_table(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The card's privacy section: each site's cumulative epsilon and its delta, as the site
+    last reported them (a site's delta is its own policy's)."""
+    spent: dict[str, dict[str, float]] = {}
+    for record in records:
+        for key in ("epsilon", "delta"):
+            for site, value in record.get(key, {}).items():
+                spent.setdefault(site, {})[key] = value
+    lines = ["## Privacy", "", "| site | final epsilon | delta |", "| --- | --- | --- |"]
+    for site, reported in sorted(spent.items()):
+        epsilon, delta = reported.get("epsilon", math.nan), reported.get("delta", math.nan)
+        lines.append(f"| {site} | {_reported(epsilon, '.3f')} | {_reported(delta, '.3g')} |")
+    return lines
+
+
+def _reported(value: float, spec: str) -> str:
+    return format(value, spec) if math.isfinite(value) else "not reported"
 
 
 def evaluation_table(scores: Mapping[str, float]) -> list[str]:

@@ -90,7 +90,7 @@ def _privacy(records: Sequence[dict[str, Any]], path: Path) -> Path:
     sites = sorted({s for r in records for s in r.get("epsilon", {})})
     for site in sites:
         values = [r.get("epsilon", {}).get(site, float("nan")) for r in records]
-        axis.plot(labels, values, marker="o", label=f"site {site}")
+        axis.plot(labels, values, marker="o", label=site)
     axis.set_title("cumulative privacy spend per site (epsilon)")
     axis.set_xlabel("stage and round")
     if sites:

@@ -12,10 +12,12 @@ from typing import Any
 import numpy as np
 from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
 from protocol import ARRAYS, CONFIG, META, METRICS, STATUS_OK, from_record, to_record
+from server.round_log import RoundLog
 from server.rounds import stream_replies
 from server.strategy import FedUmitStrategy
 
@@ -64,7 +66,7 @@ def reply_content(
     if arrays is not None:
         content[ARRAYS] = to_record(arrays)
     content[METRICS] = MetricRecord(
-        {"num-examples": float(examples), "train-loss": loss, "epsilon": 1.0}
+        {"num-examples": float(examples), "train-loss": loss, "epsilon": 1.0, "delta": 1e-5}
     )
     content[META] = reply_meta(message, **meta)
     return content
@@ -73,6 +75,11 @@ def reply_content(
 def evaluation_content(message: Message, metrics: Mapping[str, Any]) -> RecordDict:
     """An evaluate reply's content: ``<task>/<lang>/<metric>`` scores with their group counts."""
     return RecordDict({METRICS: MetricRecord(dict(metrics)), META: reply_meta(message)})
+
+
+def site_name(node: int) -> str:
+    """The ``[site] name`` the test site at node ``node`` has in its config."""
+    return f"site-{node}"
 
 
 def reply_meta(message: Message, **meta: Any) -> ConfigRecord:
@@ -86,6 +93,7 @@ def reply_meta(message: Message, **meta: Any) -> ConfigRecord:
             "status": STATUS_OK,
             "reason": "",
             "stage1-hash": "",
+            "site": site_name(message.metadata.dst_node_id),
             **meta,
         }
     )
@@ -99,10 +107,12 @@ def reply(message: Message, answer: RecordDict | Error) -> Message:
 
 
 class SiteGrid(Grid):
-    """A Grid whose nodes are in-process sites; replies keep Flower's ids and metadata."""
+    """A Grid whose nodes are in-process sites; replies keep Flower's ids and metadata.
+    ``registered`` names nodes as the SuperLink would (``flwr supernode register --name``)."""
 
-    def __init__(self, sites: Mapping[int, Site]) -> None:
+    def __init__(self, sites: Mapping[int, Site], registered: Mapping[int, str] = ()) -> None:
         self.sites = dict(sites)
+        self.registered = dict(registered)
         self.pushed: dict[str, Message] = {}
         self._ids = itertools.count()
 
@@ -122,6 +132,10 @@ class SiteGrid(Grid):
     def get_node_ids(self) -> Iterable[int]:
         """The sites' node ids."""
         return list(self.sites)
+
+    def get_nodes(self) -> Iterable[NodeInfo]:
+        """The sites' nodes, with the names they are registered under."""
+        return [NodeInfo(node_id=n, name=self.registered.get(n)) for n in self.sites]
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         """Give each message an id, as Flower's ``InMemoryGrid`` does."""
@@ -148,9 +162,9 @@ def run_round(
     grid: SiteGrid,
     current: Mapping[str, np.ndarray],
     server_round: int = 1,
-) -> OrderedDict[str, np.ndarray]:
-    """One train round the way the coordinator drives it: configure, stream, aggregate."""
+) -> tuple[OrderedDict[str, np.ndarray], RoundLog[str]]:
+    """One train round the way the coordinator drives it: configure, stream, aggregate; the
+    new global arrays and the round's log."""
     messages = strategy.configure_train(server_round, to_record(current), round_config(), grid)
-    replies = stream_replies(grid, messages, timeout=30.0)
-    aggregated, _ = strategy.aggregate_train(server_round, replies)
-    return from_record(aggregated)
+    result = strategy.aggregate_train(server_round, stream_replies(grid, messages, timeout=30.0))
+    return from_record(result.arrays), result.log

@@ -1,8 +1,11 @@
-"""The consortium PKI: files, modes, SANs, chain, key formats, no silent overwrite."""
+"""The consortium PKI: files, modes, SANs, chain, key formats, no silent overwrite; keys over
+time: a renewed SuperLink certificate trusted by sites that hold the CA, a rotated site key
+admitted and the old one refused (real SuperLink and SuperNodes on loopback)."""
 
 from __future__ import annotations
 
 import ipaddress
+import ssl
 import stat
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from deploy.pki import Pki, PkiError, add_site, init_pki
 from fedumit.cli import main
+from tests.deploy_fixtures import Consortium, Processes, fedumit_argv, free_port, wait_for
 
 
 def _mode(path: Path) -> int:
@@ -79,3 +83,108 @@ def test_rerun_never_overwrites_without_force(tmp_path: Path, capsys) -> None:
 def test_unsafe_site_names_are_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(PkiError):
         add_site(tmp_path, name)
+
+
+def _sans(certificate: x509.Certificate) -> set:
+    extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    return set(extension.value)
+
+
+def test_renewal_issues_a_new_superlink_key_and_certificate_from_the_same_ca(
+    tmp_path: Path, capsys
+) -> None:
+    init_pki(tmp_path, ["link.example.org", "10.1.2.3"])
+    pki = Pki(tmp_path)
+    ca, ca_key = pki.ca_cert.read_bytes(), pki.ca_key.read_bytes()
+    old, old_key = _cert(pki.server_cert), pki.server_key.read_bytes()
+
+    assert main(["pki", "renew-superlink", "--out", str(tmp_path)]) == 0
+    assert "link.example.org, 10.1.2.3" in capsys.readouterr().out
+    new = _cert(pki.server_cert)
+    assert (pki.ca_cert.read_bytes(), pki.ca_key.read_bytes()) == (ca, ca_key)
+    new.verify_directly_issued_by(_cert(pki.ca_cert))
+    assert new.serial_number != old.serial_number and new.subject == old.subject
+    assert _sans(new) == _sans(old)
+    assert pki.server_key.read_bytes() != old_key and _mode(pki.server_key) == 0o600
+    key = load_pem_private_key(pki.server_key.read_bytes(), password=None)
+    assert key.public_key().public_numbers() == new.public_key().public_numbers()
+
+    renew = ["pki", "renew-superlink", "--out", str(tmp_path), "--superlink-host", "b.org"]
+    assert main(renew) == 0
+    names = _cert(pki.server_cert).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert {"b.org", "localhost"} == set(names.value.get_values_for_type(x509.DNSName))
+
+
+def test_renewal_needs_the_cas_own_key(tmp_path: Path, capsys) -> None:
+    init_pki(tmp_path, ["link"])
+    other = tmp_path / "other"
+    init_pki(other, ["link"])
+    Pki(tmp_path).ca_key.write_bytes(Pki(other).ca_key.read_bytes())
+    assert main(["pki", "renew-superlink", "--out", str(tmp_path)]) == 2
+    assert "is not the key of" in capsys.readouterr().err
+    Pki(tmp_path).ca_key.unlink()
+    assert main(["pki", "renew-superlink", "--out", str(tmp_path)]) == 2
+    assert "renewing needs the CA's certificate and key" in capsys.readouterr().err
+
+
+@pytest.fixture
+def consortium(tmp_path: Path, processes: Processes) -> Consortium:
+    """A SuperLink and hospital-a's registered SuperNode, online (it never runs a round)."""
+    consortium = Consortium(tmp_path, processes, model_spec=tmp_path / "model.toml")
+    archive = tmp_path / "archives" / "hospital-a"
+    archive.mkdir(parents=True)
+    consortium.start([archive])
+    return consortium
+
+
+def test_a_rotated_site_key_is_admitted_and_the_old_one_refused(consortium: Consortium) -> None:
+    c, pki = consortium, Pki(consortium.pki)
+    old_key = c.root / "hospital-a-old.key"
+    old_key.write_bytes(pki.site_key("hospital-a").read_bytes())
+    [before] = c.supernodes()
+    assert pki.site_node("hospital-a").read_text().strip() == before["node-id"]
+
+    printed = c.fedumit(
+        "pki", "rotate-site", "hospital-a", "--out", str(c.pki), "--federation", c.federation
+    )
+    new_node = pki.site_node("hospital-a").read_text().strip()
+    assert f"registered as SuperNode {new_node}" in printed and new_node != before["node-id"]
+    assert f"SuperNode {before['node-id']} (the old key) unregistered" in printed
+    assert pki.retired_public_key("hospital-a", int(before["node-id"])).is_file()
+    assert pki.site_key("hospital-a").read_bytes() != old_key.read_bytes()
+
+    c.processes.stop(c.nodes["hospital-a"])  # the site restarts its SuperNode with the new key
+    c.start_site("hospital-a", "rotated")
+    wait_for(lambda: c.statuses() == ["online"], 120, "hospital-a online with its new key")
+    assert [n["node-id"] for n in c.supernodes()] == [new_node]
+
+    argv = fedumit_argv(
+        "supernode", "--site", str(c.site_configs["hospital-a"]),
+        "--superlink", f"127.0.0.1:{c.port}", "--root-cert", str(pki.ca_cert),
+        "--auth-key", str(old_key), "--runtime-port", str(free_port()),
+    )  # fmt: skip
+    stale = c.processes.start("hospital-a-old-key", argv, cwd=c.root)
+    assert stale.wait(timeout=60) != 0
+    assert "Failed to activate SuperNode" in c.processes.log("hospital-a-old-key")
+    assert [(n["node-id"], n["status"]) for n in c.supernodes()] == [(new_node, "online")]
+
+
+def test_a_renewed_superlink_certificate_is_trusted_by_sites_holding_the_ca(
+    consortium: Consortium,
+) -> None:
+    c, pki = consortium, Pki(consortium.pki)
+    ca = pki.ca_cert.read_bytes()
+    old = _cert(pki.server_cert)
+    c.fedumit("pki", "renew-superlink", "--out", str(c.pki))
+    assert pki.ca_cert.read_bytes() == ca  # nothing to send to the sites
+
+    c.processes.stop(c.nodes["hospital-a"])  # signs off: offline until it connects again
+    assert c.statuses() == ["offline"]
+    c.processes.stop(c.link)
+    c.start_superlink("superlink-renewed")  # waits for a handshake verified by ca.crt alone
+    served = x509.load_pem_x509_certificate(
+        ssl.get_server_certificate(("127.0.0.1", c.port), ca_certs=str(pki.ca_cert)).encode()
+    )
+    assert served == _cert(pki.server_cert) and served.serial_number != old.serial_number
+    c.start_site("hospital-a", "renewed")  # the same site config, PKI folder and ca.crt
+    wait_for(lambda: c.statuses() == ["online"], 120, "hospital-a online, trusting the CA only")

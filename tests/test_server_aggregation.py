@@ -12,13 +12,14 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from flwr.app import Message
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp import strategy as flower
 
 from protocol import from_record, to_record
 from server.aggregation import trim_count
 from server.checkpoints import Checkpoint, latest_checkpoint, save_checkpoint
 from server.config import RUN_DEFAULTS, RunConfig
 from server.coordinator import Coordinator
+from server.rules import AggregationRule, FedAdam, FedAvg, FedProx, Median, TrimmedMean
 from server.run_folder import RunFolder
 from server.strategy import FedUmitStrategy, NonFiniteAggregate, RoundFailed
 from shared_model.spec import ModelSpec
@@ -39,10 +40,10 @@ def _serverapp() -> Iterator[None]:
         yield
 
 
-def unbounded(aggregation: str = "fedavg", **settings) -> FedUmitStrategy:
+def unbounded(rule: AggregationRule | None = None, **settings) -> FedUmitStrategy:
     """A strategy without the update bound (0, as a coordinator may choose): these tests check
     arithmetic on hand-sized numbers, updates far larger than any training round's."""
-    return FedUmitStrategy(aggregation, max_update_norm=0.0, **settings)
+    return FedUmitStrategy(rule, max_update_norm=0.0, **settings)
 
 
 def arrays(a: list, b: list) -> OrderedDict[str, np.ndarray]:
@@ -69,17 +70,17 @@ def grid_of(replies) -> SiteGrid:
     )
 
 
-@pytest.mark.parametrize("aggregation", ["fedavg", "fedprox"])
-def test_fedavg_is_the_example_weighted_mean(aggregation: str) -> None:
-    strategy = unbounded(aggregation, min_sites=3, min_available_sites=3)
-    result = run_round(strategy, grid_of(REPLIES), CURRENT)
+@pytest.mark.parametrize("rule", [FedAvg(), FedProx(proximal_mu=0.01)], ids=["fedavg", "fedprox"])
+def test_fedavg_is_the_example_weighted_mean(rule: AggregationRule) -> None:
+    strategy = unbounded(rule, min_sites=3, min_available_sites=3)
+    result, log = run_round(strategy, grid_of(REPLIES), CURRENT)
     # (1 * r1 + 2 * r2 + 5 * r3) / 8, by hand
     assert list(result) == list(CURRENT)
     np.testing.assert_allclose(result["layer.lora_A"], [[1.125, 1.25], [6.375, -3.5]], rtol=1e-7)
     np.testing.assert_allclose(result["merger.weight"], [1.375, 2.125, 2.875], rtol=1e-7)
     assert result["merger.weight"].dtype == np.float32
-    assert strategy.round_log.train_loss == pytest.approx((1 * 1.0 + 2 * 2.0 + 5 * 0.0) / 8)
-    assert sorted(strategy.round_log.sites) == [10, 11, 12]
+    assert log.train_loss == pytest.approx((1 * 1.0 + 2 * 2.0 + 5 * 0.0) / 8)
+    assert sorted(log.sites) == ["site-10", "site-11", "site-12"]
 
 
 def test_fedavg_matches_flower_fedavg_on_the_same_messages() -> None:
@@ -87,17 +88,17 @@ def test_fedavg_matches_flower_fedavg_on_the_same_messages() -> None:
     sites = {n: random_arrays(shapes, seed=n) for n in (1, 2, 3, 4)}
     grid = SiteGrid({n: (lambda m, n=n: reply_content(sites[n], n * 3, m)) for n in sites})
     current = random_arrays(shapes, seed=99)
-    ours = run_round(unbounded(min_sites=4, min_available_sites=4), grid, current)
+    ours, _ = run_round(unbounded(min_sites=4, min_available_sites=4), grid, current)
 
     messages = FedUmitStrategy().configure_train(1, to_record(current), round_config(), grid)
-    flower, _ = FedAvg().aggregate_train(1, grid.send_and_receive(messages))
-    for name, value in from_record(flower).items():
+    theirs, _ = flower.FedAvg().aggregate_train(1, grid.send_and_receive(messages))
+    for name, value in from_record(theirs).items():
         np.testing.assert_allclose(ours[name], value, rtol=1e-5, atol=1e-6)
 
 
 def test_median_is_coordinate_wise_and_ignores_weights() -> None:
-    strategy = unbounded("median", min_sites=3, min_available_sites=3)
-    result = run_round(strategy, grid_of(REPLIES), CURRENT)
+    strategy = unbounded(Median(), min_sites=3, min_available_sites=3)
+    result, _ = run_round(strategy, grid_of(REPLIES), CURRENT)
     np.testing.assert_array_equal(result["layer.lora_A"], [[1, 2], [4, 4]])
     np.testing.assert_array_equal(result["merger.weight"], [1, 2, 2])
 
@@ -105,16 +106,16 @@ def test_median_is_coordinate_wise_and_ignores_weights() -> None:
 def test_trimmed_mean_drops_the_extremes_of_each_coordinate() -> None:
     columns = [[100, 5], [1, 7], [2, 6], [3, -1], [-50, 30]]  # one row per site
     replies = [(OrderedDict(w=np.array(c, np.float32)), 1, 0.0) for c in columns]
-    strategy = unbounded("trimmed-mean", min_sites=5, trim_fraction=0.2)
-    result = run_round(strategy, grid_of(replies), OrderedDict(w=np.zeros(2, np.float32)))
+    strategy = unbounded(TrimmedMean(trim_fraction=0.2), min_sites=5)
+    result, _ = run_round(strategy, grid_of(replies), OrderedDict(w=np.zeros(2, np.float32)))
     # coordinate 0 keeps 1, 2, 3; coordinate 1 keeps 5, 6, 7
     np.testing.assert_allclose(result["w"], [2.0, 6.0])
 
 
 def test_trimmed_mean_of_three_sites_trims_one_per_end_and_is_their_median() -> None:
     """``int(0.1 * 3)`` is 0: before, three sites were plainly averaged."""
-    trimmed = run_round(unbounded("trimmed-mean", min_sites=3), grid_of(REPLIES), CURRENT)
-    median = run_round(unbounded("median", min_sites=3), grid_of(REPLIES), CURRENT)
+    trimmed, _ = run_round(unbounded(TrimmedMean(), min_sites=3), grid_of(REPLIES), CURRENT)
+    median, _ = run_round(unbounded(Median(), min_sites=3), grid_of(REPLIES), CURRENT)
     for name in CURRENT:
         np.testing.assert_array_equal(trimmed[name], median[name])
 
@@ -134,15 +135,17 @@ def test_fedadam_one_step_by_hand() -> None:
         (OrderedDict(w=np.array([0.4, 1.0], np.float32)), 4, 0.0),
         (OrderedDict(w=np.array([0.6, 0.8], np.float32)), 4, 0.0),
     ]
-    strategy = FedUmitStrategy("fedadam", server_lr=0.1)
-    result = run_round(strategy, grid_of(replies), OrderedDict(w=np.array([0.0, 1.0], np.float32)))
+    adam = FedAdam(server_lr=0.1)
+    result, _ = run_round(
+        FedUmitStrategy(adam), grid_of(replies), OrderedDict(w=np.array([0.0, 1.0], np.float32))
+    )
     # mean [0.5, 0.9]; delta [0.5, -0.1]; m = 0.1 delta = [0.05, -0.01];
     # v = 0.01 delta^2 -> sqrt(v) = [0.05, 0.01]; step = 0.1 m / (sqrt(v) + 1e-3)
     np.testing.assert_allclose(
         result["w"], [0.1 * 0.05 / 0.051, 1.0 - 0.1 * 0.01 / 0.011], rtol=1e-6
     )
-    np.testing.assert_allclose(strategy.optimizer.m["w"], [0.05, -0.01], rtol=1e-6)
-    np.testing.assert_allclose(strategy.optimizer.v["w"], [0.0025, 0.0001], rtol=1e-5)
+    np.testing.assert_allclose(adam.m["w"], [0.05, -0.01], rtol=1e-6)
+    np.testing.assert_allclose(adam.v["w"], [0.0025, 0.0001], rtol=1e-5)
 
 
 SHAPES = {"lora_A": (256, 1024), "lora_B": (1024, 512), "merger": (256, 1024)}  # 4 MiB
@@ -151,7 +154,7 @@ REPLY_BYTES = 4 * sum(int(np.prod(s)) for s in SHAPES.values())
 
 def peak_while_aggregating(replies: int) -> int:
     """Peak traced bytes of one round whose replies arrive, and are dropped, one by one."""
-    grid = SiteGrid({n: None for n in range(1, replies + 1)})
+    grid = SiteGrid({n: None for n in range(2, replies + 2)})  # node 1 is the SuperLink's id
     strategy = FedUmitStrategy(min_sites=replies, min_available_sites=replies)  # bound on
     current = random_arrays(SHAPES, seed=0, scale=0.01)
     messages = strategy.configure_train(1, to_record(current), round_config(), grid)
@@ -167,12 +170,12 @@ def peak_while_aggregating(replies: int) -> int:
     tracemalloc.start()
     try:
         baseline = tracemalloc.get_traced_memory()[0]
-        aggregated, _ = strategy.aggregate_train(1, arriving())
+        result = strategy.aggregate_train(1, arriving())
         peak = tracemalloc.get_traced_memory()[1] - baseline
     finally:
         tracemalloc.stop()
         gc.enable()
-    assert aggregated is not None and len(strategy.round_log.sites) == replies
+    assert result.arrays is not None and len(result.log.sites) == replies
     return peak
 
 
@@ -192,12 +195,12 @@ def at_the_top(sites: int) -> SiteGrid:
     return SiteGrid({n: (lambda m: reply_content(top, 4, m)) for n in range(1, sites + 1)})
 
 
-@pytest.mark.parametrize("aggregation, sites", [("median", 2), ("trimmed-mean", 4)])
+@pytest.mark.parametrize("rule, sites", [(Median(), 2), (TrimmedMean(), 4)])
 def test_an_overflowing_aggregate_fails_the_round_naming_the_array(
-    aggregation: str, sites: int
+    rule: AggregationRule, sites: int
 ) -> None:
     """The two middle values of each coordinate are averaged in float32, and overflow."""
-    strategy = unbounded(aggregation, min_sites=sites, min_available_sites=sites)
+    strategy = unbounded(rule, min_sites=sites, min_available_sites=sites)
     with np.errstate(over="ignore"), pytest.raises(NonFiniteAggregate) as raised:
         run_round(strategy, at_the_top(sites), OrderedDict(w=np.zeros(3, np.float32)))
     assert isinstance(raised.value, RoundFailed)
@@ -208,11 +211,11 @@ def test_an_overflowing_aggregate_fails_the_round_naming_the_array(
 
 def test_fedadam_keeps_its_moments_when_its_step_overflows() -> None:
     """A failed round is retried from the same server state, not from moments it spoilt."""
-    strategy = unbounded("fedadam", server_lr=1e39)
+    adam = FedAdam(server_lr=1e39)
     current = OrderedDict(w=np.full(3, TOP / 2, np.float32))
     with np.errstate(over="ignore"), pytest.raises(NonFiniteAggregate):
-        run_round(strategy, at_the_top(2), current)
-    assert strategy.optimizer.m == {} and strategy.optimizer.v == {}
+        run_round(unbounded(adam), at_the_top(2), current)
+    assert adam.m == {} and adam.v == {} and adam.state_dict() == {}
 
 
 def test_a_failed_round_leaves_the_last_good_global_model_and_checkpoint(tmp_path) -> None:

@@ -11,7 +11,6 @@ import pytest
 from safetensors.numpy import save_file
 
 import server.checkpoints as checkpoints
-from server.aggregation import FedAdam
 from server.checkpoints import (
     Checkpoint,
     CheckpointError,
@@ -20,14 +19,22 @@ from server.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
+from server.rules import FedAdam
 from tests.server_fixtures import FINGERPRINT, random_arrays
 
 SHAPES = {"z.lora_B": (6, 3), "a.lora_A": (3, 6), "merger.mlp.0.weight": (4, 4)}  # not sorted
 
 
-def checkpoint(server_round: int, stage: str = "instruct", optimizer=None) -> Checkpoint:
+def checkpoint(server_round: int, stage: str = "instruct", state=None) -> Checkpoint:
     arrays = dict(random_arrays(SHAPES, seed=server_round))
-    return Checkpoint(stage, server_round, FINGERPRINT, "run-1", arrays, optimizer or {})
+    return Checkpoint(stage, server_round, FINGERPRINT, "run-1", arrays, state or {})
+
+
+def adam_round(adam: FedAdam, current, mean):
+    """One FedAdam round whose only reply is ``mean``: the new global arrays."""
+    adam.begin(current)
+    adam.fold(mean, 1.0)
+    return adam.result()
 
 
 def assert_same(loaded: Checkpoint, saved: Checkpoint) -> None:
@@ -43,36 +50,35 @@ def assert_same(loaded: Checkpoint, saved: Checkpoint) -> None:
         assert loaded.arrays[name].dtype == array.dtype
 
 
-def test_round_trip_keeps_order_values_and_optimizer_state(tmp_path: Path) -> None:
-    optimizer = FedAdam(lr=0.1)
-    saved = checkpoint(3)
-    optimizer.step(saved.arrays, checkpoint(4).arrays)
-    saved = checkpoint(3, optimizer=optimizer.state())
+def test_round_trip_keeps_order_values_and_strategy_state(tmp_path: Path) -> None:
+    adam = FedAdam(server_lr=0.1)
+    adam_round(adam, checkpoint(3).arrays, checkpoint(4).arrays)
+    saved = checkpoint(3, state=adam.state_dict())
     path = save_checkpoint(tmp_path, saved)
     assert path == checkpoint_path(tmp_path, "instruct", 3)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind
     loaded = load_checkpoint(path, FINGERPRINT)
     assert_same(loaded, saved)
-    assert set(loaded.optimizer) == {f"{k}/{n}" for k in "mv" for n in SHAPES}
-    for key, value in saved.optimizer.items():
-        np.testing.assert_array_equal(loaded.optimizer[key], value)
+    assert set(loaded.strategy_state) == {f"{k}/{n}" for k in "mv" for n in SHAPES}
+    for key, value in saved.strategy_state.items():
+        np.testing.assert_array_equal(loaded.strategy_state[key], value)
 
 
 def test_fedadam_resumed_from_a_checkpoint_continues_exactly(tmp_path: Path) -> None:
     means = [checkpoint(r).arrays for r in (10, 11, 12)]
-    uninterrupted, expected = FedAdam(lr=0.05), checkpoint(1).arrays
+    uninterrupted, expected = FedAdam(server_lr=0.05), checkpoint(1).arrays
     for mean in means:
-        expected = uninterrupted.step(expected, mean)
+        expected = adam_round(uninterrupted, expected, mean)
 
-    interrupted, current = FedAdam(lr=0.05), checkpoint(1).arrays
+    interrupted, current = FedAdam(server_lr=0.05), checkpoint(1).arrays
     for mean in means[:2]:
-        current = interrupted.step(current, mean)
-    state = interrupted.state()
+        current = adam_round(interrupted, current, mean)
+    state = interrupted.state_dict()
     save_checkpoint(tmp_path, Checkpoint("align", 2, FINGERPRINT, "run-1", current, state))
     resumed = latest_checkpoint(tmp_path, "align", FINGERPRINT)
-    restarted = FedAdam(lr=0.05)
-    restarted.load_state(resumed.optimizer)
-    final = restarted.step(resumed.arrays, means[2])
+    restarted = FedAdam(server_lr=0.05)
+    restarted.load_state_dict(resumed.strategy_state)
+    final = adam_round(restarted, resumed.arrays, means[2])
     for name in SHAPES:
         np.testing.assert_array_equal(final[name], expected[name])
 

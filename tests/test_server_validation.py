@@ -121,17 +121,18 @@ def test_each_bad_reply_is_rejected_with_its_reason_and_the_round_completes(capl
     grid = SiteGrid({1: good(1, 2), 2: good(2, 6), **{n: site for n, (site, _) in bad.items()}})
     strategy = FedUmitStrategy(min_sites=2, min_available_sites=2)  # default bounds
     with caplog.at_level(logging.WARNING, logger="server.strategy"):
-        result = run_round(strategy, grid, CURRENT)
+        result, log = run_round(strategy, grid, CURRENT)
 
     one, two = near(1), near(2)
     for name in CURRENT:
         np.testing.assert_allclose(result[name], (2 * one[name] + 6 * two[name]) / 8, rtol=1e-6)
-    assert sorted(strategy.round_log.sites) == [1, 2]
-    assert set(strategy.round_log.rejected) == set(bad)
+    assert sorted(log.sites) == ["site-1", "site-2"]
+    names = strategy.sites
+    assert set(log.rejected) == {names.name(node) for node in bad}
     for node, (_, reason) in bad.items():
-        assert reason in strategy.round_log.rejected[node]
+        assert reason in log.rejected[names.name(node)]
         assert any(
-            f"site {node} in round 1" in r.getMessage() and reason in r.getMessage()
+            f"of {names.describe(node)} in round 1" in r.getMessage() and reason in r.getMessage()
             for r in caplog.records
         ), reason
 
@@ -155,10 +156,10 @@ class GridWithAnOfflineSite(SiteGrid):
 def test_a_site_gone_offline_is_rejected_under_its_own_node_id() -> None:
     grid = GridWithAnOfflineSite({1: good(1, 2), 2: good(2, 6), 3: good(3, 4)})
     strategy = FedUmitStrategy(min_sites=2, min_available_sites=3)
-    run_round(strategy, grid, CURRENT)
-    assert sorted(strategy.round_log.sites) == [1, 2]
-    assert list(strategy.round_log.rejected) == [3]
-    assert "Node Unavailable" in strategy.round_log.rejected[3]
+    _, log = run_round(strategy, grid, CURRENT)
+    assert sorted(log.sites) == ["site-1", "site-2"]
+    assert list(log.rejected) == ["node 3"]  # it never answered, so only its node id is known
+    assert "Node Unavailable" in log.rejected["node 3"]
 
 
 def test_a_refusal_is_an_answer_not_a_rejection(caplog) -> None:
@@ -170,11 +171,11 @@ def test_a_refusal_is_an_answer_not_a_rejection(caplog) -> None:
     grid = SiteGrid({1: good(1, 2), 2: good(2, 6), 3: refusing})
     strategy = FedUmitStrategy(min_sites=2, min_available_sites=3)
     with caplog.at_level(logging.WARNING, logger="server.strategy"):
-        run_round(strategy, grid, CURRENT)
-    assert strategy.round_log.refused == {3: refusal}
-    assert strategy.round_log.rejected == {}
-    assert strategy.round_log.epsilon == {1: 1.0, 2: 1.0, 3: 1.0}
-    assert f"site 3 refused round 1: {refusal}" in caplog.text
+        _, log = run_round(strategy, grid, CURRENT)
+    assert log.refused == {"site-3": refusal}
+    assert log.rejected == {}
+    assert log.epsilon == {"site-1": 1.0, "site-2": 1.0, "site-3": 1.0}
+    assert f"site-3 (node 3) refused round 1: {refusal}" in caplog.text
 
 
 def test_too_few_valid_replies_stop_the_round_naming_every_reason() -> None:
@@ -183,15 +184,16 @@ def test_too_few_valid_replies_stop_the_round_naming_every_reason() -> None:
     with pytest.raises(TooFewReplies) as raised:
         run_round(strategy, grid, CURRENT)
     assert (raised.value.valid, raised.value.minimum) == (1, 2)
-    assert "site 2: array 'q.lora_B' holds NaN" in str(raised.value)
-    assert "site 3: array 'q.lora_A' has shape" in str(raised.value)
+    assert "site-2: array 'q.lora_B' holds NaN" in str(raised.value)
+    assert "site-3: array 'q.lora_A' has shape" in str(raised.value)
+    assert raised.value.log.sites == ["site-1"]
 
 
 def test_rejected_arrays_never_reach_the_mean() -> None:
     """A NaN reply that slipped through would poison every coordinate of the result."""
     grid = SiteGrid({1: good(1, 2), 2: good(2, 6), 3: with_nan, 4: oversized})
     strategy = FedUmitStrategy(min_sites=2, min_available_sites=4)
-    result = run_round(strategy, grid, CURRENT)
+    result, _ = run_round(strategy, grid, CURRENT)
     assert all(np.isfinite(a).all() for a in result.values())
     assert max(float(np.abs(result[n] - CURRENT[n]).max()) for n in CURRENT) < 1.0
 
@@ -216,10 +218,10 @@ def test_a_bad_num_examples_is_rejected_and_the_global_model_is_the_mean_of_the_
     grid = SiteGrid({1: good(1, 2), 2: good(2, 6), 3: with_examples(examples)})
     strategy = FedUmitStrategy(min_sites=2, min_available_sites=3)
     with caplog.at_level(logging.WARNING, logger="server.strategy"):
-        result = run_round(strategy, grid, CURRENT)
+        result, log = run_round(strategy, grid, CURRENT)
 
-    assert list(strategy.round_log.rejected) == [3] and reason in strategy.round_log.rejected[3]
-    assert f"rejected the reply of site 3 in round 1: {reason}" in caplog.text
+    assert list(log.rejected) == ["site-3"] and reason in log.rejected["site-3"]
+    assert f"rejected the reply of site-3 (node 3) in round 1: {reason}" in caplog.text
     one, two = near(1), near(2)
     for name in CURRENT:
         assert np.isfinite(result[name]).all()
@@ -229,10 +231,10 @@ def test_a_bad_num_examples_is_rejected_and_the_global_model_is_the_mean_of_the_
 def test_num_examples_may_be_a_whole_float_or_an_int_up_to_the_run_configs_cap() -> None:
     grid = SiteGrid({1: with_examples(100.0), 2: with_examples(7), 3: with_examples(101.0)})
     strategy = FedUmitStrategy(min_sites=2, min_available_sites=3, max_num_examples=100)
-    run_round(strategy, grid, CURRENT)
-    assert sorted(strategy.round_log.sites) == [1, 2]
-    assert strategy.round_log.rejected == {
-        3: "num-examples 101 is outside [1, 100] (run config max-num-examples)"
+    _, log = run_round(strategy, grid, CURRENT)
+    assert sorted(log.sites) == ["site-1", "site-2"]
+    assert log.rejected == {
+        "site-3": "num-examples 101 is outside [1, 100] (run config max-num-examples)"
     }
 
 
@@ -248,11 +250,11 @@ def test_malformed_diagnostics_count_as_unknown_and_crash_nothing() -> None:
 
     grid = SiteGrid({1: good(1, 2), 2: good(2, 6), 3: odd})
     strategy = FedUmitStrategy(min_sites=3, min_available_sites=3)
-    run_round(strategy, grid, CURRENT)
-    assert sorted(strategy.round_log.sites) == [1, 2, 3]
-    assert strategy.round_log.train_loss == pytest.approx(0.5)
-    assert math.isnan(strategy.round_log.epsilon[3])
-    assert math.isnan(strategy.round_log.train_seconds[3])
+    _, log = run_round(strategy, grid, CURRENT)
+    assert sorted(log.sites) == ["site-1", "site-2", "site-3"]
+    assert log.train_loss == pytest.approx(0.5)
+    assert math.isnan(log.epsilon["site-3"])
+    assert math.isnan(log.seconds["site-3"])
 
 
 def scores(accuracy: object, count: object) -> Callable[[Message], RecordDict]:
@@ -260,7 +262,7 @@ def scores(accuracy: object, count: object) -> Callable[[Message], RecordDict]:
     return lambda m: evaluation_content(m, {"vqa/en/accuracy": accuracy, "vqa/en/count": count})
 
 
-def test_evaluation_replies_with_unusable_group_counts_are_skipped_with_a_reason(caplog) -> None:
+def test_evaluation_replies_with_unusable_group_counts_are_rejected_with_a_reason(caplog) -> None:
     bad = {
         3: (scores(0.0, 1e30), "vqa/en/count 1e+30 is outside [1, 10000000]"),
         4: (scores(0.0, float("nan")), "vqa/en/count must be finite, got nan"),
@@ -280,9 +282,13 @@ def test_evaluation_replies_with_unusable_group_counts_are_skipped_with_a_reason
     with caplog.at_level(logging.WARNING, logger="server.strategy"):
         result = strategy.aggregate_evaluate(1, stream_replies(grid, messages, timeout=30.0))
 
-    assert dict(result) == pytest.approx({"vqa/en/accuracy": (0.5 * 10 + 0.8 * 30) / 40})
+    expected = {"vqa/en/accuracy": (0.5 * 10 + 0.8 * 30) / 40}
+    assert result.arrays is None and dict(result.metrics) == pytest.approx(expected)
+    assert sorted(result.log.sites) == ["site-1", "site-2", "site-7"]
     for node, (_, reason) in bad.items():
-        assert f"skipped the evaluation of site {node} in round 1: {reason}" in caplog.text
+        name = f"site-{node} (node {node})"
+        assert f"rejected the evaluation of {name} in round 1: {reason}" in caplog.text
+        assert reason in result.log.rejected[f"site-{node}"]
 
 
 def test_a_sub_group_score_is_weighted_by_its_own_count() -> None:
@@ -296,7 +302,7 @@ def test_a_sub_group_score_is_weighted_by_its_own_count() -> None:
     strategy = FedUmitStrategy(min_sites=2, min_available_sites=2)
     messages = strategy.configure_evaluate(1, to_record(CURRENT), round_config(), grid)
     result = strategy.aggregate_evaluate(1, stream_replies(grid, messages, timeout=30.0))
-    assert dict(result) == pytest.approx({"vqa/en/closed_accuracy": 10 / 40})
+    assert dict(result.metrics) == pytest.approx({"vqa/en/closed_accuracy": 10 / 40})
 
 
 # The largest update RMS measured on the tiny base (server/config.py): one round without DP at
