@@ -21,8 +21,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     simulate.add_argument(
         "--test-per-group",
         type=int,
-        default=SIMULATION_DEFAULTS["test-per-group"],
-        help="held-out test records scored per task and language (spread over the sites)",
+        default=None,
+        help="held-out test records scored per task and language, spread over the sites "
+        f"(default: {SIMULATION_DEFAULTS['test-per-group']} for the synthetic hospitals, every "
+        "record of a public dataset's test split)",
     )
     simulate.set_defaults(handler=_simulate)
     compare = commands.add_parser(

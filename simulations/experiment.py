@@ -17,6 +17,7 @@ from shared_model.spec import ModelSpec
 from shared_model.tasks import score_rows
 from simulations.bootstrap import paired_intervals
 from simulations.datasets import public_archives
+from simulations.defaults import SIMULATION_DEFAULTS
 from simulations.heldout import answer_heldout, answer_model, test_samples
 from simulations.report import add_intervals, print_answers, print_metric_table
 from simulations.runner import simulate, write_site_config
@@ -156,6 +157,14 @@ def run_overrides(
     }
 
 
+def test_per_group(args: argparse.Namespace) -> int | None:
+    """Held-out records scored per task and language: all of a public dataset's test split,
+    a spread sample of the synthetic hospitals' (``--test-per-group`` decides when given)."""
+    if args.test_per_group is not None:
+        return args.test_per_group
+    return int(SIMULATION_DEFAULTS["test-per-group"]) if args.dataset == "synthetic" else None
+
+
 def run_experiment(args: argparse.Namespace) -> int:
     """Build everything a simulated consortium needs, run it, and print what it learned."""
     console = Console(stderr=args.json)
@@ -184,7 +193,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         return 1
     spec = consortium.spec
     console.print("held-out test split: the base (round 0) and the exported model")
-    samples = test_samples(sites, spec, per_group=args.test_per_group)
+    samples = test_samples(sites, spec, per_group=test_per_group(args))
     before = answer_model(spec.base, samples, spec.canvas)
     after = answer_model(export, samples, spec.canvas)
     columns = {

@@ -1,17 +1,18 @@
 """``fedumit simulate`` end to end, on a smaller configuration of the same code as the default.
 
-Three synthetic hospitals (one mostly Chinese) run ``align`` then ``instruct`` with DP-SGD in
-Flower's simulation engine; the run is exported and the exported model is scored on the pooled
-held-out test split against the base (round 0). The privacy budget is generous so that a few
-minutes of training show on the closed-form tasks; the DP path (per-patient clipping, noise,
-ledger) is the one the default run takes.
+Three synthetic hospitals (one mostly Chinese) run ``align`` then ``instruct`` with DP-SGD at a
+real budget (epsilon 8 at delta 1e-5 per site) in Flower's simulation engine; the run is
+exported and the exported model is scored on the pooled held-out test split against the base
+(round 0). Sites key their sampling and noise from their replayable_noise_seed, so the run
+repeats. The test fails when learning under DP regresses: the training loss must fall round
+after round, and closed VQA must not end below round 0 in either language.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +24,28 @@ from client.config import load_site_config
 from client.privacy import PrivacyLedger
 from fedumit.cli import main
 from protocol import ARRAYS
-from simulations.report import closed_form, improved
+from simulations.report import closed_form, established
 
 CJK = re.compile(r"[\u4e00-\u9fff：]")
 ARGS = [
     "--sites", "3",
-    "--patients", "30",
-    "--align-rounds", "1",
-    "--align-steps", "3",
-    "--instruct-rounds", "2",
-    "--instruct-steps", "60",
-    "--instruct-lr", "4e-3",
-    "--eval-every", "0",
-    "--epsilon", "1000",
+    "--patients", "160",
+    "--align-steps", "5",
+    "--align-batch", "48",
+    "--instruct-rounds", "3",
+    "--instruct-steps", "8",
+    "--instruct-batch", "48",
+    "--test-per-group", "30",
+    "--epsilon", "8",
+    "--seed", "0",
 ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def simulation(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> dict[str, Any]:
-    """One ``fedumit simulate`` run (the tiny base copied in, as the command would build it)."""
+    """One ``fedumit simulate`` run (the session's tiny base linked in, as the command finds it)."""
     out = tmp_path_factory.mktemp("simulate")
-    shutil.copytree(tiny_base, out / "tiny-base")
+    (out / "tiny-base").symlink_to(tiny_base, target_is_directory=True)
     code = main(["simulate", "--out", str(out), *ARGS])
     summaries = list((out / "runs").glob("*/summary.json"))
     assert code == 0 and len(summaries) == 1, f"exit {code}, summaries {summaries}"
@@ -55,16 +57,18 @@ def test_both_stages_ran_with_dp_and_were_checkpointed(simulation: dict[str, Any
     run = simulation["run"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     trained = [(r["stage"], r["round"]) for r in records if "train_loss" in r]
-    assert trained == [("align", 1), ("instruct", 1), ("instruct", 2)]
+    assert trained == [("align", 1), ("instruct", 1), ("instruct", 2), ("instruct", 3)]
     for record in records:
         if "train_loss" in record:
             assert len(record["sites"]) == 3 and not record["rejected"]
-            assert all(0 < eps < 1000 for eps in record["epsilon"].values())
+            assert all(0 < eps <= 8.0 for eps in record["epsilon"].values())
+    assert all(eps > 7.0 for eps in records[-1]["epsilon"].values())  # the budget is used
     checkpoints = sorted(p.name for p in (run / "checkpoints").glob("*.safetensors"))
     assert checkpoints == [
         "align-round-0001.safetensors",
         "instruct-round-0001.safetensors",
         "instruct-round-0002.safetensors",
+        "instruct-round-0003.safetensors",
     ]
     assert {p.name for p in (run / "plots").glob("*.png")} >= {"training.png", "privacy.png"}
     for site in (run / "sites").glob("*.toml"):
@@ -81,13 +85,19 @@ def test_export_loads_with_plain_transformers(simulation: dict[str, Any]) -> Non
     assert "epsilon" in card.lower() and simulation["run"].name in card
 
 
-def test_closed_form_tasks_beat_round_0_in_both_languages(simulation: dict[str, Any]) -> None:
+def test_learning_under_dp_at_epsilon_8(simulation: dict[str, Any]) -> None:
+    """Learning under DP at a real budget: the sites' training loss falls from round to round
+    of ``instruct`` (by a tenth at least over the run), and closed VQA ends no worse than the
+    base in either language."""
+    run = simulation["run"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train_loss"] for r in records if r["stage"] == "instruct" and "train_loss" in r]
+    assert all(later < earlier for earlier, later in pairwise(losses))
+    assert losses[-1] < 0.9 * losses[0], losses
     rows = closed_form(simulation["summary"]["table"])
     for lang in ("en", "zh"):
-        mine = [r for r in rows if r["lang"] == lang]
-        assert mine, f"no closed-form rows for {lang}"
-        better = [f"{r['task']}/{r['metric']}" for r in mine if improved(r, "round 0", "final")]
-        assert better, f"{lang}: nothing improved over round 0: {mine}"
+        row = next(r for r in rows if r["lang"] == lang and r["task"] == "vqa")
+        assert established(row) >= 0, f"{lang}: closed VQA fell below round 0: {row}"
 
 
 def test_table_rows_say_which_is_the_headline(simulation: dict[str, Any]) -> None:
@@ -116,7 +126,7 @@ def test_site_audit_lists_every_reply_and_detects_an_edit(simulation, capsys) ->
     replied = [r for r in records if r["event"] == REPLIED]
     assert len(replied) == len(received) > 0
     trained = [r for r in replied if r["message_type"] == "train"]
-    assert len(trained) == 3 and all(ARRAYS in r["arrays"] for r in trained)
+    assert len(trained) == 4 and all(ARRAYS in r["arrays"] for r in trained)
     assert main(["site", "audit", "--site", str(site)]) == 0
     assert f"{len(replied)} replies sent" in capsys.readouterr().out
 
