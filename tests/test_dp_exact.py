@@ -189,8 +189,9 @@ def test_noise_has_the_calibrated_scale(tiny_spec) -> None:
     trainer.train(samples, units, config, progress=False)
     deltas = np.concatenate([(adapter.arrays()[n] - before[n]).ravel() for n in before])
     expected_std = sigma * clip / (rate * 3)
-    assert abs(deltas.std() / expected_std - 1.0) < 0.01
-    assert abs(deltas.mean()) < 0.01 * expected_std
+    # five standard errors of the sample's std and mean over the adapter's coordinates
+    assert abs(deltas.std() / expected_std - 1.0) < 5 / np.sqrt(2 * deltas.size)
+    assert abs(deltas.mean()) < 5 * expected_std / np.sqrt(deltas.size)
 
 
 def test_the_merger_learns_at_a_fraction_of_the_lora_rate(tiny_spec) -> None:

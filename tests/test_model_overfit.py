@@ -60,7 +60,7 @@ def test_overfits_bilingual_vqa(tiny_spec) -> None:
         [encode_sample(processor, s, tiny_spec) for s in samples], processor.tokenizer.pad_token_id
     )
     optimizer = torch.optim.AdamW([p for _, p in adapter.trainable_parameters()], lr=2e-3)
-    answerer = Answerer(adapter.model, processor, canvas=112, max_new_tokens=12)
+    answerer = Answerer(adapter.model, processor, canvas=tiny_spec.canvas, max_new_tokens=12)
     questions = [Question(s.images, "vqa", s.lang, s.fields) for s in samples]
     task = get_task("vqa")
     expected = [task.target(s.fields, s.lang) for s in samples]
