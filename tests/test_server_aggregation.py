@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from flwr.app import Message
+from flwr.app import Message, RecordDict
 from flwr.serverapp import strategy as flower
 
-from protocol import from_record, to_record
+from protocol import ARRAYS, CONFIG, STATUS_REFUSED, from_record, to_record
 from server.aggregation import trim_count
 from server.checkpoints import Checkpoint, latest_checkpoint, save_checkpoint
 from server.config import RUN_DEFAULTS, RunConfig
@@ -248,3 +248,27 @@ def test_a_failed_round_leaves_the_last_good_global_model_and_checkpoint(tmp_pat
     assert kept.server_round == 1
     np.testing.assert_array_equal(kept.arrays["w"], good["w"])
     assert folder.metrics()[-1] == {"stage": "align", "round": 2, "failed": outcome.stopped_reason}
+
+
+def test_a_stage_no_site_can_train_is_skipped_and_the_run_goes_on(tmp_path, tiny_spec) -> None:
+    """Every site answers ``no-records`` in align's first round: align is skipped with its
+    reason in metrics.jsonl, and instruct trains over the base as it is."""
+
+    def site(message: Message) -> RecordDict:
+        if message.content[CONFIG]["stage"] == "align":
+            return reply_content(None, 0, message, status=STATUS_REFUSED, reason="no-records")
+        return reply_content(from_record(message.content[ARRAYS]), 20, message)
+
+    config = RunConfig.from_flat(
+        {**RUN_DEFAULTS, "align.rounds": 2, "instruct.rounds": 1, "eval-at-start": False,
+         "eval-every": 0, "retries": 0}
+    )  # fmt: skip
+    folder = RunFolder(tmp_path / "run").create({})
+    grid = SiteGrid({1: site, 2: site})
+    outcome = Coordinator(config, tiny_spec, folder).run(grid)
+
+    assert outcome.completed and outcome.skipped == ["align"]
+    assert set(outcome.arrays) == {"instruct"}
+    skipped = [r for r in folder.metrics() if "skipped" in r]
+    assert [(r["stage"], r["round"]) for r in skipped] == [("align", 1)]
+    assert "no site holds usable align training records" in skipped[0]["skipped"]
