@@ -6,7 +6,11 @@ type, Flower's run, FedUMIT's run id, stage and round, the app's identity, SHA-2
 every array record, every config value the server sent and which keys the site ignored. Before a
 reply leaves, a ``replied`` record is written: status and refusal code, SHA-256 and size of the
 arrays, every metric and meta value sent, and the site's epsilon after the exchange. A reply that
-cannot be recorded does not leave (the ClientApp sends a bare refusal instead).
+cannot be recorded does not leave (the ClientApp sends a bare refusal instead). An app bundle the
+site refused to run (not on its approved list) is an ``app-refused`` record, and each approval
+``fedumit site approve`` gives an ``app-approved`` record: the bundle's SHA-256, name and version.
+Under secure aggregation each step of Flower's SecAgg+ protocol adds a ``secagg`` record; the
+masking step's says what was masked (:mod:`client.secure_aggregation`).
 
 ``fedumit site audit`` prints the log and verifies its chain.
 """
@@ -17,15 +21,22 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import Message
 
 from client.journal import Journal
 from protocol import STATUS_OK, arrays_sha256, from_record
 
+if TYPE_CHECKING:
+    from deploy.approvals import Approval
+    from deploy.bundles import Bundle
+
 RECEIVED = "received"
 REPLIED = "replied"
+SECURE_AGGREGATION = "secagg"
+APP_REFUSED = "app-refused"
+APP_APPROVED = "app-approved"
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,53 @@ class AuditLog:
                     k: _plain(v) for rec in content.config_records.values() for k, v in rec.items()
                 },
                 "epsilon": epsilon,
+            }
+        )
+
+    def app_refused(self, *, flower_run: int, bundle: Bundle, kept: Path) -> dict[str, Any]:
+        """Record an app bundle the site refused to run (none of its code was loaded)."""
+        return self.journal.append(
+            {
+                "event": APP_REFUSED,
+                "time": time.time(),
+                "flower_run": flower_run,
+                "sha256": bundle.sha256,
+                "app": bundle.name,
+                "version": bundle.version,
+                "kept": str(kept),
+            }
+        )
+
+    def app_approved(self, approval: Approval, previous: str | None) -> dict[str, Any]:
+        """Record that a person approved an app bundle for this site."""
+        return self.journal.append(
+            {
+                "event": APP_APPROVED,
+                "time": time.time(),
+                "sha256": approval.sha256,
+                "app": approval.name,
+                "version": approval.version,
+                "previous": previous,
+            }
+        )
+
+    def refusals(self) -> list[dict[str, Any]]:
+        """Every ``app-refused`` record, oldest first."""
+        return [r for r in self.journal.records() if r.get("event") == APP_REFUSED]
+
+    def secure_aggregation(
+        self, message: Message, step: str, details: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Record one step of the SecAgg+ protocol before its reply leaves: the step, the
+        server round (Flower's message group) and, for the masking step, what was masked."""
+        return self.journal.append(
+            {
+                "event": SECURE_AGGREGATION,
+                "time": time.time(),
+                "flower_run": int(message.metadata.run_id),
+                "server_round": message.metadata.group_id,
+                "step": step,
+                **{key: _plain(value) for key, value in sorted(details.items())},
             }
         )
 

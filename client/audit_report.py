@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from client.audit import RECEIVED, REPLIED, AuditLog
+from client.audit import APP_REFUSED, RECEIVED, REPLIED, AuditLog
 from client.config import load_site_config
 from client.journal import JournalError
 
@@ -38,7 +38,8 @@ def run_audit_report(site_path: Path, as_json: bool = False) -> int:
     refused = sum(1 for r in replies if r.get("meta", {}).get("status") != "ok")
     console.print(
         f"{len(records)} records, chain verified: {len(replies)} replies sent "
-        f"({refused} refusals), {sum(_bytes(r) for r in replies):,} array bytes sent"
+        f"({refused} refusals), {sum(_bytes(r) for r in replies):,} array bytes sent, "
+        f"{sum(r.get('event') == APP_REFUSED for r in records)} app bundles refused"
     )
     return 0
 

@@ -1,4 +1,4 @@
-"""Commands for hospital IT: ``fedumit site check``, ``site privacy`` and ``site audit``."""
+"""Commands for hospital IT: ``fedumit site check``, ``privacy``, ``audit`` and ``approve``."""
 
 from __future__ import annotations
 
@@ -40,6 +40,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     audit.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     audit.set_defaults(handler=_audit)
 
+    approve = site_commands.add_parser(
+        "approve", help="approve an app bundle (FAB) for this site's SuperNode to run"
+    )
+    approve.add_argument("--site", type=Path, required=True, help="site config TOML")
+    approve.add_argument(
+        "bundle",
+        help="a .fab file (flwr build), or the Flower run id of a bundle the site refused",
+    )
+    approve.set_defaults(handler=_approve)
+
 
 def _check(args: argparse.Namespace) -> int:
     from client.archive.check import run_site_check
@@ -57,3 +67,9 @@ def _audit(args: argparse.Namespace) -> int:
     from client.audit_report import run_audit_report
 
     return run_audit_report(args.site, as_json=args.json)
+
+
+def _approve(args: argparse.Namespace) -> int:
+    from client.approve import run_approve
+
+    return run_approve(args.site, args.bundle)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +24,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _insecure_flag(link)
     link.set_defaults(handler=_superlink)
 
-    node = commands.add_parser("supernode", help="start a hospital's Flower SuperNode")
+    node = commands.add_parser(
+        "supernode", help="start a hospital's Flower SuperNode (runs approved app bundles only)"
+    )
     node.add_argument("--site", type=Path, required=True, help="site config TOML")
     node.add_argument("--superlink", default="127.0.0.1:8000", help="SuperLink HOST:PORT")
     node.add_argument("--pki", type=Path, help="folder with ca.crt and sites/<site>.key")
@@ -219,9 +223,10 @@ def _superlink(args: argparse.Namespace) -> int:
 @_guarded
 def _supernode(args: argparse.Namespace) -> int:
     from client.config import load_site_config
-    from deploy.flower import exec_flower, warn_insecure
-    from deploy.nodes import SuperNodeOptions, supernode_command
+    from deploy.flower import exec_flower, flower_env, warn_insecure
+    from deploy.nodes import SuperNodeOptions, runtime_api_address, supernode_command
     from deploy.pki import Pki
+    from deploy.site_executor import executor_command
 
     if args.insecure:
         warn_insecure()
@@ -243,7 +248,14 @@ def _supernode(args: argparse.Namespace) -> int:
         runtime_port=args.runtime_port,
         insecure=args.insecure,
     )
-    exec_flower(supernode_command(options))
+    argv = supernode_command(options)
+    site = load_site_config(args.site)
+    # The executor watches this process id, which flower-supernode keeps after exec.
+    executor = executor_command(
+        runtime_api_address(options), site.work_dir, site.audit_path, parent=os.getpid()
+    )
+    subprocess.Popen(executor, env=flower_env())
+    exec_flower(argv)
 
 
 @_guarded

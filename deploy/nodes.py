@@ -4,6 +4,10 @@ Every flag is one Flower 1.42 documents in ``--help``. Both run with TLS from th
 PKI, SuperNode authentication, and no installation of app dependencies at run time (FedUMIT
 is installed beforehand, the same version everywhere). ``--insecure`` drops TLS and
 authentication and is only used when asked for by name.
+
+A SuperNode runs with ``--isolation process``: it starts no app itself; the site's executor
+(:mod:`deploy.site_executor`, started beside it) runs each ClientApp task only when the task's
+app bundle is on the site's approved list.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from deploy.pki import Pki
 
 DEFAULT_PORT = 8000  # flower-superlink's default: Fleet, Control and Runtime APIs share it
 DEFAULT_RUNTIME_PORT = 9094  # flower-supernode's local Runtime API (ClientApp processes)
+RUNTIME_HOST = "127.0.0.1"  # the SuperNode's Runtime API is reachable from its own host only
 NODE_SITE_CONFIG = "site-config"  # the node config key client.app reads
 
 T = TypeVar("T")
@@ -79,9 +84,15 @@ def supernode_command(options: SuperNodeOptions) -> list[str]:
         argv += ["--root-certificates", str(root_cert.resolve())]
         argv += ["--auth-supernode-private-key", str(auth_key.resolve())]
     argv += ["--node-config", f"{NODE_SITE_CONFIG}={toml_literal(str(site_config))}"]
-    argv += ["--isolation", "subprocess"]  # runtime dependency installation stays off (default)
-    argv += ["--port", str(options.runtime_port)]
+    # The site's executor runs the apps; runtime dependency installation stays off (default).
+    argv += ["--isolation", "process"]
+    argv += ["--host", RUNTIME_HOST, "--port", str(options.runtime_port)]
     return argv
+
+
+def runtime_api_address(options: SuperNodeOptions) -> str:
+    """Where the site's executor and ClientApp processes reach the SuperNode."""
+    return f"{RUNTIME_HOST}:{options.runtime_port}"
 
 
 def _required(value: T | None, what: str) -> T:

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from client.config import load_site_config
+from deploy.approvals import SiteApprovals
+from deploy.bundles import MANIFEST, Bundle
 from deploy.pki import add_site, init_pki
 from server.checkpoints import checkpoint_path
 from server.run_folder import RunFolder
@@ -29,6 +34,19 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def app_snapshot(folder: Path) -> tuple[Path, Bundle]:
+    """This checkout's app as ``flwr run`` bundles it, unpacked into ``folder/fedumit``, and the
+    bundle: launching from the snapshot sends that bundle however the checkout changes."""
+    from flwr.cli.build import build_fab_from_disk
+
+    bundle = Bundle(build_fab_from_disk(REPO_ROOT))
+    app = folder / "fedumit"
+    with zipfile.ZipFile(io.BytesIO(bundle.content)) as archive:
+        archive.extractall(app)
+    shutil.rmtree(app / Path(MANIFEST).parent)
+    return app, bundle
 
 
 def fedumit_argv(*args: str) -> list[str]:
@@ -172,6 +190,8 @@ class Consortium:
     site_configs: dict[str, Path] = field(default_factory=dict)  # name -> site config TOML
     nodes: dict[str, subprocess.Popen] = field(default_factory=dict)  # name -> SuperNode
     link: subprocess.Popen | None = None
+    app: Path = REPO_ROOT  # what launch sends: the snapshot that start() takes ...
+    bundle: Bundle | None = None  # ... and its bundle, which every site that joins approves
 
     @property
     def pki(self) -> Path:
@@ -224,6 +244,8 @@ class Consortium:
             work_dir=self.root / "work" / name,
             model_spec=self.model_spec,
         )
+        if self.bundle is not None:
+            SiteApprovals(self.root / "work" / name).approve(self.bundle)
         self.sites[name] = fedumit_argv(
             "supernode", "--site", str(site), "--superlink", f"127.0.0.1:{self.port}",
             "--pki", str(self.pki), "--runtime-port", str(free_port()),
@@ -248,18 +270,20 @@ class Consortium:
         """Each SuperNode's status as the SuperLink lists it."""
         return [node["status"] for node in self.supernodes()]
 
-    def launch(self, run_config: str) -> None:
-        """``fedumit launch`` this checkout's app with ``run_config`` overrides (detached)."""
+    def launch(self, run_config: str, app: Path | None = None) -> None:
+        """``fedumit launch`` the app in ``app`` (default: the one the sites approved) with
+        ``run_config`` overrides (detached)."""
+        app = app or self.app
         where = f"run-dir='{self.root / 'runs'}' run-id='{self.run_id}' "
         self.fedumit(
-            "launch", "--federation", self.federation, "--app", str(REPO_ROOT),
+            "launch", "--federation", self.federation, "--app", str(app),
             "--run-config", f"{where} model-spec='{self.model_spec}' {run_config}",
         )  # fmt: skip
 
     def resume(self) -> None:
         """``fedumit launch --resume`` of this consortium's run folder, nothing else given."""
         self.fedumit(
-            "launch", "--federation", self.federation, "--app", str(REPO_ROOT),
+            "launch", "--federation", self.federation, "--app", str(self.app),
             "--resume", str(self.run_folder),
         )  # fmt: skip
 
@@ -281,7 +305,9 @@ class Consortium:
         return self.processes.log(name).count("Receiving: train message")
 
     def start(self, archives: list[Path]) -> None:
-        """A fresh PKI, the SuperLink and one registered SuperNode per archive, all online."""
+        """A snapshot of this checkout's app that every site approves, a fresh PKI, the
+        SuperLink and one registered SuperNode per archive, all online."""
+        self.app, self.bundle = app_snapshot(self.root / "app")
         init_pki(self.pki, ["localhost"])
         self.start_superlink("superlink")
         for archive in archives:

@@ -1,0 +1,84 @@
+"""The site's executor: the SuperExec of a SuperNode started with ``--isolation process``.
+
+Flower 1.42's ``flower-superexec`` asks the SuperNode's Runtime API for tasks and starts
+``flwr-clientapp`` (or an agent, model or connector process) for each. A hospital's SuperNode
+has one kind of task to run, ClientApps, and runs each through :mod:`deploy.site_runner`, which
+checks the task's app bundle against the site's approved list before any of its code is
+imported. This loop asks only for ClientApp tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
+from flwr.supercore.app_utils import start_parent_process_monitor
+from flwr.supercore.constant import TaskType
+from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.runtime import RuntimeHttpClient
+
+POLL_SECONDS = 1.0
+
+
+def run_site_executor(runtime_api_address: str, work_dir: Path, audit_log: Path) -> None:
+    """Start one :mod:`deploy.site_runner` process per ClientApp task, forever."""
+    client = RuntimeHttpClient.from_server_address(
+        server_address=runtime_api_address,
+        insecure=True,
+        root_certificates=None,
+        interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+    request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP.value])
+    while True:
+        acquired = client.AcquireTask(request)
+        if acquired.HasField("task") and acquired.token:
+            subprocess.Popen(
+                runner_command(runtime_api_address, acquired.token, work_dir, audit_log)
+            )
+        time.sleep(POLL_SECONDS)
+
+
+def runner_command(
+    runtime_api_address: str, token: str, work_dir: Path, audit_log: Path
+) -> list[str]:
+    """argv of the ClientApp process of one task."""
+    return [
+        sys.executable, "-m", "deploy.site_runner",
+        "--runtime-api-address", runtime_api_address, "--token", token,
+        "--work-dir", str(work_dir), "--audit-log", str(audit_log),
+    ]  # fmt: skip
+
+
+def executor_command(
+    runtime_api_address: str, work_dir: Path, audit_log: Path, parent: int
+) -> list[str]:
+    """argv of this executor for a SuperNode whose process id is ``parent``."""
+    return [
+        sys.executable, "-m", "deploy.site_executor",
+        "--runtime-api-address", runtime_api_address,
+        "--work-dir", str(work_dir), "--audit-log", str(audit_log), "--parent-pid", str(parent),
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m deploy.site_executor``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runtime-api-address", required=True, help="SuperNode's Runtime API")
+    parser.add_argument("--work-dir", type=Path, required=True, help="the site's work folder")
+    parser.add_argument("--audit-log", type=Path, required=True, help="the site's audit log")
+    parser.add_argument("--parent-pid", type=int, help="exit when this process exits")
+    args = parser.parse_args(argv)
+    if args.parent_pid is not None:
+        start_parent_process_monitor(args.parent_pid)
+    run_site_executor(args.runtime_api_address, args.work_dir, args.audit_log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

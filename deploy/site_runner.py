@@ -1,0 +1,157 @@
+"""The site's ClientApp process: runs a run's app bundle only when the site approved it.
+
+Flower 1.42's ``flwr-clientapp`` (what a SuperNode runs under ``--isolation process``) pulls the
+message, context and app bundle (FAB) from the SuperNode's Runtime API, unpacks the bundle and
+imports its ClientApp. This process does the same with Flower's own functions, with one step
+first: the SHA-256 of the bundle's bytes, as received, must be on the site's approved list
+(:mod:`deploy.approvals`). Otherwise no byte of the bundle is unpacked or imported: the bundle
+is kept for review, the refusal written to the site's audit log, and the reply is Flower's
+``INVALID_FAB`` error. An approved bundle is unpacked into a fresh temporary folder and its
+ClientApp loaded from there (so a copy unpacked earlier cannot stand in for it), and no
+dependency is installed.
+
+Run as ``python -m deploy.site_runner`` by the site executor (:mod:`deploy.site_executor`);
+it must not import FedUMIT's ``client`` package before the bundle's own is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from logging import ERROR, INFO
+from pathlib import Path
+
+from flwr.app import Context, Error, Message
+from flwr.cli.install import install_from_fab
+from flwr.clientapp.client_app import ClientApp, LoadClientAppError
+from flwr.common.constant import ErrorCode, SubStatus
+from flwr.supercore import log
+from flwr.supercore.app_utils import start_parent_process_monitor
+from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.interceptors import (
+    RuntimeTokenHttpInterceptor,
+    RuntimeVersionHttpInterceptor,
+)
+from flwr.supercore.object_ref import load_app
+from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.runtime import RuntimeHttpClient
+from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+
+from deploy.approvals import SiteApprovals
+from deploy.bundles import Bundle
+
+EXIT_REFUSED = 3
+EXIT_FAILED = 1
+
+
+def refusal_reason(bundle: Bundle) -> str:
+    """What the coordinator is told when the site refuses ``bundle``."""
+    return f"app bundle sha256 {bundle.sha256} is not approved at this site"
+
+
+def run_approved_clientapp(
+    runtime_api_address: str, token: str, work_dir: Path, audit_log: Path
+) -> int:
+    """Pull one task from the SuperNode, run it if its bundle is approved; the exit code."""
+    client = RuntimeHttpClient.from_server_address(
+        server_address=runtime_api_address,
+        insecure=True,
+        root_certificates=None,
+        interceptors=[
+            RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
+            RuntimeTokenHttpInterceptor(token),
+        ],
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    heartbeat.start()
+    context: Context | None = None
+    try:
+        message, context, run, fab = pull_task_input(client)
+        bundle = Bundle(fab.content)
+        approvals = SiteApprovals(work_dir)
+        if not approvals.is_approved(bundle.sha256):
+            _record_refusal(audit_log, approvals, bundle, int(run.run_id))
+            refusal = Error(ErrorCode.INVALID_FAB, refusal_reason(bundle))
+            push_message(client, Message(refusal, reply_to=message), context)
+            push_task_output(client, context, SubStatus.FAILED, refusal_reason(bundle))
+            return EXIT_REFUSED
+        log(
+            INFO,
+            "App bundle %s (%s %s) is approved",
+            bundle.sha256[:12],
+            bundle.name,
+            bundle.version,
+        )
+        try:
+            reply = _run_bundle(bundle, message, context)
+            status, details = SubStatus.COMPLETED, ""
+        except Exception as error:  # the coordinator gets Flower's error reply
+            log(ERROR, "ClientApp raised an exception", exc_info=error)
+            code = ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+            if isinstance(error, LoadClientAppError):
+                code = ErrorCode.LOAD_CLIENT_APP_EXCEPTION
+            reply = Message(Error(code, f"{type(error).__name__}: {error}"), reply_to=message)
+            status, details = SubStatus.FAILED, str(error)
+        push_message(client, reply, context)
+        push_task_output(client, context, status, details)
+        return 0 if status == SubStatus.COMPLETED else EXIT_FAILED
+    finally:
+        heartbeat.stop()
+        client.close()
+
+
+def _run_bundle(bundle: Bundle, message: Message, context: Context) -> Message:
+    """Unpack the (approved) bundle into a fresh folder, load its ClientApp and call it."""
+    reference = bundle.project["tool"]["flwr"]["app"]["components"]["clientapp"]
+    with tempfile.TemporaryDirectory(prefix="fedumit-app-") as folder:
+        app_dir = install_from_fab(bundle.content, install_dir=Path(folder), skip_prompt=True)
+        app = load_app(reference, LoadClientAppError, app_dir)
+        module = sys.modules[reference.partition(":")[0]]
+        if not Path(module.__file__ or "").resolve().is_relative_to(app_dir.resolve()):
+            raise LoadClientAppError(
+                f"{reference} would load from {module.__file__}, not the bundle"
+            )
+        if not isinstance(app, ClientApp):
+            raise LoadClientAppError(f"{reference} is not a ClientApp")
+        return app(message=message, context=context)
+
+
+def _record_refusal(audit_log: Path, approvals: SiteApprovals, bundle: Bundle, run: int) -> None:
+    """Keep the refused bundle and write the refusal to the audit log (the site's log too)."""
+    kept = approvals.keep_refused(bundle)
+    log(
+        ERROR,
+        "Refused app bundle %s of Flower run %s: not approved (kept in %s)",
+        bundle.sha256,
+        run,
+        kept,
+    )
+    from client.audit import AuditLog  # the bundle is not loaded in this process: safe now
+    from client.journal import JournalError
+
+    try:
+        AuditLog(audit_log).app_refused(flower_run=run, bundle=bundle, kept=kept)
+    except JournalError as error:
+        log(ERROR, "The refusal could not be written to the audit log: %s", error)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m deploy.site_runner``: one ClientApp task of the site's SuperNode."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runtime-api-address", required=True, help="SuperNode's Runtime API")
+    parser.add_argument("--token", required=True, help="the task's token from the SuperNode")
+    parser.add_argument("--work-dir", type=Path, required=True, help="the site's work folder")
+    parser.add_argument("--audit-log", type=Path, required=True, help="the site's audit log")
+    parser.add_argument("--parent-pid", type=int, help="exit when this process exits")
+    args = parser.parse_args(argv)
+    if args.parent_pid is not None:
+        start_parent_process_monitor(args.parent_pid)
+    return run_approved_clientapp(
+        args.runtime_api_address, args.token, args.work_dir, args.audit_log
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
