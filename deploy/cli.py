@@ -19,8 +19,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     link = commands.add_parser("superlink", help="start the coordinator's Flower SuperLink")
     link.add_argument("--pki", type=Path, help="PKI folder from `fedumit pki init`")
     link.add_argument("--database", type=Path, default=Path("superlink.db"), help="state file")
-    link.add_argument("--host", default="0.0.0.0", help="bind address (default 0.0.0.0)")
-    link.add_argument("--port", type=int, default=8000, help="Fleet/Control API port (8000)")
+    link.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="bind address (default 127.0.0.1: the Control API stays on this host; sites reach "
+        "the Fleet API through the reverse proxy of `fedumit proxy-config`)",
+    )
+    link.add_argument(
+        "--port", type=int, default=8000, help="Fleet/Control/Runtime API port (8000)"
+    )
     _insecure_flag(link)
     link.set_defaults(handler=_superlink)
 
@@ -40,6 +47,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     _insecure_flag(node)
     node.set_defaults(handler=_supernode)
+
+    proxy = commands.add_parser(
+        "proxy-config", help="nginx config publishing only the SuperLink's Fleet API to sites"
+    )
+    proxy.add_argument("--pki", type=Path, required=True, help="PKI folder (SuperLink cert)")
+    proxy.add_argument(
+        "--listen", required=True, help="HOST:PORT hospitals reach, e.g. 203.0.113.10:8000"
+    )
+    proxy.add_argument(
+        "--superlink", default="127.0.0.1:8000", help="the SuperLink's loopback HOST:PORT"
+    )
+    proxy.set_defaults(handler=_proxy_config)
 
     launch = commands.add_parser("launch", help="start a FedUMIT run on a SuperLink (flwr run)")
     _connection_flags(launch)
@@ -204,12 +223,15 @@ def _pki_rotate_site(args: argparse.Namespace) -> int:
 
 @_guarded
 def _superlink(args: argparse.Namespace) -> int:
+    from deploy.exposure import CONTROL_API_EXPOSED, is_reachable_from_elsewhere
     from deploy.flower import exec_flower, warn_insecure
     from deploy.nodes import SuperLinkOptions, superlink_command
     from deploy.pki import Pki
 
     if args.insecure:
         warn_insecure()
+    if is_reachable_from_elsewhere(args.host):
+        print(CONTROL_API_EXPOSED.format(host=args.host), file=sys.stderr, flush=True)
     options = SuperLinkOptions(
         pki=Pki(args.pki) if args.pki else None,
         database=args.database.resolve(),
@@ -259,6 +281,18 @@ def _supernode(args: argparse.Namespace) -> int:
 
 
 @_guarded
+def _proxy_config(args: argparse.Namespace) -> int:
+    from deploy.exposure import is_reachable_from_elsewhere
+    from deploy.pki import Pki
+    from deploy.proxy import FleetProxy, nginx_server_block
+
+    if is_reachable_from_elsewhere(args.superlink.rpartition(":")[0]):
+        raise ValueError(f"--superlink {args.superlink}: the SuperLink must listen on loopback")
+    print(nginx_server_block(FleetProxy(Pki(args.pki), args.listen, args.superlink)), end="")
+    return 0
+
+
+@_guarded
 def _launch(args: argparse.Namespace) -> int:
     from deploy.coordinator import launch_args
     from deploy.flower import run_flwr
@@ -282,7 +316,23 @@ def _status(args: argparse.Namespace) -> int:
         print(f"  node {row['node-id']}: {row['status']} (online since {row['online-at']})")
     run = args.run or latest_run(args.run_dir)
     print(run_progress(run).describe() if run else f"no run folder under {args.run_dir}")
+    _warn_exposed_control_api(args.federation)
     return 0
+
+
+def _warn_exposed_control_api(federation: str) -> None:
+    """Warn when the SuperLink's Control API answers on an address other hosts can reach."""
+    from deploy.connection import connection_address
+    from deploy.exposure import exposed_control_api
+
+    address, insecure = connection_address(federation)
+    for exposed in exposed_control_api(address, secure=not insecure):
+        print(
+            f"WARNING: the SuperLink's Control API answers on {exposed}, not only on loopback: "
+            "whoever reaches it can launch runs (open-source Flower does not authenticate it). "
+            "Bind the SuperLink to 127.0.0.1 and publish only the Fleet API through the "
+            "reverse proxy (fedumit proxy-config)."
+        )
 
 
 def _connect(args: argparse.Namespace) -> None:

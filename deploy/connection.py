@@ -37,3 +37,13 @@ def save_connection(
     config.setdefault("superlink", {})[name] = entry
     write_file(path, tomli_w.dumps(config).encode(), force=True)
     return path
+
+
+def connection_address(name: str) -> tuple[str, bool]:
+    """Connection ``name``'s SuperLink address and whether it is insecure (no TLS)."""
+    path = flower_home() / "config.toml"
+    config = tomllib.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    entry = config.get("superlink", {}).get(name)
+    if not isinstance(entry, dict) or "address" not in entry:
+        raise ValueError(f"no SuperLink connection {name!r} in {path}: give --superlink")
+    return str(entry["address"]), bool(entry.get("insecure", False))

@@ -33,7 +33,7 @@ class SuperLinkOptions:
 
     pki: Pki | None
     database: Path
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     insecure: bool = False
 

@@ -192,11 +192,17 @@ class Consortium:
     link: subprocess.Popen | None = None
     app: Path = REPO_ROOT  # what launch sends: the snapshot that start() takes ...
     bundle: Bundle | None = None  # ... and its bundle, which every site that joins approves
+    fleet_port: int | None = None  # a reverse proxy's port in front of the SuperLink's
 
     @property
     def pki(self) -> Path:
         """The consortium PKI folder."""
         return self.root / "pki"
+
+    @property
+    def fleet_address(self) -> str:
+        """Where SuperNodes reach the Fleet API: the SuperLink, or the proxy in front of it."""
+        return f"127.0.0.1:{self.fleet_port or self.port}"
 
     @property
     def run_folder(self) -> Path:
@@ -212,12 +218,12 @@ class Consortium:
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
-    def start_superlink(self, name: str) -> subprocess.Popen:
-        """``fedumit superlink`` on this consortium's port and database; waits until it serves
-        TLS with the consortium's certificate."""
+    def start_superlink(self, name: str, host: str = "127.0.0.1") -> subprocess.Popen:
+        """``fedumit superlink`` on this consortium's port and database, bound to ``host``;
+        waits until it serves TLS with the consortium's certificate on loopback."""
         argv = fedumit_argv(
             "superlink", "--pki", str(self.pki), "--database", str(self.root / "link.db"),
-            "--host", "127.0.0.1", "--port", str(self.port),
+            "--host", host, "--port", str(self.port),
         )  # fmt: skip
         link = self.processes.start(name, argv, cwd=self.root)
         wait_for(
@@ -247,7 +253,7 @@ class Consortium:
         if self.bundle is not None:
             SiteApprovals(self.root / "work" / name).approve(self.bundle)
         self.sites[name] = fedumit_argv(
-            "supernode", "--site", str(site), "--superlink", f"127.0.0.1:{self.port}",
+            "supernode", "--site", str(site), "--superlink", self.fleet_address,
             "--pki", str(self.pki), "--runtime-port", str(free_port()),
         )  # fmt: skip
         self.start_site(name)
