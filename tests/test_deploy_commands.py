@@ -48,6 +48,7 @@ def test_superlink_flags(pki: Pki, tmp_path: Path) -> None:
     assert "--enable-supernode-auth" in argv and "--insecure" not in argv
     assert "--disable-runtime-dependency-installation" in argv
     assert argv[argv.index("--database") + 1] == str(tmp_path / "db" / "link.db")
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"  # the Control API stays on loopback
     insecure = superlink_command(
         SuperLinkOptions(pki=None, database=tmp_path / "x.db", insecure=True)
     )
@@ -65,6 +66,9 @@ def test_supernode_flags_and_node_config(pki: Pki, tmp_path: Path) -> None:
     argv = supernode_command(options)
     assert_flags_exist(argv)
     assert "--allow-runtime-dependency-installation" not in argv and "--insecure" not in argv
+    # No app runs inside the SuperNode: the site's executor runs approved bundles only.
+    assert argv[argv.index("--isolation") + 1] == "process"
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
     assert argv[argv.index("--node-config") + 1] == f"site-config='{site.resolve()}'"
     with pytest.raises(ValueError, match="--auth-key"):
         supernode_command(SuperNodeOptions(site, "h:1", pki.ca_cert, None))
