@@ -8,7 +8,9 @@ from pathlib import Path
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register the ``model`` command group."""
-    model = commands.add_parser("model", help="base checkpoints: build the tiny one, fingerprint")
+    model = commands.add_parser(
+        "model", help="base checkpoints: build the tiny or the full-shape one, fingerprint"
+    )
     model_commands = model.add_subparsers(dest="model_command", required=True, metavar="SUBCOMMAND")
 
     tiny = model_commands.add_parser(
@@ -19,11 +21,23 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     tiny.add_argument("--pretrain-steps", type=int, default=None, help="override pretraining")
     tiny.set_defaults(handler=_tiny)
 
+    full = model_commands.add_parser(
+        "full-shape",
+        help="write a random-init base of Qwen2-VL-2B-Instruct's shape (seeded; bf16, 4.4 GB): "
+        "for testing shapes, memory and speed only",
+    )
+    full.add_argument(
+        "--out", type=Path, default=None, help="directory to write (default: the user cache)"
+    )
+    full.add_argument("--seed", type=int, default=0)
+    full.set_defaults(handler=_full_shape)
+
     fingerprint = model_commands.add_parser(
         "fingerprint", help="print the consortium fingerprint of a model spec"
     )
     fingerprint.add_argument("--spec", type=Path, help="model spec TOML")
     fingerprint.add_argument("--tiny", type=Path, help="or: a tiny base directory")
+    fingerprint.add_argument("--full-shape", type=Path, help="or: a full-shape base directory")
     fingerprint.set_defaults(handler=_fingerprint)
 
 
@@ -41,12 +55,28 @@ def _tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def _full_shape(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from shared_model.full_shape import PURPOSE, FullShape, ensure_full_shape_base, full_shape_spec
+
+    out = ensure_full_shape_base(args.out, replace(FullShape(), seed=args.seed))
+    print(PURPOSE)
+    print(f"full-shape Qwen2-VL base at {out} (fingerprint {full_shape_spec(out).fingerprint()})")
+    return 0
+
+
 def _fingerprint(args: argparse.Namespace) -> int:
+    from shared_model.full_shape import full_shape_spec
     from shared_model.spec import ModelSpec
     from shared_model.tiny import tiny_spec
 
-    if (args.spec is None) == (args.tiny is None):
-        raise SystemExit("give exactly one of --spec or --tiny")
-    spec = ModelSpec.from_toml(args.spec) if args.spec else tiny_spec(args.tiny)
+    given = [a for a in (args.spec, args.tiny, args.full_shape) if a is not None]
+    if len(given) != 1:
+        raise SystemExit("give exactly one of --spec, --tiny or --full-shape")
+    if args.spec:
+        spec = ModelSpec.from_toml(args.spec)
+    else:
+        spec = tiny_spec(args.tiny) if args.tiny else full_shape_spec(args.full_shape)
     print(spec.fingerprint())
     return 0
