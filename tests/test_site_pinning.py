@@ -21,6 +21,8 @@ from client.audit import APP_REFUSED, AuditLog
 from client.config import load_site_config
 from deploy.approvals import SiteApprovals
 from deploy.bundles import Bundle
+from deploy.site_runner import refusal_reason
+from fedumit.cli import main as fedumit_main
 from simulations.synthetic import generate_consortium
 from tests.deploy_fixtures import Consortium, running, wait_for
 
@@ -48,7 +50,15 @@ def tampered_copy(app: Path, folder: Path, marker: Path) -> Path:
     return copy
 
 
-def test_only_the_approved_bundle_runs_at_the_site(tmp_path: Path, tiny_base: Path) -> None:
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> list[str]:
+    """Lines a ``fedumit`` command printed (run in this process); it must succeed."""
+    assert fedumit_main(list(args)) == 0, capsys.readouterr()
+    return capsys.readouterr().out.splitlines()
+
+
+def test_only_the_approved_bundle_runs_at_the_site(
+    tmp_path: Path, tiny_base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from shared_model.tiny import SPEC_FILE
 
     marker = tmp_path / "marker"
@@ -73,15 +83,18 @@ def test_only_the_approved_bundle_runs_at_the_site(tmp_path: Path, tiny_base: Pa
         refused = SiteApprovals(load_site_config(site).work_dir).refused(refusal["sha256"])
         assert refusal["sha256"] != c.bundle.sha256 and refused.sha256 == refusal["sha256"]
         assert (refusal["app"], refusal["version"]) == (c.bundle.name, c.bundle.version)
-        shown = [
-            json.loads(line)
-            for line in c.fedumit("site", "audit", "--site", str(site), "--json").splitlines()
-        ]
-        assert [r for r in shown if r["event"] == APP_REFUSED] == [refusal]
-        assert "not approved" in processes.log(archive.name)
+        c.run_id = "tampered"
+        [failed] = [r["failed"] for r in c.records() if r["round"] == 1]
+        assert f"{archive.name}: {refusal_reason(refused)}" in failed  # what the coordinator saw
 
-        approved = c.fedumit("site", "approve", "--site", str(site), str(refusal["flower_run"]))
-        assert f"approved {c.bundle.name} {c.bundle.version} sha256 {refusal['sha256']}" in approved
-        assert "1 changed, 0 added, 0 removed\n  ~ client/app.py" in approved
-        assert f"+__import__('pathlib').Path({str(marker)!r})" in approved
-        assert not marker.exists()
+    shown = [
+        json.loads(line) for line in cli(capsys, "site", "audit", "--site", str(site), "--json")
+    ]
+    assert [r for r in shown if r["event"] == APP_REFUSED] == [refusal]
+    approved = "\n".join(
+        cli(capsys, "site", "approve", "--site", str(site), str(refusal["flower_run"]))
+    )
+    assert f"approved {c.bundle.name} {c.bundle.version} sha256 {refusal['sha256']}" in approved
+    assert "1 changed, 0 added, 0 removed\n  ~ client/app.py" in approved
+    assert f"+__import__('pathlib').Path({str(marker)!r})" in approved
+    assert not marker.exists()
