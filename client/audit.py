@@ -113,14 +113,15 @@ class AuditLog:
 
     def app_refused(self, *, flower_run: int, bundle: Bundle, kept: Path) -> dict[str, Any]:
         """Record an app bundle the site refused to run (none of its code was loaded)."""
+        app, version = bundle.identity()
         return self.journal.append(
             {
                 "event": APP_REFUSED,
                 "time": time.time(),
                 "flower_run": flower_run,
                 "sha256": bundle.sha256,
-                "app": bundle.name,
-                "version": bundle.version,
+                "app": app,
+                "version": version,
                 "kept": str(kept),
             }
         )

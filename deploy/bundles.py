@@ -68,6 +68,13 @@ class Bundle:
         """The app's version from its ``pyproject.toml``."""
         return str(self.project.get("project", {}).get("version", "?"))
 
+    def identity(self) -> tuple[str, str]:
+        """(name, version), or what is wrong, for a bundle that may not be readable."""
+        try:
+            return self.name, self.version
+        except BundleError as error:
+            return f"unreadable: {error}", ""
+
     def text(self, path: str) -> str | None:
         """A file's text, or None for a file that is not UTF-8 text."""
         try:

@@ -43,6 +43,7 @@ from deploy.bundles import Bundle
 
 EXIT_REFUSED = 3
 EXIT_FAILED = 1
+CLIENTAPP_FAILED = "the ClientApp failed at the site (the details are in the site's log)"
 
 
 def refusal_reason(bundle: Bundle) -> str:
@@ -66,7 +67,6 @@ def run_approved_clientapp(
     )
     heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
     heartbeat.start()
-    context: Context | None = None
     try:
         message, context, run, fab = pull_task_input(client)
         bundle = Bundle(fab.content)
@@ -87,13 +87,13 @@ def run_approved_clientapp(
         try:
             reply = _run_bundle(bundle, message, context)
             status, details = SubStatus.COMPLETED, ""
-        except Exception as error:  # the coordinator gets Flower's error reply
+        except Exception as error:  # the details stay in the site's log
             log(ERROR, "ClientApp raised an exception", exc_info=error)
             code = ErrorCode.CLIENT_APP_RAISED_EXCEPTION
             if isinstance(error, LoadClientAppError):
                 code = ErrorCode.LOAD_CLIENT_APP_EXCEPTION
-            reply = Message(Error(code, f"{type(error).__name__}: {error}"), reply_to=message)
-            status, details = SubStatus.FAILED, str(error)
+            reply = Message(Error(code, CLIENTAPP_FAILED), reply_to=message)
+            status, details = SubStatus.FAILED, CLIENTAPP_FAILED
         push_message(client, reply, context)
         push_task_output(client, context, status, details)
         return 0 if status == SubStatus.COMPLETED else EXIT_FAILED

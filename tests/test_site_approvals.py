@@ -112,3 +112,7 @@ def test_what_is_not_a_bundle_is_refused(
     assert code == 2 and "neither a .fab file nor a Flower run id" in out
     with pytest.raises(BundleError):
         _ = Bundle(b"PK\x05\x06" + bytes(18)).files  # an empty zip: no manifest
+    assert Bundle(b"not a zip").identity() == (
+        "unreadable: not a Flower app bundle (not a zip archive)",
+        "",
+    )

@@ -3,11 +3,11 @@
 A SuperLink (TLS, SuperNode authentication) and one hospital's ``fedumit supernode``: Flower's
 SuperNode in process isolation with the site's executor beside it. The coordinator first
 launches a bundle that differs from the approved one by one line, a line that would write a
-marker file when the ClientApp module is imported: the site refuses it before importing
-anything, the marker never appears, and the refusal (with the bundle's SHA-256 and Flower run)
-is in the site's audit log as ``fedumit site audit`` shows it. Then the approved bundle trains a
-round. Last, ``fedumit site approve <run>`` approves the refused bundle and names the changed
-line.
+marker file when the ClientApp module is imported, and at once the approved bundle. The site
+refuses the first before importing anything: the marker never appears, the refusal (with the
+bundle's SHA-256 and Flower run) is in the site's audit log as ``fedumit site audit`` shows it,
+and the coordinator's record of that run names it. The approved bundle trains a round. Last,
+``fedumit site approve <run>`` approves the refused bundle and names the changed line.
 """
 
 from __future__ import annotations
@@ -72,9 +72,9 @@ def test_only_the_approved_bundle_runs_at_the_site(
 
         c.run_id = "tampered"
         c.launch(RUN_CONFIG, app=tampered)
-        wait_for(lambda: audit.refusals() != [], 180, "the site to refuse the tampered bundle")
         c.run_id = "approved"
         c.launch(RUN_CONFIG)
+        wait_for(lambda: audit.refusals() != [], 180, "the site to refuse the tampered bundle")
         wait_for(lambda: c.checkpointed("align", 1), 300, "the approved bundle's round")
 
         assert c.record("align", 1)["sites"] == [archive.name]
