@@ -115,3 +115,18 @@ def test_run_progress_reads_the_last_round(tmp_path: Path) -> None:
     for stage, server_round in (("align", 0), ("align", 1), ("align", 2), ("instruct", 1)):
         folder.append_metrics({"stage": stage, "round": server_round})
     assert run_progress(folder.root).describe() == "run r: stage instruct, round 1/3"
+
+
+def test_proxy_config_publishes_the_fleet_api_of_a_loopback_superlink(
+    pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedumit.cli import main as fedumit_main
+
+    args = ["proxy-config", "--pki", str(tmp_path), "--listen", "203.0.113.10:8000"]
+    assert fedumit_main([*args, "--superlink", "0.0.0.0:8000"]) == 2
+    assert "the SuperLink must listen on loopback" in capsys.readouterr().err
+    assert fedumit_main(args) == 0
+    block = capsys.readouterr().out
+    assert "listen 203.0.113.10:8000 ssl;" in block
+    assert "location /v1/fleet/ {\n        proxy_pass https://127.0.0.1:8000;" in block
+    assert "location / {\n        return 403;" in block
