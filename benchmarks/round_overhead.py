@@ -32,9 +32,11 @@ from tests.deploy_fixtures import Consortium, running, wait_for
 SITES = 3
 
 
-def measure(root: Path, rounds: int, local_steps: int) -> tuple[list[dict[str, Any]], Path]:
-    """Run a deployment to export; the run's records and its run folder."""
-    base = ensure_tiny_base(root / "tiny-base", progress=True)
+def measure(
+    root: Path, base: Path, rounds: int, local_steps: int
+) -> tuple[list[dict[str, Any]], Path]:
+    """Run a deployment over the tiny base in ``base`` to export; the run's records and its
+    run folder."""
     with running(root) as processes:
         consortium = Consortium(root, processes, base / SPEC_FILE, "bench", "overhead")
         consortium.start(generate_consortium(root / "archives", n_sites=SITES, patients=8))
@@ -83,9 +85,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/round_overhead.json"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fedumit-overhead-") as directory:
-        root = Path(directory)
-        records, folder = measure(root, args.rounds, args.local_steps)
-        rows = rows_of(records, args.rounds, folder, tiny_spec(root / "tiny-base"))
+        base = ensure_tiny_base(progress=True)  # the machine's cached tiny base
+        records, folder = measure(Path(directory), base, args.rounds, args.local_steps)
+        rows = rows_of(records, args.rounds, folder, tiny_spec(base))
     print(
         f"{'stage':9} {'round':>5} {'wall s':>7} {'train s':>8} {'overhead s':>10}"
         f" {'sent/site MB':>12} {'recv/site MB':>12} {'adapter MB':>10}"

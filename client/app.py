@@ -22,6 +22,7 @@ from client.journal import JournalError
 from client.refusal import SiteRefusal
 from client.rounds import RoundReply, evaluate_round, train_round
 from client.site import Site, site_for
+from client.stage1_store import SHA256_HEX
 from protocol import (
     ARRAYS,
     CONFIG,
@@ -33,7 +34,6 @@ from protocol import (
     STATUS_REFUSED,
     TRAIN_CONFIG_KEYS,
     Refusal,
-    arrays_hash,
     from_record,
     to_record,
 )
@@ -150,7 +150,7 @@ def _reply_content(
             "status": status,
             "reason": code,
             "clamped": ",".join(reply.clamped),
-            "stage1-hash": site_stage1_hash(site),
+            "stage1-hash": site_stage1_hash(site, config),
             "site": site.config.name,
         }
     )
@@ -185,17 +185,31 @@ def _int_or_zero(value: Any) -> int:
 
 
 def _stage1(site: Site, message: Message, config: dict[str, Any]):
-    """The frozen global ``align`` arrays: sent with the message, or kept from an earlier one."""
-    if config.get("stage") != "instruct" or not config.get("stage1-hash"):
+    """The frozen global ``align`` arrays the message announces by ``stage1-hash``: sent with
+    it (then kept in the site's stage-1 store) or kept from an earlier message."""
+    announced = _announced_stage1(config)
+    if not announced:
         return None
     if STAGE1 in message.content:
         arrays = from_record(message.content[STAGE1])
-        if arrays_hash(arrays) != config["stage1-hash"]:
-            raise SiteRefusal(Refusal.STAGE1_MISSING, "stage-1 arrays do not match their hash")
-        site.stage1 = arrays
-    if site.stage1 is None or arrays_hash(site.stage1) != config["stage1-hash"]:
-        raise SiteRefusal(Refusal.STAGE1_MISSING, "the announced stage-1 adapter is not here")
-    return site.stage1
+        try:
+            site.stage1_store.put(arrays, announced)
+        except ValueError as error:
+            raise SiteRefusal(Refusal.STAGE1_MISSING, str(error)) from error
+        return arrays
+    arrays = site.stage1_store.get(announced)
+    if arrays is None:
+        raise SiteRefusal(Refusal.STAGE1_MISSING, f"stage-1 adapter {announced} is not here")
+    return arrays
+
+
+def _announced_stage1(config: dict[str, Any]) -> str:
+    """The ``stage1-hash`` of an ``instruct`` message (empty otherwise); a malformed one is a
+    bad request."""
+    announced = str(config.get("stage1-hash", "")) if config.get("stage") == "instruct" else ""
+    if announced and not SHA256_HEX.match(announced):
+        raise SiteRefusal(Refusal.BAD_REQUEST, f"stage1-hash {announced!r} is not a SHA-256")
+    return announced
 
 
 def app_identity() -> str:
@@ -213,9 +227,13 @@ def app_identity() -> str:
 APP_IDENTITY = app_identity()
 
 
-def site_stage1_hash(site: Site) -> str:
-    """Hash of the stage-1 adapter the site holds (empty when none)."""
-    return arrays_hash(site.stage1) if site.stage1 is not None else ""
+def site_stage1_hash(site: Site, config: dict[str, Any]) -> str:
+    """The announced stage-1 hash when the site holds that adapter, else empty."""
+    try:
+        announced = _announced_stage1(config)
+    except SiteRefusal:
+        return ""
+    return announced if announced and site.stage1_store.get(announced) is not None else ""
 
 
 app = build_client_app()

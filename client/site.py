@@ -23,6 +23,7 @@ from client.privacy.ledger import PrivacyLedger
 from client.privacy.randomness import SiteRandomness
 from client.records import site_logger
 from client.stage1 import stage1_samples
+from client.stage1_store import Stage1Store
 from client.trainer import LocalTrainer
 from protocol import arrays_hash
 from shared_model.adapters import StageAdapter
@@ -57,7 +58,7 @@ class Site:
             configure_cpu_threads()  # in a simulation's worker process too
         self._samples: dict[str, list[Sample]] = {}
         self._trainers: dict[tuple[str, str], LocalTrainer] = {}
-        self.stage1: dict[str, np.ndarray] | None = None  # frozen global align adapter
+        self.stage1_store = Stage1Store(config.work_dir / "stage1")  # frozen global align
         self.ledger = PrivacyLedger(config.ledger_path)
         self.audit = AuditLog(config.audit_path)
         self.log = site_logger(config)

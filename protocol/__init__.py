@@ -5,8 +5,12 @@ only), so reading it is enough to know everything that can cross the wire.
 
 Server -> site (``train`` and ``evaluate`` messages):
     ``arrays``  the stage's global adapter arrays (float32, fixed order);
-    ``stage1``  during ``instruct``: the frozen global ``align`` arrays, sent until the site
-                reports it holds them (by hash);
+    ``stage1``  during ``instruct``: the frozen global ``align`` arrays, whose SHA-256
+                (:func:`arrays_sha256`) every ``instruct`` message announces as ``stage1-hash``.
+                Sent once per site and run: with the site's first ``instruct`` message, and
+                again, in the same round, when the site answers ``stage1-missing`` to a message
+                without them (a new site, a restarted one, a cleared cache). A site keeps them
+                in its work folder by that hash and refuses arrays that do not match it;
     ``config``  the keys of :data:`TRAIN_CONFIG_KEYS` (``train``) or :data:`EVALUATE_CONFIG_KEYS`
                 (``evaluate``). A site reads no other key: a seed, a split or a limit the server
                 adds is ignored (and logged) by the site, whose own policy decides those.
@@ -17,8 +21,9 @@ Site -> server:
                 ``<task>/<lang>/<metric>`` scores of groups at least the site's minimum size;
     ``meta``    the keys of :data:`META_KEYS`: the echoed fingerprint, stage and round, ``status``
                 (``ok`` or ``refused``), the refusal's :class:`Refusal` code, the policy keys that
-                clamped the request, the hash of the stage-1 adapter the site holds, and
-                ``site``, the ``[site] name`` of the site's config (:data:`SITE_NAME`).
+                clamped the request, the announced stage-1 hash when the site holds that
+                adapter (else empty), and ``site``, the ``[site] name`` of the site's config
+                (:data:`SITE_NAME`).
 No text, identifier, path, exception message or pixel from a site ever crosses the wire.
 """
 

@@ -22,7 +22,7 @@ import torch
 from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
-from protocol import Refusal, arrays_hash, from_record, to_record
+from protocol import Refusal, arrays_sha256, from_record, to_record
 from server.checkpoints import Checkpoint, latest_checkpoint, save_checkpoint
 from server.config import RunConfig, StageSchedule
 from server.plots import draw_run_plots
@@ -99,7 +99,7 @@ class Coordinator:
         for position, schedule in enumerate(stages):
             later_rounds = sum(s.rounds for s in stages[position + 1 :])
             align = outcome.arrays.get("align")
-            self.strategy.set_stage1(align, arrays_hash(align) if align else "")
+            self.strategy.set_stage1(align, arrays_sha256(align) if align else "")
             try:
                 arrays = self._run_stage(grid, schedule, align, later_rounds, outcome)
             except StageSkipped as skipped:
@@ -168,7 +168,7 @@ class Coordinator:
         config = self._round_config(schedule, server_round, rounds_left)
         for attempt in range(self.config.retries + 1):
             messages = self.strategy.configure_train(server_round, to_record(arrays), config, grid)
-            replies = stream_replies(grid, messages, self.config.round_timeout)
+            replies = self._replies(grid, messages)
             try:
                 result = self.strategy.aggregate_train(server_round, replies)
                 return from_record(result.arrays), result.log
@@ -195,11 +195,17 @@ class Coordinator:
             }
         )
         messages = self.strategy.configure_evaluate(server_round, to_record(arrays), config, grid)
-        replies = stream_replies(grid, messages, self.config.round_timeout)
+        replies = self._replies(grid, messages)
         result = self.strategy.aggregate_evaluate(server_round, replies)
         for key, value in sorted((result.metrics or {}).items()):
             log.info("%s round %d  %-40s %.3f", schedule.name, server_round, key, value)
         return result
+
+    def _replies(self, grid: Grid, messages):
+        """The round's replies as they come; a site lacking the stage-1 adapter gets it."""
+        return stream_replies(
+            grid, messages, self.config.round_timeout, resend=self.strategy.resend_stage1
+        )
 
     def _round_config(self, schedule: StageSchedule, server_round: int, rounds_left: int):
         config = self.config

@@ -31,7 +31,17 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord,
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 
-from protocol import ARRAYS, CONFIG, META, METRICS, STAGE1, from_record, to_record
+from protocol import (
+    ARRAYS,
+    CONFIG,
+    META,
+    METRICS,
+    STAGE1,
+    STATUS_REFUSED,
+    Refusal,
+    from_record,
+    to_record,
+)
 from server.aggregation import first_non_finite
 from server.config import DEFAULT_MAX_NUM_EXAMPLES, DEFAULT_MAX_UPDATE_NORM
 from server.round_log import RoundLog, RoundResult
@@ -124,7 +134,10 @@ class FedUmitStrategy:
         self.sites = SiteNames()
         self.stage1: dict[str, np.ndarray] | None = None
         self.stage1_hash = ""
-        self.node_stage1: dict[int, str] = {}
+        self._stage1_record: ArrayRecord | None = None
+        self.node_stage1: dict[int, str] = {}  # the stage-1 hash each site last said it holds
+        self._carried_stage1: set[int] = set()  # sites this round's stage-1 adapter went to
+        self._round: tuple[int, ArrayRecord, ConfigRecord, str] | None = None
         self._expected: Expectation | None = None
         self._log: RoundLog[int] = RoundLog()  # of the messages configured last
         self._sent: list[Metadata] = []  # of this round's messages (ids are set on push)
@@ -148,8 +161,10 @@ class FedUmitStrategy:
         self.rule.load_state_dict(state)
 
     def set_stage1(self, arrays: dict[str, np.ndarray] | None, arrays_hash: str) -> None:
-        """The frozen global ``align`` adapter every ``instruct`` round builds on."""
+        """The frozen global ``align`` adapter every ``instruct`` round builds on, and its
+        :func:`protocol.arrays_sha256`: sent to a site once, then announced by hash."""
         self.stage1, self.stage1_hash = arrays, arrays_hash
+        self._stage1_record = to_record(arrays) if arrays is not None else None
 
     def sample(self, grid: Grid, server_round: int) -> list[int]:
         """Wait for enough sites, then sample a seeded fraction of them (sorted ids)."""
@@ -183,18 +198,47 @@ class FedUmitStrategy:
 
     def _messages(self, grid, server_round, arrays, config, message_type) -> list[Message]:
         self._log = RoundLog()
-        messages = []
-        for node in self.sample(grid, server_round):
-            content = RecordDict({ARRAYS: arrays, CONFIG: ConfigRecord(dict(config))})
-            content[CONFIG]["server-round"] = server_round
-            if self.stage1 is not None and config.get("stage") == "instruct":
-                content[CONFIG]["stage1-hash"] = self.stage1_hash
-                if self.node_stage1.get(node) != self.stage1_hash:
-                    content[STAGE1] = to_record(self.stage1)
-            messages.append(Message(content=content, dst_node_id=node, message_type=message_type))
-            self._log.sent[node] = sum(r.count_bytes() for r in content.array_records.values())
+        self._round = (server_round, arrays, config, message_type)
+        self._carried_stage1 = set()
+        messages = [
+            self._message(node, self.node_stage1.get(node) != self.stage1_hash)
+            for node in self.sample(grid, server_round)
+        ]
         self._sent = [message.metadata for message in messages]
         return messages
+
+    def _message(self, node: int, with_stage1: bool) -> Message:
+        """This round's message to ``node``; an ``instruct`` one announces the stage-1 hash and,
+        ``with_stage1``, carries the adapter."""
+        server_round, arrays, config, message_type = self._round
+        content = RecordDict({ARRAYS: arrays, CONFIG: ConfigRecord(dict(config))})
+        content[CONFIG]["server-round"] = server_round
+        if self.stage1 is not None and config.get("stage") == "instruct":
+            content[CONFIG]["stage1-hash"] = self.stage1_hash
+            if with_stage1:
+                content[STAGE1] = self._stage1_record
+                self._carried_stage1.add(node)
+        sent = sum(r.count_bytes() for r in content.array_records.values())
+        self._log.sent[node] = self._log.sent.get(node, 0) + sent
+        return Message(content=content, dst_node_id=node, message_type=message_type)
+
+    def resend_stage1(self, reply: Message) -> Message | None:
+        """The round's message again, now with the stage-1 adapter, when ``reply`` refuses for
+        lacking it (new site, restarted, cache cleared) and the adapter was not sent; else
+        ``None``. The refusal costs the site one extra exchange, in the same round."""
+        node = self._site_of(reply)
+        if (
+            reply.has_error()
+            or reply_status(reply) != (STATUS_REFUSED, Refusal.STAGE1_MISSING.value)
+            or node in self._carried_stage1
+            or self.stage1 is None
+        ):
+            return None
+        log.info("%s lacks the stage-1 adapter: sending it", self.sites.describe(node))
+        self.node_stage1[node] = ""
+        message = self._message(node, with_stage1=True)
+        self._sent.append(message.metadata)
+        return message
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> RoundResult:
         """Validate each reply as it comes and hand the valid ones to the rule; raise
@@ -283,10 +327,14 @@ class FedUmitStrategy:
         """Note a reply's bytes, its site's name and stage-1 hash; ``(node, status, reason)``."""
         node = self._site_of(reply)
         round_log.received[node] = _bytes(reply)
+        self.note_site(node, reply)
+        return (node, *reply_status(reply))
+
+    def note_site(self, node: int, reply: Message) -> None:
+        """Take a reply's site name and the stage-1 hash it holds."""
         self.sites.note_reply(node, reply)
         if not reply.has_error() and META in reply.content:
             self.node_stage1[node] = str(reply.content[META].get("stage1-hash", ""))
-        return (node, *reply_status(reply))
 
     def _reject(
         self,
