@@ -21,6 +21,7 @@ from flwr.clientapp import ClientApp
 from client.journal import JournalError
 from client.refusal import SiteRefusal
 from client.rounds import RoundReply, evaluate_round, train_round
+from client.secure_aggregation import secure_aggregation_mod
 from client.site import Site, site_for
 from client.stage1_store import SHA256_HEX
 from protocol import (
@@ -79,7 +80,7 @@ def build_client_app(resolve_site: SiteResolver = site_from_context) -> ClientAp
             return Message(content=RecordDict({META: ConfigRecord(meta)}), reply_to=message)
         return handle(site, message, run_round)
 
-    @client_app.train()
+    @client_app.train(mods=[secure_aggregation_mod(resolve_site)])
     def train(message: Message, context: Context) -> Message:
         """Train the round's stage locally and reply with the updated adapter."""
         return at_site(message, context, train_round)

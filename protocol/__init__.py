@@ -25,6 +25,12 @@ Site -> server:
                 adapter (else empty), and ``site``, the ``[site] name`` of the site's config
                 (:data:`SITE_NAME`).
 No text, identifier, path, exception message or pixel from a site ever crosses the wire.
+
+Under secure aggregation (run config ``aggregation = "secagg"``) a training round is Flower's
+SecAgg+ protocol: its ``secaggplus`` config record rides on four ``train`` messages (keys, key
+shares, the FedUMIT training message above, unmasking); the site's reply to the training message
+carries the ``metrics`` (without ``num-examples``) and ``meta`` above and, instead of ``arrays``,
+its update clipped to ``max-update-norm``, masked (see :mod:`client.secure_aggregation`).
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ TRAIN_CONFIG_KEYS = (
     "proximal-mu",
     "rounds-left",
     "stage1-hash",
+    "max-update-norm",
 )
 EVALUATE_CONFIG_KEYS = ("stage", "server-round", "fingerprint", "run-id", "split", "stage1-hash")
 TRAIN_METRIC_KEYS = (
@@ -134,6 +141,18 @@ REFUSAL_MEANINGS: dict[Refusal, str] = {
     Refusal.AUDIT_LOG: "the site cannot record the exchange in its audit log: a person must act",
     Refusal.INTERNAL_ERROR: "an unexpected error at the site (details in the site's log)",
 }
+
+
+# Under secure aggregation a site that refuses the round drops out of SecAgg+: its reply is an
+# error whose text holds this prefix and the refusal's code (and nothing else from the site).
+SECAGG_REFUSED = "refused: "
+
+
+def secagg_refusal(error_reason: str) -> Refusal | None:
+    """The refusal code a secure-aggregation error reply carries, ``None`` when it has none."""
+    _, found, rest = error_reason.partition(SECAGG_REFUSED)
+    code = rest.split("'", 1)[0].strip() if found else ""
+    return Refusal(code) if code in Refusal._value2member_map_ else None
 
 
 def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:

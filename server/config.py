@@ -50,6 +50,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "max-update-norm": DEFAULT_MAX_UPDATE_NORM,
     "max-num-examples": DEFAULT_MAX_NUM_EXAMPLES,
     "trim-fraction": 0.1,
+    "secagg-threshold": 0.6,
     "server-lr": 0.01,
     "fraction-train": 1.0,
     "min-sites": 2,
@@ -123,6 +124,7 @@ class RunConfig:
     max_update_norm: float
     max_num_examples: int
     trim_fraction: float
+    secagg_threshold: float
     server_lr: float
     fraction_train: float
     min_sites: int
@@ -184,6 +186,7 @@ class RunConfig:
             max_update_norm=read.number("max-update-norm", minimum=0.0),
             max_num_examples=read.integer("max-num-examples", minimum=1),
             trim_fraction=read.number("trim-fraction", minimum=0.0, maximum=0.49),
+            secagg_threshold=read.number("secagg-threshold", minimum=0.01, maximum=1.0),
             server_lr=read.number("server-lr", minimum=0.0),
             fraction_train=read.number("fraction-train", minimum=0.0, maximum=1.0),
             min_sites=read.integer("min-sites", minimum=1),
@@ -203,7 +206,22 @@ class RunConfig:
         )
         if config.stop_after_align and config.stage1_adapter:
             raise RunConfigError("stop-after-align", "nothing to run with a given stage1-adapter")
+        if config.aggregation == "secagg":
+            _check_secure_aggregation(config)
         return config
+
+
+def _check_secure_aggregation(config: RunConfig) -> None:
+    """Secure aggregation needs a bound each site clips to (it replaces the server's per-reply
+    check) and at least two sites in a round (a sum of one is that site's update)."""
+    if not config.max_update_norm > 0:
+        raise RunConfigError(
+            "max-update-norm", "aggregation 'secagg' needs a positive bound (sites clip to it)"
+        )
+    if config.min_sites < 2:
+        raise RunConfigError(
+            "min-sites", "aggregation 'secagg' needs at least 2: a sum of one is that site's update"
+        )
 
 
 def _stage(read: _Reader, name: str) -> StageSchedule:

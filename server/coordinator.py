@@ -2,12 +2,13 @@
 
 After every round the round's record (:func:`round_record`, from the logs the strategy
 returns) is appended to ``metrics.jsonl``, the plots redrawn and then the global adapter
-checkpointed; federated evaluation runs at round 0 and every ``eval-every`` rounds. A run
-resumes from its last complete round; the server's own state (global arrays, the strategy's
-``state_dict``: FedAdam's moments) is checkpointed, and records after the last checkpoint are
-dropped. The server sends no seed: a site draws its sampling and noise from the operating system,
-unless its own config opts in to replayable randomness (simulations do), and then a resumed run
-ends bitwise where an uninterrupted one ends.
+checkpointed; federated evaluation runs at round 0 and every ``eval-every`` rounds. Under
+``aggregation = "secagg"`` a training round runs through Flower's SecAgg+
+(:mod:`server.secagg`). A run resumes from its last complete round; the server's own state
+(global arrays, the strategy's ``state_dict``: FedAdam's moments) is checkpointed, and records
+after the last checkpoint are dropped. The server sends no seed: a site draws its sampling and
+noise from the operating system, unless its own config opts in to replayable randomness
+(simulations do), and then a resumed run ends bitwise where an uninterrupted one ends.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from server.round_log import RoundLog, RoundResult
 from server.rounds import stream_replies
 from server.rules import build_rule
 from server.run_folder import RunFolder
+from server.secagg import SecureRound
 from server.strategy import FedUmitStrategy, RoundFailed
 from shared_model.loading import stage_model
 from shared_model.spec import ModelSpec
@@ -86,6 +88,15 @@ class Coordinator:
             max_update_norm=config.max_update_norm,
             max_num_examples=config.max_num_examples,
             seed=config.seed,
+        )
+        self.secure = (
+            SecureRound(
+                self.strategy,
+                reconstruction_threshold=config.secagg_threshold,
+                timeout=config.round_timeout,
+            )
+            if self.strategy.rule.sums_only
+            else None
         )
 
     def run(self, grid: Grid, stage1: dict[str, np.ndarray] | None = None) -> RunOutcome:
@@ -167,10 +178,8 @@ class Coordinator:
     def _train(self, grid, schedule, server_round, arrays, rounds_left):
         config = self._round_config(schedule, server_round, rounds_left)
         for attempt in range(self.config.retries + 1):
-            messages = self.strategy.configure_train(server_round, to_record(arrays), config, grid)
-            replies = self._replies(grid, messages)
             try:
-                result = self.strategy.aggregate_train(server_round, replies)
+                result = self._train_once(grid, server_round, arrays, config)
                 return from_record(result.arrays), result.log
             except RoundFailed as error:
                 if attempt == self.config.retries or (
@@ -184,6 +193,13 @@ class Coordinator:
                     self.config.retries - attempt,
                 )
         raise AssertionError("unreachable")
+
+    def _train_once(self, grid, server_round, arrays, config) -> RoundResult:
+        """One attempt at a training round; through SecAgg+ when the rule sees only sums."""
+        if self.secure is not None:
+            return self.secure.run(grid, server_round, to_record(arrays), config)
+        messages = self.strategy.configure_train(server_round, to_record(arrays), config, grid)
+        return self.strategy.aggregate_train(server_round, self._replies(grid, messages))
 
     def _evaluate(self, grid, schedule, server_round, arrays) -> RoundResult:
         config = ConfigRecord(

@@ -39,7 +39,7 @@ def run_config(**overrides) -> RunConfig:
 
 
 def test_the_registry_is_the_one_list_of_rules_the_run_config_accepts() -> None:
-    assert set(RULES) == {"fedavg", "fedprox", "fedadam", "median", "trimmed-mean"}
+    assert set(RULES) == {"fedavg", "fedprox", "fedadam", "median", "trimmed-mean", "secagg"}
     for name in RULES:
         assert run_config(aggregation=name).aggregation == name
     with pytest.raises(RunConfigError, match=r"'fedsgd' is not one of \[") as error:
@@ -54,6 +54,16 @@ def test_each_rule_is_built_with_its_own_run_config_settings() -> None:
     assert built["fedprox"].proximal_mu == 0.3
     assert built["fedadam"].server_lr == 0.02
     assert built["trimmed-mean"].trim_fraction == 0.2
+
+
+@pytest.mark.parametrize(
+    "key, value, reason",
+    [("max-update-norm", 0.0, "needs a positive bound"), ("min-sites", 1, "a sum of one")],
+)
+def test_secure_aggregation_needs_a_bound_and_two_sites(key: str, value, reason: str) -> None:
+    with pytest.raises(RunConfigError, match=reason) as error:
+        run_config(aggregation="secagg", **{key: value})
+    assert error.value.key == key
 
 
 def test_a_rule_registers_once_under_its_name() -> None:

@@ -8,6 +8,7 @@ from server.rules.fedadam import FedAdam
 from server.rules.fedavg import FedAvg
 from server.rules.fedprox import FedProx
 from server.rules.median import Median
+from server.rules.secagg import SecureMean
 from server.rules.trimmed_mean import TrimmedMean
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "FedAvg",
     "FedProx",
     "Median",
+    "SecureMean",
     "TrimmedMean",
     "build_rule",
     "register",

@@ -46,6 +46,9 @@ class AggregationRule(ABC):
     """How one round's valid replies become the next global adapter."""
 
     name: ClassVar[str]
+    # True for a rule that only ever sees the sum of the replies (secure aggregation), never one
+    # reply: its rounds run through Flower's SecAgg+ instead of per-reply validation.
+    sums_only: ClassVar[bool] = False
 
     @classmethod
     def from_run_config(cls, config: RunConfig) -> AggregationRule:
