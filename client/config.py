@@ -127,11 +127,27 @@ class Policy:
 
 
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "site": ("name", "archive", "work_dir", "device", "decode_workers"),
+    "site": (
+        "name",
+        "archive",
+        "work_dir",
+        "device",
+        "decode_workers",
+        "precision",
+        "gradient_checkpointing",
+        "token_budget",
+    ),
     "model": ("spec",),
     "imaging": tuple(f.name for f in fields(ImagingConfig)),
     "policy": tuple(f.name for f in fields(Policy)),
 }
+
+
+PRECISIONS = ("auto", "float32")
+CHECKPOINTING = ("auto", "true", "false")
+DEFAULT_TOKEN_BUDGET = 8192
+"""Tokens per forward pass: at full shape, 8 radiographs of 768 visual tokens or two CT series
+of 32 slices at 448 pixels within 24 GB (the modelled sizing in ``docs/hospital-it.md``)."""
 
 
 def default_decode_workers() -> int:
@@ -147,6 +163,15 @@ class SiteConfig:
 
     ``model_spec`` (``[model] spec``) is the model spec TOML the site trains with: the base
     checkpoint on the site's own disk and the adapter layout the consortium agreed on.
+
+    Memory on the site's GPU (``docs/hospital-it.md`` sizes them):
+
+    ``precision``: ``auto`` keeps the frozen base in bfloat16 on a GPU that has it (float16 on
+    an older one) and float32 on the CPU; ``float32`` everywhere otherwise. The trained adapter
+    is float32 either way.
+    ``gradient_checkpointing``: ``auto`` (on a GPU only), ``true`` or ``false``.
+    ``token_budget``: most tokens per forward pass, rows times the longest row, visual tokens
+    included (:func:`client.batching.pack`).
     """
 
     path: Path
@@ -156,6 +181,9 @@ class SiteConfig:
     model_spec: Path | None = None
     device: str = "auto"
     decode_workers: int = field(default_factory=default_decode_workers)
+    precision: str = "auto"
+    gradient_checkpointing: str = "auto"
+    token_budget: int = DEFAULT_TOKEN_BUDGET
     imaging: ImagingConfig = field(default_factory=ImagingConfig)
     policy: Policy = field(default_factory=Policy)
 
@@ -207,6 +235,16 @@ def site_config_from_dict(data: Mapping[str, Any], path: Path) -> SiteConfig:
     workers = reader.get("site", "decode_workers", int, default_decode_workers())
     if workers < 1:
         raise SiteConfigError(path, "site.decode_workers", f"must be at least 1, got {workers}")
+    precision = reader.get("site", "precision", str, "auto")
+    if precision not in PRECISIONS:
+        reader.fail("site.precision", f"{precision!r} is not one of {list(PRECISIONS)}")
+    checkpointing = reader.get("site", "gradient_checkpointing", (bool, str), "auto")
+    checkpointing = str(checkpointing).lower()
+    if checkpointing not in CHECKPOINTING:
+        reader.fail("site.gradient_checkpointing", f"{checkpointing!r} is not auto, true or false")
+    budget = reader.get("site", "token_budget", int, DEFAULT_TOKEN_BUDGET)
+    if budget < 64:
+        reader.fail("site.token_budget", f"must be at least 64 tokens, got {budget}")
     return SiteConfig(
         path=path,
         name=reader.require("site", "name", str),
@@ -215,6 +253,9 @@ def site_config_from_dict(data: Mapping[str, Any], path: Path) -> SiteConfig:
         model_spec=reader.path("model", "spec") if "spec" in data.get("model", {}) else None,
         device=device,
         decode_workers=workers,
+        precision=precision,
+        gradient_checkpointing=checkpointing,
+        token_budget=budget,
         imaging=_imaging(reader),
         policy=_policy(reader),
     )

@@ -29,6 +29,7 @@ from client.refusal import SiteRefusal
 from client.site import Site
 from client.trainer import TrainConfig, steps_for_epochs
 from protocol import Refusal
+from shared_model.device import checkpointing_enabled
 from shared_model.evaluation import evaluate_samples
 from shared_model.inference import Answerer
 
@@ -108,6 +109,11 @@ def train_round(
         noise_multiplier=mechanism.noise_multiplier,
         max_grad_norm=request.max_grad_norm,
         physical_batch_size=physical_batch_size,
+        token_budget=site.config.token_budget,
+        gradient_checkpointing=checkpointing_enabled(
+            site.device, site.config.gradient_checkpointing
+        ),
+        precision=site.config.precision,
         proximal_mu=request.proximal_mu,
     )
     result = trainer.train(

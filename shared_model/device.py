@@ -26,6 +26,21 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def weights_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """The frozen base's dtype: :func:`autocast_dtype` on a GPU under ``auto``, else float32."""
+    if precision not in ("auto", "float32"):
+        raise ValueError(f"precision {precision!r} is not auto or float32")
+    half = autocast_dtype(device) if precision == "auto" else None
+    return half or torch.float32
+
+
+def checkpointing_enabled(device: torch.device, setting: str = "auto") -> bool:
+    """Gradient checkpointing: ``auto`` on a GPU (memory-bound), off on the CPU (time-bound)."""
+    if setting not in ("auto", "true", "false"):
+        raise ValueError(f"gradient_checkpointing {setting!r} is not auto, true or false")
+    return device.type == "cuda" if setting == "auto" else setting == "true"
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device) -> Iterator[None]:
     """Mixed precision on the GPU; a no-op on the CPU."""

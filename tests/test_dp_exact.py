@@ -68,7 +68,7 @@ def test_per_unit_clipped_gradients_match_brute_force(tiny_spec, stage, volume) 
 
     hooks = PerSampleGradients(adapter.model)
     inputs, labels = double_inputs(collate(examples, pad_id))
-    with hooks.capture(len(examples)):
+    with hooks.capture(examples):
         answer_token_loss(adapter.model(**inputs).logits, labels).sum().backward()
     assert set(hooks.grad_samples) == set(parameters)
     per_unit = sum_per_unit(hooks.grad_samples, torch.tensor(units), 3)

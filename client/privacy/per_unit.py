@@ -1,50 +1,79 @@
-"""Exact per-sample gradients for every trainable parameter, summed per privacy unit.
+"""Exact per-sample gradients for every trainable parameter, summed and clipped per privacy unit.
 
-Forward and backward hooks on each module that owns trainable parameters (the LoRA matrices,
-the merger's linear and layer-norm layers) hand the layer's input and output gradient to
-Opacus's registered grad samplers (``GradSampleModule.GRAD_SAMPLERS``), which sum over every
-dimension between the batch and the features.
+A forward hook on each module that owns trainable parameters (the LoRA matrices, the merger's
+linear and layer-norm layers) routes the module's output through a tap: an identity autograd
+function that saves the module's input with ``save_for_backward`` and, in its backward, hands
+input and output gradient to Opacus's registered grad sampler
+(``GradSampleModule.GRAD_SAMPLERS``), which sums over every dimension between the batch and the
+features. Because the input is an autograd saved tensor, gradient checkpointing treats it like
+any other: dropped after the forward, recomputed before the backward, and the tap's backward
+runs once per forward call whatever the recomputation did (a recomputed forward builds a graph
+nobody differentiates). Per-sample gradients with and without checkpointing are the same.
 
 On the language-model side activations are ``(batch, tokens, features)``: the batch dimension is
-explicit. Qwen2-VL's vision tower flattens all patches of a batch into one ``(rows, features)``
-sequence, so a hook there sees patches, not samples. When every sample in a forward has the same
-patch grid (the trainer groups micro-batches by :attr:`Encoded.vision_shape`), the rows are the
-samples' rows in order, and presenting them as ``(batch, rows // batch, features)`` makes the
-grad sampler's sum over the middle dimension exactly the per-sample gradient.
+explicit. Qwen2-VL's vision tower flattens the patches of every image (one call) or every video
+(another call) of a batch into one ``(rows, features)`` sequence, so a tap there sees patches,
+not samples. A pre-hook on the tower records, per call, how many patches each sample brought
+(from ``grid_thw`` and which sample owns each grid); the tap then scatters the rows into a
+zero-padded ``(batch, most_rows, features)`` tensor, whose zero rows add nothing to a linear
+layer's gradient. Samples of different patch grids (a radiograph and a CT series) share a
+micro-batch exactly.
 """
 
 from __future__ import annotations
 
 import contextlib
-import warnings
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 
 import torch
 from opacus.grad_sample import GradSampleModule
 from torch import nn
 
 VISION_PREFIX = "visual."
+VISION_TOWER = "visual"
 
 
 class UnsupportedLayerError(TypeError):
     """A trainable layer has no per-sample gradient rule; DP training would be wrong."""
 
 
+def vision_owners(examples: Sequence) -> list[torch.Tensor]:
+    """Per vision-tower call of a collated batch (images first, then videos, as Qwen2-VL calls
+    them), the sample that owns each ``grid_thw`` row."""
+    calls = []
+    for key in ("image_grid_thw", "video_grid_thw"):
+        owners = [
+            position
+            for position, example in enumerate(examples)
+            if getattr(example, key) is not None
+            for _ in range(len(getattr(example, key)))
+        ]
+        if owners:
+            calls.append(torch.tensor(owners, dtype=torch.long))
+    return calls
+
+
 class PerSampleGradients:
     """Collect per-sample gradients of ``model``'s trainable parameters during backward.
 
-    Use :meth:`capture` around one forward and backward of a micro-batch whose samples share a
-    vision patch grid; afterwards :attr:`grad_samples` maps each trainable parameter to a tensor
-    of shape ``(batch, *param.shape)``.
+    Use :meth:`capture` around one forward and backward of a micro-batch; afterwards
+    :attr:`grad_samples` maps each trainable parameter to a tensor of shape
+    ``(batch, *param.shape)``.
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.grad_samples: dict[nn.Parameter, torch.Tensor] = {}
         self._batch_size = 0
-        self._activations: dict[nn.Module, list[torch.Tensor]] = {}
+        self._pending_calls: list[torch.Tensor] = []
+        self._rows: torch.Tensor | None = None  # patches per sample in the current vision call
         self._handles = []
         self.parameters: list[nn.Parameter] = []
         for name, module in model.named_modules():
+            if name.endswith(VISION_TOWER) and name.split(".")[-1] == VISION_TOWER:
+                self._handles.append(
+                    module.register_forward_pre_hook(self._vision_call, with_kwargs=True)
+                )
             own = [p for p in module.parameters(recurse=False) if p.requires_grad]
             if not own:
                 continue
@@ -55,26 +84,22 @@ class PerSampleGradients:
                     f"per-sample gradient rule"
                 )
             self.parameters.extend(own)
-            grouped = VISION_PREFIX in name
-            self._handles.append(module.register_forward_hook(self._keep_input))
             self._handles.append(
-                module.register_full_backward_hook(self._backward_hook(sampler, grouped))
+                module.register_forward_hook(self._tap_hook(sampler, VISION_PREFIX in name))
             )
 
     @contextlib.contextmanager
-    def capture(self, batch_size: int) -> Iterator[None]:
-        """Collect per-sample gradients of one forward/backward of ``batch_size`` samples."""
+    def capture(self, examples: Sequence) -> Iterator[None]:
+        """Collect per-sample gradients of one forward/backward of ``examples`` (the encoded
+        samples of the micro-batch, in row order)."""
         self.grad_samples = {}
-        self._activations = {}
-        self._batch_size = batch_size
+        self._batch_size = len(examples)
+        self._pending_calls = vision_owners(examples)
         try:
-            with warnings.catch_warnings():
-                # The first LoRA layers see inputs that need no gradient; their hooks still fire.
-                warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                yield
+            yield
         finally:
             self._batch_size = 0
-            self._activations = {}
+            self._pending_calls, self._rows = [], None
 
     def remove(self) -> None:
         """Detach every hook."""
@@ -82,34 +107,71 @@ class PerSampleGradients:
             handle.remove()
         self._handles = []
 
-    def _keep_input(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if self._batch_size and torch.is_grad_enabled():
-            self._activations.setdefault(module, []).append(inputs[0].detach())
+    def _vision_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if not (self._batch_size and torch.is_grad_enabled()):
+            return
+        if not self._pending_calls:
+            raise RuntimeError("more vision-tower calls than the micro-batch has image kinds")
+        grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
+        owners = self._pending_calls.pop(0)
+        patches = grid.prod(-1).to("cpu", torch.long)
+        if len(patches) != len(owners):
+            raise ValueError(f"{len(patches)} vision grids for {len(owners)} owned grids")
+        self._rows = torch.zeros(self._batch_size, dtype=torch.long).index_add_(0, owners, patches)
 
-    def _backward_hook(self, sampler, grouped: bool):
-        def hook(module: nn.Module, grad_input: tuple, grad_output: tuple) -> None:
-            if not self._batch_size:
-                return
-            activation = self._activations[module].pop()
-            backprop = grad_output[0].detach()
-            if grouped:
-                activation, backprop = (self._per_sample_rows(t) for t in (activation, backprop))
-            for parameter, grad in sampler(module, [activation], backprop).items():
-                if parameter in self.grad_samples:
-                    self.grad_samples[parameter] = self.grad_samples[parameter] + grad
-                else:
-                    self.grad_samples[parameter] = grad
+    def _tap_hook(self, sampler, vision: bool):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor):
+            if not (self._batch_size and torch.is_grad_enabled() and output.requires_grad):
+                return None
+            layout = self._rows if vision else None
+            return _Tap.apply(output, inputs[0], (self, module, sampler, layout))
 
         return hook
 
-    def _per_sample_rows(self, tensor: torch.Tensor) -> torch.Tensor:
-        rows = tensor.shape[0]
-        if rows % self._batch_size:
-            raise ValueError(
-                f"{rows} vision rows cannot be split evenly over {self._batch_size} samples: "
-                f"samples of one micro-batch must share a patch grid"
+    def _collect(self, module, sampler, layout, activation, backprop) -> None:
+        dtype = next(module.parameters()).dtype
+        activation, backprop = activation.to(dtype), backprop.to(dtype)
+        if layout is not None:
+            activation, backprop = (
+                self._per_sample_rows(t, layout) for t in (activation, backprop)
             )
-        return tensor.reshape(self._batch_size, rows // self._batch_size, *tensor.shape[1:])
+        for parameter, grad in sampler(module, [activation], backprop).items():
+            if parameter in self.grad_samples:
+                self.grad_samples[parameter] = self.grad_samples[parameter] + grad
+            else:
+                self.grad_samples[parameter] = grad
+
+    @staticmethod
+    def _per_sample_rows(tensor: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        """``(rows, ...)`` of one vision call as ``(batch, most_rows, ...)``, zero-padded."""
+        total, rows = int(patches.sum()), tensor.shape[0]
+        per_sample = patches * rows // max(total, 1)
+        if int(per_sample.sum()) != rows or bool((patches * rows % max(total, 1)).any()):
+            raise ValueError(f"{rows} vision rows do not divide over samples of {patches} patches")
+        owner = torch.repeat_interleave(torch.arange(len(patches)), per_sample).to(tensor.device)
+        starts = torch.cumsum(per_sample, 0) - per_sample
+        position = torch.arange(rows) - torch.repeat_interleave(starts, per_sample)
+        padded = tensor.new_zeros(len(patches), int(per_sample.max()), *tensor.shape[1:])
+        padded[owner, position.to(tensor.device)] = tensor
+        return padded
+
+
+class _Tap(torch.autograd.Function):
+    """Identity on a module's output whose backward computes the module's per-sample
+    gradients from the saved input (recomputed under gradient checkpointing)."""
+
+    @staticmethod
+    def forward(ctx, output: torch.Tensor, activation: torch.Tensor, owner: tuple):
+        ctx.save_for_backward(activation.detach())
+        ctx.owner = owner
+        return output.view_as(output)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (activation,) = ctx.saved_tensors
+        collector, module, sampler, layout = ctx.owner
+        collector._collect(module, sampler, layout, activation, grad.detach())
+        return grad, None, None
 
 
 def sum_per_unit(
@@ -143,3 +205,47 @@ def clip_and_sum(
     factors = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     summed = {p: torch.einsum("u,u...->...", factors, g) for p, g in unit_grads.items()}
     return summed, norms
+
+
+class StreamingClipper:
+    """Per-unit clipping that keeps one running sum, not one gradient per unit of the step.
+
+    :meth:`add` takes a micro-batch's per-sample gradients; every unit whose last record was in
+    it is clipped and added to :attr:`total` at once, so memory holds the micro-batch's
+    per-sample gradients, the running sum and only the units whose records are still to come
+    (none when each unit brings one record a step, the default).
+    """
+
+    def __init__(self, unit_slots: Sequence[torch.Tensor], max_norm: float) -> None:
+        self.max_norm = max_norm
+        self._remaining = Counter(slot for slots in unit_slots for slot in slots.tolist())
+        self._open: dict[int, dict[nn.Parameter, torch.Tensor]] = {}
+        self.total: dict[nn.Parameter, torch.Tensor] = {}
+        self.norms: list[float] = []
+
+    def add(self, grad_samples: dict[nn.Parameter, torch.Tensor], unit_slots: torch.Tensor) -> None:
+        """Add one micro-batch (row ``i`` belongs to unit ``unit_slots[i]``)."""
+        slots = unit_slots.tolist()
+        units = sorted(set(slots))
+        local = torch.tensor([units.index(slot) for slot in slots], dtype=torch.long)
+        sums = sum_per_unit(grad_samples, local, len(units))
+        self._remaining.subtract(slots)
+        done = []
+        for row, slot in enumerate(units):
+            for parameter, partial in self._open.pop(slot, {}).items():
+                sums.setdefault(parameter, partial.new_zeros((len(units), *partial.shape)))
+                sums[parameter][row] += partial
+            if self._remaining[slot] == 0:
+                done.append(row)
+            else:
+                self._open[slot] = {p: g[row].clone() for p, g in sums.items()}
+        if not done:
+            return
+        rows = torch.tensor(done, dtype=torch.long)
+        clipped, norms = clip_and_sum({p: g[rows] for p, g in sums.items()}, self.max_norm)
+        self.norms.extend(norms.tolist())
+        for parameter, summed in clipped.items():
+            if parameter in self.total:
+                self.total[parameter] += summed
+            else:
+                self.total[parameter] = summed
