@@ -7,7 +7,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedumit-installed
 
-.PHONY: install simulate test lint
+.PHONY: install base simulate test lint
 
 install: $(STAMP)
 
@@ -19,10 +19,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-simulate: install
+# The embedded tiny base, pretrained once per machine into the user cache (a no-op once there).
+base: install
+	HF_HUB_OFFLINE=1 $(BIN)/fedumit model tiny
+
+simulate: base
 	HF_HUB_OFFLINE=1 $(BIN)/fedumit simulate
 
-test: install
+test: base
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 lint: install

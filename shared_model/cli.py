@@ -16,7 +16,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     tiny = model_commands.add_parser(
         "tiny", help="write a small pretrained random-init Qwen2-VL checkpoint (seeded)"
     )
-    tiny.add_argument("--out", type=Path, required=True, help="directory to write")
+    tiny.add_argument(
+        "--out", type=Path, default=None, help="directory to write (default: the user cache)"
+    )
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--pretrain-steps", type=int, default=None, help="override pretraining")
     tiny.set_defaults(handler=_tiny)
@@ -44,14 +46,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def _tiny(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from shared_model.tiny import tiny_spec
+    from shared_model.tiny import ensure_tiny_base, tiny_spec
     from shared_model.tiny.build import TinyShape, build_tiny_base
+    from shared_model.tiny.cache import cached_tiny_base
 
     shape = replace(TinyShape(), seed=args.seed)
     if args.pretrain_steps is not None:
         shape = replace(shape, pretrain_steps=args.pretrain_steps)
-    out = build_tiny_base(args.out, shape)
-    print(f"tiny Qwen2-VL base written to {out} (fingerprint {tiny_spec(out).fingerprint()})")
+    if args.out is None:
+        out = ensure_tiny_base(cached_tiny_base(shape))
+    else:
+        out = build_tiny_base(args.out, shape)
+    print(f"tiny Qwen2-VL base at {out} (fingerprint {tiny_spec(out).fingerprint()})")
     return 0
 
 
