@@ -29,7 +29,7 @@ from client.privacy.randomness import SiteRandomness
 from shared_model.adapters import StageAdapter
 from shared_model.device import autocast, weights_dtype
 from shared_model.inputs import Encoded, collate, encode_sample
-from shared_model.loss import answer_token_loss
+from shared_model.loss import answer_token_loss, answer_window
 from shared_model.sample import Sample
 from shared_model.spec import ModelSpec
 
@@ -256,9 +256,10 @@ class LocalTrainer:
             labels = inputs.pop("labels")
             capture = hooks.capture(examples) if hooks is not None else contextlib.nullcontext()
             with capture:
+                window = answer_window(labels)
                 with autocast(self.device):
-                    logits = self.adapter.model(**inputs).logits
-                row_loss = answer_token_loss(logits, labels)
+                    logits = self.adapter.model(**inputs, logits_to_keep=window).logits
+                row_loss = answer_token_loss(logits, labels[:, -window:])
                 del logits
                 total_loss += row_loss.detach().sum().item()
                 scale = 1.0 if hooks is not None else 1.0 / max(step.n_records, 1)

@@ -21,3 +21,13 @@ def answer_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     )
     mask = (shifted_labels != IGNORE_INDEX).to(token_loss.dtype)
     return (token_loss * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def answer_window(labels: torch.Tensor) -> int:
+    """Positions from the one before the batch's first answer token to the end: the only
+    logits :func:`answer_token_loss` reads (``logits_to_keep`` of the forward). At a vocabulary
+    of 151,936, logits over a 768-token prompt would be 0.47 GB a row in float32."""
+    answered = (labels != IGNORE_INDEX).any(0).nonzero()
+    if len(answered) == 0:
+        return 1
+    return labels.shape[1] - int(answered[0]) + 1
