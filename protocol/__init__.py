@@ -150,8 +150,8 @@ SECAGG_REFUSED = "refused: "
 
 def secagg_refusal(error_reason: str) -> Refusal | None:
     """The refusal code a secure-aggregation error reply carries, ``None`` when it has none."""
-    _, found, rest = error_reason.partition(SECAGG_REFUSED)
-    code = rest.split("'", 1)[0].strip() if found else ""
+    found = re.search(re.escape(SECAGG_REFUSED) + r"([a-z0-9-]+)", error_reason)
+    code = found.group(1) if found else ""
     return Refusal(code) if code in Refusal._value2member_map_ else None
 
 

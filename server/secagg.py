@@ -206,11 +206,7 @@ class SecureRound:
         for reply in counting.replies:
             node = counting.site_of(reply)
             if reply.has_error():
-                refusal = secagg_refusal(reply.error.reason)
-                if refusal is not None:
-                    round_log.refused[node] = refusal.value
-                else:
-                    round_log.rejected[node] = f"dropped out of secure aggregation: {_why(reply)}"
+                _note_dropout(node, reply, round_log)
                 continue
             if META not in reply.content:
                 continue  # a protocol step's reply: keys and shares only
@@ -231,8 +227,16 @@ class SecureRound:
         return round_log
 
 
-def _why(reply: Message) -> str:
-    return f"{reply.error.reason} (code {reply.error.code})"
+def _note_dropout(node: int, reply: Message, round_log: RoundLog[int]) -> None:
+    """A site's error reply: its refusal code when it refused, else a dropout (Flower's error
+    code in the record; the first line of the error's text in the log)."""
+    refusal = secagg_refusal(reply.error.reason)
+    if refusal is not None:
+        round_log.refused[node] = refusal.value
+        return
+    round_log.rejected[node] = f"dropped out of secure aggregation (error code {reply.error.code})"
+    first_line = next(iter(reply.error.reason.strip().splitlines()), "")
+    log.warning("node %d dropped out of secure aggregation: %s", node, first_line[:200])
 
 
 def _legacy_context(strategy: _SumOnly, server_round: int) -> LegacyContext:

@@ -1,11 +1,12 @@
 """Secure aggregation (``aggregation = "secagg"``) in Flower's simulation engine, on three tiny
 synthetic hospitals running the real ClientApp: DP-SGD, ledger, audit log, Flower's SecAgg+.
 
-One simulation runs four consortium runs of one ``align`` round each, on the same sites:
+One simulation runs five consortium runs of one ``align`` round each, on the same sites:
 plain FedAvg, secure aggregation, secure aggregation with one site dropping after sharing its
-keys, and with two dropping. Sites opt in to replayable sampling and noise, so a site's update
-in one run is its update in every run; their policy rounds counts to 1000, so FedAvg weighs the
-three equally, as secure aggregation does; they answer no evaluation (none is tested here).
+keys, with two dropping, and with one site refusing the training step. Sites opt in to
+replayable sampling and noise, so a site's update in one run is its update in every run; their
+policy rounds counts to 1000, so FedAvg weighs the three equally, as secure aggregation does;
+they answer no evaluation (none is tested here).
 """
 
 from __future__ import annotations
@@ -49,11 +50,13 @@ BOUND = RUN_DEFAULTS["max-update-norm"]
 # moves each site's coordinate by less than one), plus float32 rounding of the sum.
 TOLERANCE = quantization_step(BOUND) + 1e-6
 DROPS = {"secagg-drop-one": {2}, "secagg-drop-two": {1, 2}}  # run id -> partitions that drop
+REFUSES = {"secagg-refuse-one": {0}}  # run id -> partitions sent a message they must refuse
 RUNS = {
     "fedavg": "fedavg",
     "secagg": "secagg",
     "secagg-drop-one": "secagg",
     "secagg-drop-two": "secagg",
+    "secagg-refuse-one": "secagg",
 }
 
 
@@ -102,7 +105,8 @@ def three_sites(root: Path, spec_file: Path) -> list[Path]:
 
 def dropping_client_app(configs: list[Path]) -> ClientApp:
     """The real ClientApp; in the runs of :data:`DROPS` the listed sites go offline when the
-    training step arrives, after they set up and shared their keys."""
+    training step arrives, after they set up and shared their keys; in those of
+    :data:`REFUSES` the listed sites get a training step for another model, which they refuse."""
     paths = [str(p.resolve()) for p in configs]
     inner = build_client_app(lambda context: site_for(paths[partition(context)]))
     app = ClientApp()
@@ -113,6 +117,8 @@ def dropping_client_app(configs: list[Path]) -> ClientApp:
             run_id = str(message.content[CONFIG].get("run-id", ""))
             if partition(context) in DROPS.get(run_id, ()):
                 raise ConnectionError("the site went offline")
+            if partition(context) in REFUSES.get(run_id, ()):
+                message.content[CONFIG]["fingerprint"] = "0" * 16
         return inner(message, context)
 
     @app.evaluate()
@@ -248,7 +254,7 @@ def test_a_site_dropping_after_sharing_its_keys_is_survived(runs) -> None:
     record = run["folder"].metrics()[-1]
     assert len(record["sites"]) == 2
     (dropped, why), *others = record["rejected"].items()
-    assert not others and "dropped out of secure aggregation" in why
+    assert not others and why == "dropped out of secure aggregation (error code 2)"
     assert dropped not in record["sites"]
     updates, initial = site_updates(runs), runs["initial"]
     remaining = [updates[site] for site in record["sites"]]
@@ -264,3 +270,10 @@ def test_too_few_sites_left_to_unmask_fails_the_round_and_keeps_no_checkpoint(ru
     assert "unmasking needs 2" in outcome.stopped_reason
     assert run["folder"].metrics()[-1]["failed"] == outcome.stopped_reason
     assert latest_checkpoint(run["folder"].checkpoints, "align", runs["spec"].fingerprint()) is None
+
+
+def test_a_site_refusing_the_round_drops_out_and_its_code_reaches_the_record(runs) -> None:
+    record = runs["secagg-refuse-one"]["folder"].metrics()[-1]
+    assert runs["secagg-refuse-one"]["outcome"].completed and len(record["sites"]) == 2
+    assert list(record["refused"].values()) == ["fingerprint-mismatch"]
+    assert not record["rejected"]
