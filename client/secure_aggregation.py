@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 from flwr.app import Context, Message
@@ -85,7 +86,7 @@ def secure_aggregation_mod(resolve_site: Callable[[Context], Site]) -> Mod:
             return call_next(message, context)
         site = resolve_site(context)
         step = str(message.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE, ""))
-        masked: dict[str, float | int | str] = {}
+        masked: dict[str, Any] = {}
 
         def masked_update(inner: Message, inner_context: Context) -> Message:
             return _update_to_mask(site, inner, inner_context, call_next, masked)
@@ -106,7 +107,7 @@ def _update_to_mask(
     message: Message,
     context: Context,
     call_next: ClientAppCallable,
-    masked: dict[str, float | int | str],
+    masked: dict[str, Any],
 ) -> Message:
     """Run the site's ordinary training round, then hand SecAgg+ the clipped update (weight 1)
     in Flower's legacy reply format; the reply keeps FedUMIT's metrics (less the example count)
@@ -126,6 +127,7 @@ def _update_to_mask(
     clipping_range = float(context.state.config_records[RECORD_KEY_STATE]["clipping_range"])
     beyond = sum(int(np.count_nonzero(np.abs(a) > clipping_range)) for a in clipped.values())
     masked.update(
+        not_sent=["arrays", "num-examples"],  # of the reply recorded just before: masked instead
         update_rms=rms,
         max_update_norm=bound,
         scale=scale,

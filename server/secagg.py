@@ -80,12 +80,10 @@ class _SumOnly(Strategy):
         self.counted: list[int] = []
 
     def configure_fit(self, server_round, parameters, client_manager):
-        """Every sampled site (the training content is FedUMIT's, set by :class:`_Workflow`)."""
-        run_id = self.grid.run.run_id
-        return [
-            (GridClientProxy(node, self.grid, run_id), FitIns(parameters, {}))
-            for node in self.nodes
-        ]
+        """Every sampled site (the training content is FedUMIT's, set by :class:`_Workflow`;
+        the workflow reads only each proxy's node id, never sends through it)."""
+        fit = FitIns(parameters, {})
+        return [(GridClientProxy(node, self.grid, 0), fit) for node in self.nodes]
 
     def aggregate_fit(self, server_round, results, failures):
         """Keep the unmasked mean (the same in every result) and which sites it covers."""

@@ -244,6 +244,7 @@ def test_each_site_clips_and_records_what_it_masked(runs) -> None:
         masked = [r for r in steps if "masked_sha256" in r]
         assert {r["step"] for r in steps} >= {"setup", "share_keys", "collect_masked_vectors"}
         assert masked and all(r["max_update_norm"] == BOUND for r in masked)
+        assert all(r["not_sent"] == ["arrays", "num-examples"] for r in masked)
         assert all(r["update_rms"] * r["scale"] <= BOUND + 1e-12 for r in masked)
         assert all(r["coordinates_beyond_range"] == 0 for r in masked)
 
