@@ -143,7 +143,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-PRECISIONS = ("auto", "float32")
+PRECISIONS = ("auto", "float32", "bfloat16")
 CHECKPOINTING = ("auto", "true", "false")
 DEFAULT_TOKEN_BUDGET = 8192
 """Tokens per forward pass: at full shape, 8 radiographs of 768 visual tokens or two CT series
@@ -167,8 +167,8 @@ class SiteConfig:
     Memory on the site's GPU (``docs/hospital-it.md`` sizes them):
 
     ``precision``: ``auto`` keeps the frozen base in bfloat16 on a GPU that has it (float16 on
-    an older one) and float32 on the CPU; ``float32`` everywhere otherwise. The trained adapter
-    is float32 either way.
+    an older one) and float32 on the CPU; ``float32`` or ``bfloat16`` everywhere otherwise. The
+    trained adapter is float32 either way.
     ``gradient_checkpointing``: ``auto`` (on a GPU only), ``true`` or ``false``.
     ``token_budget``: most tokens per forward pass, rows times the longest row, visual tokens
     included (:func:`client.batching.pack`).

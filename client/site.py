@@ -27,7 +27,7 @@ from client.stage1_store import Stage1Store
 from client.trainer import LocalTrainer
 from protocol import arrays_hash
 from shared_model.adapters import StageAdapter
-from shared_model.device import configure_cpu_threads, resolve_device
+from shared_model.device import configure_cpu_threads, resolve_device, weights_dtype
 from shared_model.loading import load_base, merge_stage
 from shared_model.sample import Sample
 from shared_model.spec import ModelSpec
@@ -119,13 +119,14 @@ class Site:
         return self._trainers[key]
 
     def _base_for(self, stage: str, align_arrays, align_hash: str):
-        model, processor = load_base(self.spec)
+        dtype = weights_dtype(self.device, self.config.precision)
+        model, processor = load_base(self.spec, dtype=dtype)
         if stage != "instruct" or align_arrays is None:
             return model, processor
         cached = self.config.work_dir / "merged" / f"{self.fingerprint}-{align_hash}"
         if (cached / "config.json").is_file():
             log.info("%s: using cached stage-1 merge %s", self.config.name, cached.name)
-            merged = Qwen2VLForConditionalGeneration.from_pretrained(cached, dtype=torch.float32)
+            merged = Qwen2VLForConditionalGeneration.from_pretrained(cached, dtype=dtype)
             return merged.eval(), processor
         merged = merge_stage(model, self.spec, "align", align_arrays, self.fingerprint)
         _save_atomically(merged, cached)

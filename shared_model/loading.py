@@ -14,15 +14,16 @@ from shared_model.spec import ModelSpec
 
 
 def load_base(
-    spec: ModelSpec, device: torch.device | str = "cpu"
+    spec: ModelSpec, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> tuple[Qwen2VLForConditionalGeneration, ProcessorMixin]:
-    """Model and processor from ``spec.base`` (a local directory, never a hub id)."""
+    """Model and processor from ``spec.base`` (a local directory, never a hub id), the weights
+    in ``dtype`` (:func:`shared_model.device.weights_dtype` picks a site's)."""
     if not spec.base.is_dir():
         raise FileNotFoundError(
             f"base checkpoint directory {spec.base} does not exist "
             f"(build the tiny one with `fedumit model tiny --out {spec.base}`)"
         )
-    model = Qwen2VLForConditionalGeneration.from_pretrained(spec.base, dtype=torch.float32)
+    model = Qwen2VLForConditionalGeneration.from_pretrained(spec.base, dtype=dtype)
     processor = AutoProcessor.from_pretrained(spec.base)
     return model.to(device).eval(), processor
 
