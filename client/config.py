@@ -145,9 +145,10 @@ SECTIONS: dict[str, tuple[str, ...]] = {
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 CHECKPOINTING = ("auto", "true", "false")
-DEFAULT_TOKEN_BUDGET = 8192
-"""Tokens per forward pass: at full shape, 8 radiographs of 768 visual tokens or two CT series
-of 32 slices at 448 pixels within 24 GB (the modelled sizing in ``docs/hospital-it.md``)."""
+DEFAULT_TOKEN_BUDGET = 16384
+"""Tokens per forward pass: the memory model keeps a DP step of the full-shape (2B) base within
+a 24 GB GPU at this budget for every sample kind, from 64-token radiographs to 32-slice CT
+series of 4,096 visual tokens (``docs/hospital-it.md``; modelled, no GPU measured it yet)."""
 
 
 def default_decode_workers() -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,6 +157,10 @@ class LocalTrainer:
             if sample.record_id not in self._encoded:
                 self._encoded[sample.record_id] = encode_sample(self.processor, sample, self.spec)
         return [self._encoded[s.record_id] for s in samples]
+
+    def preload(self, encoded: Mapping[str, Encoded]) -> None:
+        """Records already encoded, by record id (a benchmark's synthetic records)."""
+        self._encoded.update(encoded)
 
     def train(
         self,

@@ -39,7 +39,8 @@ def export_merged(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = spec.fingerprint()
-    model, processor = load_base(spec)
+    # in the checkpoint's own dtype: a bf16 2B base exports as 4.4 GB of bf16, like the release
+    model, processor = load_base(spec, dtype="auto")
     for stage, arrays in (("align", align_arrays), ("instruct", instruct_arrays)):
         if arrays is None:
             continue

@@ -14,10 +14,13 @@ from shared_model.spec import ModelSpec
 
 
 def load_base(
-    spec: ModelSpec, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    spec: ModelSpec,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | str = torch.float32,
 ) -> tuple[Qwen2VLForConditionalGeneration, ProcessorMixin]:
     """Model and processor from ``spec.base`` (a local directory, never a hub id), the weights
-    in ``dtype`` (:func:`shared_model.device.weights_dtype` picks a site's)."""
+    in ``dtype`` (:func:`shared_model.device.weights_dtype` picks a site's; ``"auto"``: the
+    checkpoint's own)."""
     if not spec.base.is_dir():
         raise FileNotFoundError(
             f"base checkpoint directory {spec.base} does not exist "

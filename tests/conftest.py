@@ -21,6 +21,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``full_shape`` run only when ``FEDUMIT_FULL_SHAPE=1`` asks for them."""
+    if os.environ.get("FEDUMIT_FULL_SHAPE") == "1":
+        return
+    skip = pytest.mark.skip(reason="full-shape base: set FEDUMIT_FULL_SHAPE=1 to run")
+    for item in items:
+        if "full_shape" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_base() -> Path:
     """The default tiny base (from the user-level cache, built there once per recipe;
