@@ -186,10 +186,11 @@ def _describe_arrays(message: Message) -> dict[str, dict[str, Any]]:
         return {}
     described = {}
     for name, record in message.content.array_records.items():
+        arrays = from_record(record)
         described[name] = {
-            "sha256": arrays_sha256(from_record(record)),
+            "sha256": arrays_sha256(arrays),
             "bytes": record.count_bytes(),
-            "arrays": len(record),
+            "arrays": len(arrays),
         }
     return described
 

@@ -4,7 +4,8 @@ Client and server both import this module; it imports nothing else of FedUMIT (F
 only), so reading it is enough to know everything that can cross the wire.
 
 Server -> site (``train`` and ``evaluate`` messages):
-    ``arrays``  the stage's global adapter arrays (float32, fixed order);
+    ``arrays``  the stage's global adapter arrays (float32, fixed order), packed as every
+                array record is (:func:`to_record`: their bytes and their layout, two arrays);
     ``stage1``  during ``instruct``: the frozen global ``align`` arrays, whose SHA-256
                 (:func:`arrays_sha256`) every ``instruct`` message announces as ``stage1-hash``.
                 Sent once per site and run: with the site's first ``instruct`` message, and
@@ -36,6 +37,8 @@ its update clipped to ``max-update-norm``, masked (see :mod:`client.secure_aggre
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -155,14 +158,63 @@ def secagg_refusal(error_reason: str) -> Refusal | None:
     return Refusal(code) if code in Refusal._value2member_map_ else None
 
 
+# Named arrays travel packed: one ``Array`` of their bytes end to end and one of their layout
+# (names, dtypes, shapes, in order, as JSON). Flower moves every ``Array`` as its own object,
+# one request per hop (ServerApp, SuperLink, SuperNode, ClientApp): a full-shape adapter is
+# 260 to 396 arrays, and at one object each a round spent tens of seconds on requests alone.
+PACKED_LAYOUT = "layout"
+PACKED_DATA = "data"
+
+
 def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
-    """Named arrays (order kept) as a Flower ``ArrayRecord``."""
-    return ArrayRecord(OrderedDict((name, Array(np.asarray(a))) for name, a in arrays.items()))
+    """Named arrays (order kept) packed into a Flower ``ArrayRecord`` of two arrays."""
+    arrays = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    layout = [[name, a.dtype.str, list(a.shape)] for name, a in arrays.items()]
+    data = b"".join(a.tobytes() for a in arrays.values())
+    return ArrayRecord(
+        OrderedDict(
+            (
+                (PACKED_LAYOUT, Array(np.frombuffer(json.dumps(layout).encode(), np.uint8))),
+                (PACKED_DATA, Array(np.frombuffer(data, np.uint8))),
+            )
+        )
+    )
 
 
 def from_record(record: ArrayRecord) -> OrderedDict[str, np.ndarray]:
-    """A Flower ``ArrayRecord`` as named numpy arrays, in the record's order."""
-    return OrderedDict((name, array.numpy()) for name, array in record.items())
+    """The named arrays of a record :func:`to_record` packed, in their order; ``ValueError``
+    when the record is not one."""
+    if list(record) != [PACKED_LAYOUT, PACKED_DATA]:
+        raise ValueError(f"not packed arrays: entries {list(record)[:4]}")
+    layout, data = (record[key].numpy() for key in (PACKED_LAYOUT, PACKED_DATA))
+    if layout.dtype != np.uint8 or data.dtype != np.uint8 or data.ndim != 1:
+        raise ValueError("packed arrays must be bytes")
+    entries = json.loads(layout.tobytes().decode())
+    if not isinstance(entries, list):
+        raise ValueError("a packed layout is a list")
+    arrays, offset = OrderedDict(), 0
+    for entry in entries:
+        name, dtype, shape = _layout_entry(entry)
+        count = math.prod(shape)
+        if offset + count * dtype.itemsize > data.size:
+            raise ValueError(f"packed arrays end before array {name!r}")
+        array = np.frombuffer(data, dtype, count, offset).reshape(shape).copy()
+        arrays[name], offset = array, offset + count * dtype.itemsize
+    if offset != data.size or len(arrays) != len(entries):
+        raise ValueError("packed arrays hold bytes or names their layout does not account for")
+    return arrays
+
+
+def _layout_entry(entry: object) -> tuple[str, np.dtype, tuple[int, ...]]:
+    """One ``[name, dtype, shape]`` of a packed layout, checked (numeric dtypes only)."""
+    if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)):
+        raise ValueError(f"malformed packed layout entry {entry!r:.80}")
+    name, dtype, shape = entry[0], np.dtype(str(entry[1])), entry[2]
+    if dtype.kind not in "biuf" or not isinstance(shape, list):
+        raise ValueError(f"array {name!r}: dtype {dtype} or shape {shape!r:.40} not allowed")
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise ValueError(f"array {name!r}: shape {shape!r:.40} not allowed")
+    return name, dtype, tuple(shape)
 
 
 def arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from flwr.app import Message, RecordDict
+from flwr.app import Array, ArrayRecord, Message, RecordDict
 from flwr.serverapp import strategy as flower
 
 from protocol import ARRAYS, CONFIG, STATUS_REFUSED, from_record, to_record
@@ -91,9 +91,15 @@ def test_fedavg_matches_flower_fedavg_on_the_same_messages() -> None:
     ours, _ = run_round(unbounded(min_sites=4, min_available_sites=4), grid, current)
 
     messages = FedUmitStrategy().configure_train(1, to_record(current), round_config(), grid)
-    theirs, _ = flower.FedAvg().aggregate_train(1, grid.send_and_receive(messages))
-    for name, value in from_record(theirs).items():
-        np.testing.assert_allclose(ours[name], value, rtol=1e-5, atol=1e-6)
+    replies = grid.send_and_receive(messages)
+    for answer in replies:  # Flower's FedAvg averages arrays one by one: unpack them for it
+        unpacked = from_record(answer.content[ARRAYS])
+        answer.content[ARRAYS] = ArrayRecord(
+            OrderedDict((n, Array(a)) for n, a in unpacked.items())
+        )
+    theirs, _ = flower.FedAvg().aggregate_train(1, replies)
+    for name, value in theirs.items():
+        np.testing.assert_allclose(ours[name], value.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_median_is_coordinate_wise_and_ignores_weights() -> None:
