@@ -41,6 +41,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     node.add_argument("--auth-key", type=Path, help="this site's SuperNode private key")
     node.add_argument("--runtime-port", type=int, default=9094, help="local ClientApp API port")
     node.add_argument(
+        "--warm",
+        action="store_true",
+        help="keep each approved app bundle's ClientApp loaded between messages "
+        "(deploy.warm_executor) instead of a fresh process per message",
+    )
+    node.add_argument(
         "--init-ledger",
         action="store_true",
         help="first start only: create the site's privacy ledger and audit log if missing",
@@ -245,10 +251,10 @@ def _superlink(args: argparse.Namespace) -> int:
 @_guarded
 def _supernode(args: argparse.Namespace) -> int:
     from client.config import load_site_config
+    from deploy import site_executor, warm_executor
     from deploy.flower import exec_flower, flower_env, warn_insecure
     from deploy.nodes import SuperNodeOptions, runtime_api_address, supernode_command
     from deploy.pki import Pki
-    from deploy.site_executor import executor_command
 
     if args.insecure:
         warn_insecure()
@@ -273,7 +279,7 @@ def _supernode(args: argparse.Namespace) -> int:
     argv = supernode_command(options)
     site = load_site_config(args.site)
     # The executor watches this process id, which flower-supernode keeps after exec.
-    executor = executor_command(
+    executor = (warm_executor if args.warm else site_executor).executor_command(
         runtime_api_address(options), site.work_dir, site.audit_path, parent=os.getpid()
     )
     subprocess.Popen(executor, env=flower_env())

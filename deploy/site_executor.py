@@ -13,6 +13,7 @@ import argparse
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
@@ -25,8 +26,19 @@ from flwr.supercore.runtime import RuntimeHttpClient
 POLL_SECONDS = 1.0
 
 
-def run_site_executor(runtime_api_address: str, work_dir: Path, audit_log: Path) -> None:
-    """Start one :mod:`deploy.site_runner` process per ClientApp task, forever."""
+Launcher = Callable[[str, str], None]
+"""Starts one ClientApp task: its token and its bundle's SHA-256 (Flower's ``fab_hash``)."""
+
+
+def run_site_executor(
+    runtime_api_address: str,
+    work_dir: Path,
+    audit_log: Path,
+    launch: Launcher | None = None,
+    poll_seconds: float = POLL_SECONDS,
+) -> None:
+    """Hand each ClientApp task to ``launch`` (default: one :mod:`deploy.site_runner` process
+    per task), forever."""
     client = RuntimeHttpClient.from_server_address(
         server_address=runtime_api_address,
         insecure=True,
@@ -35,13 +47,16 @@ def run_site_executor(runtime_api_address: str, work_dir: Path, audit_log: Path)
         retry_invoker=make_simple_http_retry_invoker(),
     )
     request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP.value])
+    if launch is None:
+
+        def launch(token: str, _bundle: str) -> None:
+            subprocess.Popen(runner_command(runtime_api_address, token, work_dir, audit_log))
+
     while True:
         acquired = client.AcquireTask(request)
         if acquired.HasField("task") and acquired.token:
-            subprocess.Popen(
-                runner_command(runtime_api_address, acquired.token, work_dir, audit_log)
-            )
-        time.sleep(POLL_SECONDS)
+            launch(acquired.token, acquired.task.fab_hash)
+        time.sleep(poll_seconds)
 
 
 def runner_command(

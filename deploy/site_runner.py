@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Callable
 from logging import ERROR, INFO
 from pathlib import Path
 
@@ -51,10 +52,20 @@ def refusal_reason(bundle: Bundle) -> str:
     return f"app bundle sha256 {bundle.sha256} is not approved at this site"
 
 
+BundleRunner = Callable[[Bundle, Message, Context], Message]
+"""Runs an approved bundle's ClientApp on a message: :func:`run_bundle` loads it afresh, a
+warm process (:mod:`deploy.warm_runner`) keeps it loaded."""
+
+
 def run_approved_clientapp(
-    runtime_api_address: str, token: str, work_dir: Path, audit_log: Path
+    runtime_api_address: str,
+    token: str,
+    work_dir: Path,
+    audit_log: Path,
+    runner: BundleRunner | None = None,
 ) -> int:
-    """Pull one task from the SuperNode, run it if its bundle is approved; the exit code."""
+    """Pull one task from the SuperNode, run it (with ``runner``, default :func:`run_bundle`)
+    if its bundle is approved; the exit code."""
     client = RuntimeHttpClient.from_server_address(
         server_address=runtime_api_address,
         insecure=True,
@@ -85,7 +96,7 @@ def run_approved_clientapp(
             bundle.version,
         )
         try:
-            reply = _run_bundle(bundle, message, context)
+            reply = (runner or run_bundle)(bundle, message, context)
             status, details = SubStatus.COMPLETED, ""
         except Exception as error:  # the details stay in the site's log
             log(ERROR, "ClientApp raised an exception", exc_info=error)
@@ -102,20 +113,23 @@ def run_approved_clientapp(
         client.close()
 
 
-def _run_bundle(bundle: Bundle, message: Message, context: Context) -> Message:
+def run_bundle(bundle: Bundle, message: Message, context: Context) -> Message:
     """Unpack the (approved) bundle into a fresh folder, load its ClientApp and call it."""
-    reference = bundle.project["tool"]["flwr"]["app"]["components"]["clientapp"]
     with tempfile.TemporaryDirectory(prefix="fedumit-app-") as folder:
-        app_dir = install_from_fab(bundle.content, install_dir=Path(folder), skip_prompt=True)
-        app = load_app(reference, LoadClientAppError, app_dir)
-        module = sys.modules[reference.partition(":")[0]]
-        if not Path(module.__file__ or "").resolve().is_relative_to(app_dir.resolve()):
-            raise LoadClientAppError(
-                f"{reference} would load from {module.__file__}, not the bundle"
-            )
-        if not isinstance(app, ClientApp):
-            raise LoadClientAppError(f"{reference} is not a ClientApp")
-        return app(message=message, context=context)
+        return load_bundle(bundle, Path(folder))(message=message, context=context)
+
+
+def load_bundle(bundle: Bundle, folder: Path) -> ClientApp:
+    """Unpack the (approved) bundle into ``folder`` and load its ClientApp from there only."""
+    reference = bundle.project["tool"]["flwr"]["app"]["components"]["clientapp"]
+    app_dir = install_from_fab(bundle.content, install_dir=folder, skip_prompt=True)
+    app = load_app(reference, LoadClientAppError, app_dir)
+    module = sys.modules[reference.partition(":")[0]]
+    if not Path(module.__file__ or "").resolve().is_relative_to(app_dir.resolve()):
+        raise LoadClientAppError(f"{reference} would load from {module.__file__}, not the bundle")
+    if not isinstance(app, ClientApp):
+        raise LoadClientAppError(f"{reference} is not a ClientApp")
+    return app
 
 
 def _record_refusal(audit_log: Path, approvals: SiteApprovals, bundle: Bundle, run: int) -> None:

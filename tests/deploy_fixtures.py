@@ -193,6 +193,7 @@ class Consortium:
     app: Path = REPO_ROOT  # what launch sends: the snapshot that start() takes ...
     bundle: Bundle | None = None  # ... and its bundle, which every site that joins approves
     fleet_port: int | None = None  # a reverse proxy's port in front of the SuperLink's
+    supernode_flags: tuple[str, ...] = ()  # added to each ``fedumit supernode`` (``--warm``)
 
     @property
     def pki(self) -> Path:
@@ -254,7 +255,7 @@ class Consortium:
             SiteApprovals(self.root / "work" / name).approve(self.bundle)
         self.sites[name] = fedumit_argv(
             "supernode", "--site", str(site), "--superlink", self.fleet_address,
-            "--pki", str(self.pki), "--runtime-port", str(free_port()),
+            "--pki", str(self.pki), "--runtime-port", str(free_port()), *self.supernode_flags,
         )  # fmt: skip
         self.start_site(name)
 

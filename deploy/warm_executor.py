@@ -1,0 +1,98 @@
+"""The site's warm executor: ClientApp tasks go to a long-lived process per app bundle.
+
+The same loop as :mod:`deploy.site_executor` (ClientApp tasks only, from the SuperNode's
+Runtime API on loopback), polling five times a second, but a task's token goes to the warm
+process of its bundle (:mod:`deploy.warm_runner`), started on the bundle's first task and kept
+while the bundle's tasks keep coming; a task of another bundle stops the old process (and frees
+its memory) and starts one for the new bundle. The warm process checks the bundle against the
+site's approved list on every task, as :mod:`deploy.site_runner` does; a process that died is
+started again at the next task. ``fedumit supernode --warm`` runs this executor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from flwr.supercore.app_utils import start_parent_process_monitor
+
+from deploy.site_executor import run_site_executor
+
+POLL_SECONDS = 0.2
+
+
+class WarmLauncher:
+    """Hands each task to the warm process of its bundle (a
+    :data:`deploy.site_executor.Launcher`)."""
+
+    def __init__(self, runtime_api_address: str, work_dir: Path, audit_log: Path) -> None:
+        self.argv = warm_runner_command(runtime_api_address, work_dir, audit_log)
+        self.bundle = ""
+        self.process: subprocess.Popen | None = None
+
+    def __call__(self, token: str, bundle: str) -> None:
+        """Write ``token`` to the warm process of ``bundle``, started first when needed."""
+        if self.process is None or self.process.poll() is not None or bundle != self.bundle:
+            self.stop()
+            self.process = subprocess.Popen(self.argv, stdin=subprocess.PIPE, text=True)
+            self.bundle = bundle
+        assert self.process.stdin is not None
+        self.process.stdin.write(token + "\n")
+        self.process.stdin.flush()
+
+    def stop(self) -> None:
+        """End the warm process (its standard input closes; it exits after its task)."""
+        if self.process is not None and self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+        self.process = None
+
+
+def warm_runner_command(runtime_api_address: str, work_dir: Path, audit_log: Path) -> list[str]:
+    """argv of a warm ClientApp process."""
+    return [
+        sys.executable, "-m", "deploy.warm_runner",
+        "--runtime-api-address", runtime_api_address,
+        "--work-dir", str(work_dir), "--audit-log", str(audit_log),
+    ]  # fmt: skip
+
+
+def executor_command(
+    runtime_api_address: str, work_dir: Path, audit_log: Path, parent: int
+) -> list[str]:
+    """argv of this executor for a SuperNode whose process id is ``parent``."""
+    return [
+        sys.executable, "-m", "deploy.warm_executor",
+        "--runtime-api-address", runtime_api_address,
+        "--work-dir", str(work_dir), "--audit-log", str(audit_log), "--parent-pid", str(parent),
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m deploy.warm_executor``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runtime-api-address", required=True, help="SuperNode's Runtime API")
+    parser.add_argument("--work-dir", type=Path, required=True, help="the site's work folder")
+    parser.add_argument("--audit-log", type=Path, required=True, help="the site's audit log")
+    parser.add_argument("--parent-pid", type=int, help="exit when this process exits")
+    args = parser.parse_args(argv)
+    if args.parent_pid is not None:
+        start_parent_process_monitor(args.parent_pid)
+    launcher = WarmLauncher(args.runtime_api_address, args.work_dir, args.audit_log)
+    try:
+        run_site_executor(
+            args.runtime_api_address,
+            args.work_dir,
+            args.audit_log,
+            launch=launcher,
+            poll_seconds=POLL_SECONDS,
+        )
+    finally:
+        launcher.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""A warm ClientApp process: one approved app bundle, loaded once, runs task after task.
+
+Flower 1.42 starts a fresh process for every message, which then imports torch, transformers
+and peft, reads the site's archive and loads the base model: 10 to 60 s a message on a small
+CPU, minutes at the full Qwen2-VL-2B shape. This process does what :mod:`deploy.site_runner`
+does for one task (the bundle's SHA-256 must be on the site's approved list before any of its
+code is imported, and the refusal is recorded), for every task token the warm executor
+(:mod:`deploy.warm_executor`) writes to its standard input, one a line. The first approved
+bundle is unpacked into a folder that lives as long as the process and its ClientApp loaded
+from there; a task of another bundle is answered with a ``LOAD_CLIENT_APP_EXCEPTION`` error
+(the executor starts a process per bundle, so that happens only if the two disagree). Approval
+is checked on every task, so revoking a bundle takes effect at its next message.
+
+What the ClientApp keeps between messages (the site's records, the model, the merged stage-1
+base) stays in this process's memory while it waits: at the full shape about 9 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from flwr.app import Context, Message
+from flwr.clientapp.client_app import ClientApp, LoadClientAppError
+from flwr.supercore.app_utils import start_parent_process_monitor
+
+from deploy.bundles import Bundle
+from deploy.site_runner import load_bundle, run_approved_clientapp
+
+
+class WarmBundle:
+    """The ClientApp of the first bundle it is asked to run, kept loaded."""
+
+    def __init__(self) -> None:
+        self.sha256 = ""
+        self._app: ClientApp | None = None
+        self._folder: tempfile.TemporaryDirectory | None = None
+
+    def __call__(self, bundle: Bundle, message: Message, context: Context) -> Message:
+        """Run ``bundle``'s ClientApp on ``message`` (a :data:`deploy.site_runner.BundleRunner`)."""
+        if self._app is None:
+            folder = tempfile.TemporaryDirectory(prefix="fedumit-warm-app-")
+            self._app = load_bundle(bundle, Path(folder.name))
+            self.sha256, self._folder = bundle.sha256, folder
+        elif bundle.sha256 != self.sha256:
+            raise LoadClientAppError(
+                f"this warm process runs bundle {self.sha256[:12]}, not {bundle.sha256[:12]}"
+            )
+        return self._app(message=message, context=context)
+
+
+def serve(runtime_api_address: str, work_dir: Path, audit_log: Path) -> None:
+    """Run each task whose token arrives on standard input, until it closes."""
+    warm = WarmBundle()
+    for line in sys.stdin:
+        token = line.strip()
+        if token:
+            run_approved_clientapp(runtime_api_address, token, work_dir, audit_log, runner=warm)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m deploy.warm_runner``: the warm ClientApp process of one bundle."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runtime-api-address", required=True, help="SuperNode's Runtime API")
+    parser.add_argument("--work-dir", type=Path, required=True, help="the site's work folder")
+    parser.add_argument("--audit-log", type=Path, required=True, help="the site's audit log")
+    parser.add_argument("--parent-pid", type=int, help="exit when this process exits")
+    args = parser.parse_args(argv)
+    if args.parent_pid is not None:
+        start_parent_process_monitor(args.parent_pid)
+    serve(args.runtime_api_address, args.work_dir, args.audit_log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
