@@ -210,21 +210,10 @@ def run(args: argparse.Namespace) -> list[dict]:
                     trainer.train(samples, [s.patient_id for s in samples], config, progress=False)
                     seconds = time.perf_counter() - start
                 tokens = len(records[0].input_ids)
-                step = StepShape(case.rows, tokens, int(np.prod(case.grid)), answer_window=17)
-                common = {"trainable": trainable, "dp": dp, "checkpointing": True}
-                here = predict_peak(
-                    shape,
-                    stage,
-                    step,
-                    weight_bytes=dtype.itemsize,
-                    activation_bytes=4 if device.type == "cpu" else 2,
-                    **common,
-                )
-                on_gpu = predict_peak(
-                    full, stage, step, weight_bytes=2, activation_bytes=2, **common
-                )
+                cpu = device.type == "cpu"
+                predicted_rise = predicted_step_rise(shape, stage, case, tokens, dp, cpu)
                 measured_rise = memory.rise
-                predicted_rise = here["total"] - here["weights"] - trainable * 4
+                on_gpu = _gpu_peak(stage, trainable, tokens, int(np.prod(case.grid)), case.rows)
                 scale = step_flops(full, stage, case, tokens) / step_flops(
                     shape, stage, case, tokens
                 )
@@ -298,6 +287,39 @@ def gpu_sizing(gpu_gib: float = 24.0, sustained_tflops: float = 100.0) -> list[d
     return rows
 
 
+def predicted_step_rise(
+    shape: FullShape, stage: str, case: Case, tokens: int, dp: bool, cpu: bool
+) -> float:
+    """What the memory model says a step adds to the loaded model (weights and the adapter's
+    own parameters were there before), in the measured run's precision; on the CPU with the
+    language model's math-path attention matrices."""
+    spec = full_shape_spec(Path("."))
+    trainable = lora_parameters(shape, spec.stage(stage).target_modules, spec.stage(stage).rank)
+    step = StepShape(case.rows, tokens, int(np.prod(case.grid)), answer_window=17)
+    terms = predict_peak(
+        shape, stage, step, trainable=trainable, dp=dp, checkpointing=True,
+        weight_bytes=4 if cpu else 2, activation_bytes=4 if cpu else 2, attention_matrices=cpu,
+    )  # fmt: skip
+    return terms["total"] - terms["weights"] - trainable * 4
+
+
+def retable(path: Path) -> list[dict]:
+    """Recompute the memory model's predictions and errors of a saved run's rows."""
+    data = json.loads(path.read_text())
+    cases = {case.name: case for case in (*CPU_CASES, *GPU_CASES)}
+    for row in data["rows"]:
+        shape = FullShape().truncated(row["text_layers"], row["vision_depth"])
+        case = cases[row["case"]]
+        predicted = predicted_step_rise(
+            shape, row["stage"], case, row["tokens"], row["dp"], row["device"] == "cpu"
+        )
+        measured = row["measured_rise_gib"] * GIB
+        row["predicted_rise_gib"] = predicted / GIB
+        row["error"] = (predicted - measured) / measured
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return data["rows"]
+
+
 def _gpu_peak(stage: str, trainable: int, tokens: int, patches: int, batch: int) -> dict:
     """The memory model's DP step on a GPU: full depth, bf16 weights and activations."""
     step = StepShape(batch, tokens, patches, answer_window=17)
@@ -311,7 +333,7 @@ def sizing_markdown(rows: list[dict]) -> str:
     """The sizing rows as a Markdown table."""
     lines = [
         "| stage | sample | visual tokens / image | physical batch | tokens / batch "
-        "| GPU memory (GiB) | s / step |",
+        "| GPU memory (GiB) | s / physical batch |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -337,6 +359,11 @@ def _line(row: dict) -> str:
     )
 
 
+def _summary(rows: list[dict]) -> None:
+    errors = [abs(r["error"]) for r in rows]
+    print(f"memory model: mean |error| {np.mean(errors):.0%}, worst {max(errors):.0%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto")
@@ -345,18 +372,26 @@ def main() -> None:
     parser.add_argument("--cases", nargs="*", help="only these cases (default: all)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/full_shape.json"))
     parser.add_argument(
+        "--retable", type=Path, help="recompute the memory model's column of a saved JSON"
+    )
+    parser.add_argument(
         "--sizing", type=float, metavar="GIB", help="only print the modelled GPU sizing table"
     )
     args = parser.parse_args()
     if args.sizing:
         print(sizing_markdown(gpu_sizing(args.sizing)))
         return
+    if args.retable:
+        rows = retable(args.retable)
+        print(HEADER)
+        print("\n".join(_line(row) for row in rows))
+        _summary(rows)
+        return
     torch.manual_seed(0)
     started = time.perf_counter()
     print(HEADER, flush=True)
     rows = run(args)
-    errors = [abs(r["error"]) for r in rows]
-    print(f"memory model: mean |error| {np.mean(errors):.0%}, worst {max(errors):.0%}")
+    _summary(rows)
     print(f"wall time {time.perf_counter() - started:.0f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

@@ -19,7 +19,13 @@ Terms (bytes):
 - ``per_sample``: DP only: the micro-batch's per-sample gradients and per-unit sums, two
   float32 copies of the adapter per row (bounded by the physical batch, not the logical one).
 
-Attention is assumed memory-efficient (flash / fused SDPA: no ``tokens^2`` term).
+- ``text_backward``: while a decoder layer's backward runs, the gradients of its MLP
+  intermediates and of the LoRA branches that end in the intermediate width (``5 I`` a token).
+
+On a GPU attention is memory-efficient (flash / fused SDPA: no ``tokens^2`` term). On the CPU,
+the language model's attention (it has a padding mask) takes SDPA's math path, which keeps each
+``heads x tokens^2`` matrix, its softmax and their gradient: ``attention_matrices=True`` adds
+them for one layer. The vision tower's attention has no mask and stays fused on the CPU too.
 """
 
 from __future__ import annotations
@@ -79,16 +85,20 @@ def predict_peak(
     checkpointing: bool,
     weight_bytes: int,
     activation_bytes: int,
+    attention_matrices: bool = False,
 ) -> dict[str, float]:
     """Each term of the peak (bytes) and their ``total``."""
     h, i, kv, e = shape.text_hidden, shape.text_intermediate, _kv(shape), shape.vision_embed
     tokens = step.rows * step.tokens
     patches = step.rows * step.patches
     text_layer = (8 * h + 4 * kv + 5 * i) * activation_bytes
+    # while a layer's backward runs: gradients of the MLP intermediates (gate, up, SiLU) and
+    # of the two LoRA branches that end in the intermediate width
+    text_backward = 5 * i * activation_bytes
     if checkpointing:
-        text = tokens * (shape.text_layers * h * activation_bytes + text_layer)
+        text = tokens * (shape.text_layers * h * activation_bytes + text_layer + text_backward)
     else:
-        text = tokens * shape.text_layers * text_layer
+        text = tokens * (shape.text_layers * text_layer + text_backward)
     vision_block = 27 * e * activation_bytes
     if stage == "align":
         kept = shape.vision_depth * e * activation_bytes + vision_block if checkpointing else None
@@ -96,6 +106,10 @@ def predict_peak(
     else:
         vision = patches * 10 * e * activation_bytes  # no graph: one block's MLP at a time
     vision += patches * 5 * e * activation_bytes
+    if attention_matrices:
+        text_scores = step.rows * shape.text_heads * step.tokens**2 * 3
+        layers = 1 if checkpointing else shape.text_layers
+        text += layers * text_scores * activation_bytes
     logits = step.rows * step.answer_window * shape.vocab_size * (activation_bytes + 4 + 4)
     terms = {
         "weights": float(base_parameters(shape) * weight_bytes),
