@@ -44,7 +44,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 
-from protocol import META, METRICS, from_record, secagg_refusal, to_record
+from protocol import META, METRICS, Refusal, from_record, secagg_refusal, to_record
 from server.aggregation import first_non_finite, update_rms
 from server.counting_grid import CountingGrid
 from server.round_log import RoundLog, RoundResult
@@ -204,7 +204,8 @@ class SecureRound:
         for reply in counting.replies:
             node = counting.site_of(reply)
             if reply.has_error():
-                _note_dropout(node, reply, round_log)
+                if _note_dropout(node, reply, round_log) is Refusal.STAGE1_MISSING:
+                    self.strategy.node_stage1[node] = ""  # the next attempt carries it
                 continue
             if META not in reply.content:
                 continue  # a protocol step's reply: keys and shares only
@@ -225,16 +226,17 @@ class SecureRound:
         return round_log
 
 
-def _note_dropout(node: int, reply: Message, round_log: RoundLog[int]) -> None:
-    """A site's error reply: its refusal code when it refused, else a dropout (Flower's error
-    code in the record; the first line of the error's text in the log)."""
+def _note_dropout(node: int, reply: Message, round_log: RoundLog[int]) -> Refusal | None:
+    """A site's error reply: its refusal code when it refused (returned), else a dropout
+    (Flower's error code in the record; the first line of the error's text in the log)."""
     refusal = secagg_refusal(reply.error.reason)
     if refusal is not None:
         round_log.refused[node] = refusal.value
-        return
+        return refusal
     round_log.rejected[node] = f"dropped out of secure aggregation (error code {reply.error.code})"
     first_line = next(iter(reply.error.reason.strip().splitlines()), "")
     log.warning("node %d dropped out of secure aggregation: %s", node, first_line[:200])
+    return None
 
 
 def _legacy_context(strategy: _SumOnly, server_round: int) -> LegacyContext:
