@@ -47,7 +47,7 @@ def hospital(root: Path, name: str) -> Path:
              "question": QUESTION, "options": ["no", "yes"], "answer": "yes"},
             {**common, "id": f"{patient}-ct", "images": [f"{patient}/ct.nii.gz"],
              "task": "classification", "modality": "CT", "question": QUESTION,
-             "options": ["no", "yes"], "answer": "no"},
+             "options": ["no", "yes"], "label": 0},
         ]  # fmt: skip
     write_manifest(archive, records)
     return archive
@@ -95,10 +95,11 @@ def round_result(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_both_stages_ran_with_dp_on_both_sites(round_result: dict) -> None:
     run = round_result["run"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    trained = [r for r in records if "epsilon" in r and r.get("stage")]
+    trained = [r for r in records if "sites" in r]
     assert [(r["stage"], r["round"]) for r in trained] == [("align", 1), ("instruct", 1)]
     for record in trained:
-        assert sorted(record["epsilon"]) == ["north", "south"] and not record["rejected"]
+        assert sorted(record["sites"]) == ["north", "south"] and not record["rejected"]
+        assert sorted(record["epsilon"]) == ["north", "south"]
         assert all(eps > 0 for eps in record["epsilon"].values())
     checkpoints = sorted(p.name for p in (run / "checkpoints").glob("*.safetensors"))
     assert checkpoints == ["align-round-0001.safetensors", "instruct-round-0001.safetensors"]
