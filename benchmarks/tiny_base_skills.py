@@ -1,0 +1,145 @@
+"""What a base can do before any federated training: its answers to fresh pretraining scenes.
+
+The tiny base stands in for a pretrained Qwen2-VL, which can already copy a listed option by
+its number or its words, name what it sees, and box or point at a shape. Federated LoRA under
+DP can only steer skills the base has: a base that cannot copy ``2:text`` out of a list gives
+no well-formed classification answer however its adapter is trained. This asks a base
+questions of every kind its pretraining covers, on scenes drawn with a seed its pretraining
+never used, and scores each kind: exact answer for text, IoU at least 0.5 for boxes, every
+coordinate within 60 of 1000 for points. Prints a table and writes JSON.
+
+    python benchmarks/tiny_base_skills.py [--base DIR] [--questions 160]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from shared_model.inference import load_answerer
+from shared_model.inputs import collate, encode_question
+from shared_model.tiny import TINY_CANVAS, TINY_SLICES, ensure_tiny_base
+from shared_model.tiny.scenes import Conversation, conversation
+
+PROBE_SEED = 12345
+"""Not the pretraining seed: every scene asked about is new to the base."""
+
+KINDS = {
+    "lookup": ("What is option", "项是什么"),
+    "find": ("Which option says", "哪个选项是“"),
+    "box": ("bounding box", "框出"),
+    "point": ("centre point", "中心的坐标"),
+    "describe": ("Describe", "描述"),
+}
+
+
+def kind_of(question: str) -> str:
+    """The pretraining kind of a question (``choice`` for option and yes/no questions)."""
+    for kind, markers in KINDS.items():
+        if any(marker in question for marker in markers):
+            return kind
+    return "choice"
+
+
+def numbers(text: str) -> list[int]:
+    """The integers after the last ``<|box_start|>`` (the whole text when there is none)."""
+    return [int(n) for n in re.findall(r"\d+", text.split("<|box_start|>")[-1])]
+
+
+def box_iou(got: list[int], want: list[int]) -> float:
+    """IoU of two boxes given as 4 (2D) or 6 (3D, compared in-plane) grid numbers."""
+    if len(got) != len(want) or len(got) not in (4, 6):
+        return 0.0
+    a, b = ([v[0], v[1], v[3], v[4]] if len(v) == 6 else v for v in (got, want))
+    overlap_x = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    overlap_y = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = overlap_x * overlap_y
+
+    def area(box: list[int]) -> int:
+        return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
+
+    return inter / max(1, area(a) + area(b) - inter)
+
+
+def correct(kind: str, got: str, want: str) -> bool:
+    """Whether an answer counts for its kind."""
+    if kind == "box":
+        return box_iou(numbers(got), numbers(want)) >= 0.5
+    if kind == "point":
+        a, b = numbers(got), numbers(want)
+        return len(a) == len(b) > 0 and max(abs(x - y) for x, y in zip(a, b, strict=True)) <= 60
+    return got == want
+
+
+def ask(base: Path, chats: list[Conversation], batch: int = 16) -> list[str]:
+    """Greedy answers of the base to the conversations' questions."""
+    answerer = load_answerer(base, TINY_CANVAS)
+    tokenizer = answerer.processor.tokenizer
+    answers = []
+    for start in range(0, len(chats), batch):
+        part = chats[start : start + batch]
+        encoded = [
+            encode_question(answerer.processor, [c.image], c.question, canvas=TINY_CANVAS)
+            for c in part
+        ]
+        inputs = collate(encoded, tokenizer.pad_token_id, padding_side="left").inputs
+        inputs.pop("labels")
+        with torch.no_grad():
+            out = answerer.model.generate(
+                **inputs, max_new_tokens=48, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+        for text in tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :]):
+            answers.append(text.split("<|im_end|>")[0].split(tokenizer.pad_token)[0].strip())
+    return answers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, default=None, help="default: the cached tiny base")
+    parser.add_argument("--questions", type=int, default=160)
+    parser.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results/tiny_base_skills.json")
+    )
+    args = parser.parse_args()
+    base = args.base or ensure_tiny_base(progress=False)
+    rng = random.Random(PROBE_SEED)
+    chats = [
+        conversation(rng, TINY_CANVAS, TINY_SLICES if index % 4 == 3 else None)
+        for index in range(args.questions)
+    ]
+    asked, right = Counter(), Counter()
+    examples: dict[str, list[dict[str, str]]] = {}
+    for chat, answer in zip(chats, ask(base, chats), strict=True):
+        kind = kind_of(chat.question)
+        asked[kind] += 1
+        right[kind] += correct(kind, answer, chat.answer)
+        examples.setdefault(kind, [])
+        if len(examples[kind]) < 3:
+            examples[kind].append({"answer": answer, "expected": chat.answer})
+    rows = [
+        {
+            "kind": kind,
+            "asked": asked[kind],
+            "right": right[kind],
+            "rate": right[kind] / asked[kind],
+        }
+        for kind in sorted(asked)
+    ]
+    print(f"base: {base}\n\n| kind | asked | right | rate |\n| --- | --- | --- | --- |")
+    for row in rows:
+        print(f"| {row['kind']} | {row['asked']} | {row['right']} | {row['rate']:.2f} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps({"base": str(base), "rows": rows, "examples": examples}, indent=1)
+    )
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
