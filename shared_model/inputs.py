@@ -38,7 +38,7 @@ class Encoded:
 
     @property
     def vision_shape(self) -> tuple:
-        """Patch grid of every image and video: examples with equal shapes batch exactly."""
+        """Patch grid of every image and video (examples of any grids share a micro-batch)."""
         grids = [g for g in (self.image_grid_thw, self.video_grid_thw) if g is not None]
         return tuple(tuple(row) for g in grids for row in g.tolist())
 
