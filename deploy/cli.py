@@ -251,10 +251,10 @@ def _superlink(args: argparse.Namespace) -> int:
 @_guarded
 def _supernode(args: argparse.Namespace) -> int:
     from client.config import load_site_config
-    from deploy import site_executor, warm_executor
     from deploy.flower import exec_flower, flower_env, warn_insecure
     from deploy.nodes import SuperNodeOptions, runtime_api_address, supernode_command
     from deploy.pki import Pki
+    from deploy.site_process import executor_command
 
     if args.insecure:
         warn_insecure()
@@ -279,8 +279,8 @@ def _supernode(args: argparse.Namespace) -> int:
     argv = supernode_command(options)
     site = load_site_config(args.site)
     # The executor watches this process id, which flower-supernode keeps after exec.
-    executor = (warm_executor if args.warm else site_executor).executor_command(
-        runtime_api_address(options), site.work_dir, site.audit_path, parent=os.getpid()
+    executor = executor_command(
+        args.warm, runtime_api_address(options), site.work_dir, site.audit_path, parent=os.getpid()
     )
     subprocess.Popen(executor, env=flower_env())
     exec_flower(argv)

@@ -9,7 +9,6 @@ imported. This loop asks only for ClientApp tasks.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
@@ -17,11 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
-from flwr.supercore.app_utils import start_parent_process_monitor
 from flwr.supercore.constant import TaskType
 from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 from flwr.supercore.retry import make_simple_http_retry_invoker
 from flwr.supercore.runtime import RuntimeHttpClient
+
+from deploy.site_process import follow_parent, site_arguments, site_command
 
 POLL_SECONDS = 1.0
 
@@ -63,34 +63,15 @@ def runner_command(
     runtime_api_address: str, token: str, work_dir: Path, audit_log: Path
 ) -> list[str]:
     """argv of the ClientApp process of one task."""
-    return [
-        sys.executable, "-m", "deploy.site_runner",
-        "--runtime-api-address", runtime_api_address, "--token", token,
-        "--work-dir", str(work_dir), "--audit-log", str(audit_log),
-    ]  # fmt: skip
-
-
-def executor_command(
-    runtime_api_address: str, work_dir: Path, audit_log: Path, parent: int
-) -> list[str]:
-    """argv of this executor for a SuperNode whose process id is ``parent``."""
-    return [
-        sys.executable, "-m", "deploy.site_executor",
-        "--runtime-api-address", runtime_api_address,
-        "--work-dir", str(work_dir), "--audit-log", str(audit_log), "--parent-pid", str(parent),
-    ]  # fmt: skip
+    return site_command(
+        "deploy.site_runner", runtime_api_address, work_dir, audit_log, "--token", token
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m deploy.site_executor``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtime-api-address", required=True, help="SuperNode's Runtime API")
-    parser.add_argument("--work-dir", type=Path, required=True, help="the site's work folder")
-    parser.add_argument("--audit-log", type=Path, required=True, help="the site's audit log")
-    parser.add_argument("--parent-pid", type=int, help="exit when this process exits")
-    args = parser.parse_args(argv)
-    if args.parent_pid is not None:
-        start_parent_process_monitor(args.parent_pid)
+    args = site_arguments(__doc__.splitlines()[0]).parse_args(argv)
+    follow_parent(args.parent_pid)
     run_site_executor(args.runtime_api_address, args.work_dir, args.audit_log)
     return 0
 

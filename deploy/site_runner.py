@@ -16,7 +16,6 @@ it must not import FedUMIT's ``client`` package before the bundle's own is loade
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from collections.abc import Callable
@@ -28,7 +27,6 @@ from flwr.cli.install import install_from_fab
 from flwr.clientapp.client_app import ClientApp, LoadClientAppError
 from flwr.common.constant import ErrorCode, SubStatus
 from flwr.supercore import log
-from flwr.supercore.app_utils import start_parent_process_monitor
 from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
 from flwr.supercore.interceptors import (
     RuntimeTokenHttpInterceptor,
@@ -41,6 +39,7 @@ from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, 
 
 from deploy.approvals import SiteApprovals
 from deploy.bundles import Bundle
+from deploy.site_process import follow_parent, site_arguments
 
 EXIT_REFUSED = 3
 EXIT_FAILED = 1
@@ -153,15 +152,10 @@ def _record_refusal(audit_log: Path, approvals: SiteApprovals, bundle: Bundle, r
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m deploy.site_runner``: one ClientApp task of the site's SuperNode."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtime-api-address", required=True, help="SuperNode's Runtime API")
+    parser = site_arguments(__doc__.splitlines()[0])
     parser.add_argument("--token", required=True, help="the task's token from the SuperNode")
-    parser.add_argument("--work-dir", type=Path, required=True, help="the site's work folder")
-    parser.add_argument("--audit-log", type=Path, required=True, help="the site's audit log")
-    parser.add_argument("--parent-pid", type=int, help="exit when this process exits")
     args = parser.parse_args(argv)
-    if args.parent_pid is not None:
-        start_parent_process_monitor(args.parent_pid)
+    follow_parent(args.parent_pid)
     return run_approved_clientapp(
         args.runtime_api_address, args.token, args.work_dir, args.audit_log
     )

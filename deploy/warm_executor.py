@@ -11,14 +11,12 @@ started again at the next task. ``fedumit supernode --warm`` runs this executor.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
 
-from flwr.supercore.app_utils import start_parent_process_monitor
-
 from deploy.site_executor import run_site_executor
+from deploy.site_process import follow_parent, site_arguments, site_command
 
 POLL_SECONDS = 0.2
 
@@ -28,7 +26,7 @@ class WarmLauncher:
     :data:`deploy.site_executor.Launcher`)."""
 
     def __init__(self, runtime_api_address: str, work_dir: Path, audit_log: Path) -> None:
-        self.argv = warm_runner_command(runtime_api_address, work_dir, audit_log)
+        self.argv = site_command("deploy.warm_runner", runtime_api_address, work_dir, audit_log)
         self.bundle = ""
         self.process: subprocess.Popen | None = None
 
@@ -50,36 +48,10 @@ class WarmLauncher:
         self.process = None
 
 
-def warm_runner_command(runtime_api_address: str, work_dir: Path, audit_log: Path) -> list[str]:
-    """argv of a warm ClientApp process."""
-    return [
-        sys.executable, "-m", "deploy.warm_runner",
-        "--runtime-api-address", runtime_api_address,
-        "--work-dir", str(work_dir), "--audit-log", str(audit_log),
-    ]  # fmt: skip
-
-
-def executor_command(
-    runtime_api_address: str, work_dir: Path, audit_log: Path, parent: int
-) -> list[str]:
-    """argv of this executor for a SuperNode whose process id is ``parent``."""
-    return [
-        sys.executable, "-m", "deploy.warm_executor",
-        "--runtime-api-address", runtime_api_address,
-        "--work-dir", str(work_dir), "--audit-log", str(audit_log), "--parent-pid", str(parent),
-    ]  # fmt: skip
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m deploy.warm_executor``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtime-api-address", required=True, help="SuperNode's Runtime API")
-    parser.add_argument("--work-dir", type=Path, required=True, help="the site's work folder")
-    parser.add_argument("--audit-log", type=Path, required=True, help="the site's audit log")
-    parser.add_argument("--parent-pid", type=int, help="exit when this process exits")
-    args = parser.parse_args(argv)
-    if args.parent_pid is not None:
-        start_parent_process_monitor(args.parent_pid)
+    args = site_arguments(__doc__.splitlines()[0]).parse_args(argv)
+    follow_parent(args.parent_pid)
     launcher = WarmLauncher(args.runtime_api_address, args.work_dir, args.audit_log)
     try:
         run_site_executor(

@@ -17,16 +17,15 @@ base) stays in this process's memory while it waits: at the full shape about 9 G
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 from flwr.app import Context, Message
 from flwr.clientapp.client_app import ClientApp, LoadClientAppError
-from flwr.supercore.app_utils import start_parent_process_monitor
 
 from deploy.bundles import Bundle
+from deploy.site_process import follow_parent, site_arguments
 from deploy.site_runner import load_bundle, run_approved_clientapp
 
 
@@ -62,14 +61,8 @@ def serve(runtime_api_address: str, work_dir: Path, audit_log: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m deploy.warm_runner``: the warm ClientApp process of one bundle."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runtime-api-address", required=True, help="SuperNode's Runtime API")
-    parser.add_argument("--work-dir", type=Path, required=True, help="the site's work folder")
-    parser.add_argument("--audit-log", type=Path, required=True, help="the site's audit log")
-    parser.add_argument("--parent-pid", type=int, help="exit when this process exits")
-    args = parser.parse_args(argv)
-    if args.parent_pid is not None:
-        start_parent_process_monitor(args.parent_pid)
+    args = site_arguments(__doc__.splitlines()[0]).parse_args(argv)
+    follow_parent(args.parent_pid)
     serve(args.runtime_api_address, args.work_dir, args.audit_log)
     return 0
 
