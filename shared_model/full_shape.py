@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version
@@ -28,13 +27,18 @@ import torch
 from transformers import GenerationConfig, Qwen2Tokenizer, Qwen2VLConfig
 from transformers import Qwen2VLForConditionalGeneration as Qwen2VL
 
-from shared_model.spec import LANGUAGE_TARGETS, VISION_BLOCK_TARGETS, LoraSpec, ModelSpec
+from shared_model.spec import (
+    LANGUAGE_TARGETS,
+    VISION_BLOCK_TARGETS,
+    LoraSpec,
+    ModelSpec,
+    write_spec_beside,
+)
 
 PURPOSE = (
     "Random-init base of Qwen2-VL-2B-Instruct's architecture: it exists to test shapes, "
     "memory and speed. Its weights are seeded random numbers; its answers are noise."
 )
-SPEC_FILE = "fedumit-model.toml"
 MERGER_TARGETS = r".*visual\.merger\.mlp\.(0|2)"
 """The patch merger's two linear layers (the projector from vision into the language model)."""
 FULL_SHAPE_CANVAS = 448
@@ -242,22 +246,12 @@ def ensure_full_shape_base(
                 build_full_shape_base(partial, shape, progress=progress)
                 shutil.rmtree(directory, ignore_errors=True)
                 partial.rename(directory)
-    _write_spec(directory)
+    write_spec_beside(full_shape_spec(directory), directory)
     return directory
 
 
 def _complete(directory: Path) -> bool:
     return (directory / "README.md").is_file() and any(directory.glob("*.safetensors"))
-
-
-def _write_spec(directory: Path) -> None:
-    path = directory / SPEC_FILE
-    temporary = directory / f".{SPEC_FILE}.{os.getpid()}"
-    full_shape_spec(directory).write_toml(temporary, base_relative_to=directory)
-    if path.is_file() and path.read_bytes() == temporary.read_bytes():
-        temporary.unlink()
-    else:
-        temporary.replace(path)
 
 
 def _model_card(shape: FullShape) -> str:

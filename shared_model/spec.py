@@ -175,3 +175,20 @@ def base_weight_layout(base: Path) -> list[tuple[str, list[int], str]]:
                 tensor_slice = handle.get_slice(name)
                 layout.append((name, list(tensor_slice.get_shape()), tensor_slice.get_dtype()))
     return sorted(layout)
+
+
+SPEC_FILE = "fedumit-model.toml"
+"""The model spec's file name beside a base's weights (what sites point ``[model] spec`` at)."""
+
+
+def write_spec_beside(spec: ModelSpec, directory: Path) -> Path:
+    """Write ``spec`` to ``directory/fedumit-model.toml`` unless the same spec is already there
+    (atomic: a concurrent reader sees the old file or the new one); returns the path."""
+    path = directory / SPEC_FILE
+    wanted = directory / f".{SPEC_FILE}.{os.getpid()}"
+    spec.write_toml(wanted, base_relative_to=directory)
+    if path.is_file() and path.read_bytes() == wanted.read_bytes():
+        wanted.unlink()
+    else:
+        wanted.replace(path)
+    return path

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from shared_model.spec import LANGUAGE_TARGETS, LoraSpec, ModelSpec
+from shared_model.spec import LANGUAGE_TARGETS, LoraSpec, ModelSpec, write_spec_beside
+from shared_model.spec import SPEC_FILE as SPEC_FILE  # re-exported: sites and tests name it here
 
 TINY_CANVAS = 56
 TINY_SLICES = 4
@@ -38,9 +38,6 @@ def tiny_spec(base: str | Path) -> ModelSpec:
     )
 
 
-SPEC_FILE = "fedumit-model.toml"
-
-
 def ensure_tiny_base(directory: str | Path | None = None, progress: bool = True) -> Path:
     """The tiny base: in ``directory`` (built there unless a complete one is already there),
     or, by default, from the user-level cache (:mod:`shared_model.tiny.cache`: built once per
@@ -57,17 +54,5 @@ def ensure_tiny_base(directory: str | Path | None = None, progress: bool = True)
     directory = Path(directory)
     if not ((directory / "config.json").is_file() and any(directory.glob("*.safetensors"))):
         build_tiny_base(directory, progress=progress)
-    _write_spec(directory)
+    write_spec_beside(tiny_spec(directory), directory)
     return directory
-
-
-def _write_spec(directory: Path) -> None:
-    """Write ``fedumit-model.toml`` unless the same spec is already there (atomic: a
-    concurrent reader sees the old file or the new one)."""
-    path = directory / SPEC_FILE
-    wanted = directory / f".{SPEC_FILE}.{os.getpid()}"
-    tiny_spec(directory).write_toml(wanted, base_relative_to=directory)
-    if path.is_file() and path.read_bytes() == wanted.read_bytes():
-        wanted.unlink()
-    else:
-        wanted.replace(path)
