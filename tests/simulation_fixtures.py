@@ -34,12 +34,19 @@ TINY_SCHEDULE: dict[str, Any] = {
 TINY_TASKS = ("caption", "classification")
 
 
-def tiny_sites(root: Path, spec_file: Path, tasks: Sequence[str] = TINY_TASKS) -> list[Path]:
-    """Two synthetic hospitals under ``root`` and their site configs (work folders in ``root``).
+def tiny_sites(
+    root: Path,
+    spec_file: Path,
+    tasks: Sequence[str] = TINY_TASKS,
+    sites: int = 2,
+    policy: Mapping[str, Any] | None = None,
+) -> list[Path]:
+    """``sites`` synthetic hospitals under ``root`` and their site configs (work folders in
+    ``root``), with ``policy`` keys set beside ``tasks``.
 
     The budget is generous: the schedule's fixed sigma, not the budget, sets the noise.
     """
-    archives = generate_consortium(root / "archives", n_sites=2, patients=6, seed=3)
+    archives = generate_consortium(root / "archives", n_sites=sites, patients=6, seed=3)
     configs = []
     for archive in archives:
         path = write_site_config(
@@ -53,7 +60,7 @@ def tiny_sites(root: Path, spec_file: Path, tasks: Sequence[str] = TINY_TASKS) -
             send_train_loss=True,
         )
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-        data["policy"]["tasks"] = list(tasks)
+        data["policy"].update(tasks=list(tasks), **(policy or {}))
         path.write_text(tomli_w.dumps(data), encoding="utf-8")
         configs.append(path)
     return configs

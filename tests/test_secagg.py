@@ -12,14 +12,12 @@ they answer no evaluation (none is tested here).
 from __future__ import annotations
 
 import logging
-import tomllib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import tomli_w
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.common import bytes_to_ndarray
@@ -41,9 +39,7 @@ from server.run_folder import RunFolder
 from server.secagg import quantization_step
 from shared_model.spec import ModelSpec
 from shared_model.tiny import SPEC_FILE
-from simulations.runner import write_site_config
-from simulations.synthetic import generate_consortium
-from tests.simulation_fixtures import TINY_SCHEDULE
+from tests.simulation_fixtures import TINY_SCHEDULE, tiny_sites
 
 BOUND = RUN_DEFAULTS["max-update-norm"]
 # The most SecAgg+ moves a coordinate of the mean: one quantisation level (stochastic rounding
@@ -84,24 +80,13 @@ class ReplySpy(CountingGrid):
 
 
 def three_sites(root: Path, spec_file: Path) -> list[Path]:
-    archives = generate_consortium(root / "archives", n_sites=3, patients=6, seed=3)
-    configs = []
-    for archive in archives:
-        path = write_site_config(
-            root / "sites" / f"{archive.name}.toml",
-            name=archive.name,
-            archive=archive,
-            work_dir=root / "work" / archive.name,
-            model_spec=spec_file,
-            max_epsilon=1e4,
-            replayable_noise_seed=0,
-            send_train_loss=True,
-        )
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-        data["policy"].update(tasks=["caption"], count_rounding=1000, max_evaluations_per_run=0)
-        path.write_text(tomli_w.dumps(data), encoding="utf-8")
-        configs.append(path)
-    return configs
+    return tiny_sites(
+        root,
+        spec_file,
+        tasks=("caption",),
+        sites=3,
+        policy={"count_rounding": 1000, "max_evaluations_per_run": 0},
+    )
 
 
 def dropping_client_app(configs: list[Path]) -> ClientApp:
