@@ -1,6 +1,6 @@
 """What a fresh ClientApp process pays before it can train: imports, then the base model.
 
-Flower 1.42 (and ``fedumit supernode`` without ``--warm``) starts a new process for every
+Flower 1.42 (and ``fedumit supernode --cold``) starts a new process for every
 message; each imports FedUMIT's ClientApp (torch, transformers, peft, opacus) and loads the
 base as the site does (:func:`shared_model.loading.load_base`: safetensors, memory-mapped by
 transformers, in float32 as a CPU site loads it or bfloat16 as a GPU site does), then attaches

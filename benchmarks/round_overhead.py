@@ -10,7 +10,7 @@ and the rest of the round's wall time (Flower's polling and transfers, the serve
 Printed next to the bytes sent to and received from each site per round and the adapter's
 size. Prints a table and writes JSON.
 
-    python benchmarks/round_overhead.py [--rounds 3] [--local-steps 10] [--warm] [--base DIR]
+    python benchmarks/round_overhead.py [--rounds 3] [--local-steps 10] [--cold] [--base DIR]
         [--out benchmarks/results/round_overhead.json]
 """
 
@@ -43,7 +43,7 @@ def measure(
     the ClientApp loaded); the run's records and its run folder."""
     with running(root) as processes:
         consortium = Consortium(root, processes, base / SPEC_FILE, "bench", "overhead")
-        consortium.supernode_flags = ("--warm",) if warm else ()
+        consortium.supernode_flags = () if warm else ("--cold",)
         consortium.start(generate_consortium(root / "archives", n_sites=SITES, patients=8))
         consortium.launch(
             f"align.rounds={rounds} instruct.rounds={rounds} "
@@ -113,7 +113,10 @@ def main() -> None:
     parser.add_argument("--local-steps", type=int, default=10)
     parser.add_argument("--base", type=Path, help="a tiny base directory (default: the cache)")
     parser.add_argument(
-        "--warm", action="store_true", help="fedumit supernode --warm (a warm ClientApp process)"
+        "--cold",
+        dest="warm",
+        action="store_false",
+        help="fedumit supernode --cold (a fresh ClientApp process per message)",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/round_overhead.json"))
     args = parser.parse_args()

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from deploy.site_process import TASK_INPUT_SECONDS, positive_seconds
+
 log = logging.getLogger(__name__)
 
 
@@ -40,11 +42,29 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     node.add_argument("--root-cert", type=Path, help="consortium CA certificate")
     node.add_argument("--auth-key", type=Path, help="this site's SuperNode private key")
     node.add_argument("--runtime-port", type=int, default=9094, help="local ClientApp API port")
-    node.add_argument(
+    executor = node.add_mutually_exclusive_group()
+    executor.add_argument(
         "--warm",
+        dest="warm",
         action="store_true",
-        help="keep each approved app bundle's ClientApp loaded between messages "
-        "(deploy.warm_executor) instead of a fresh process per message",
+        default=True,
+        help="the default: keep each approved app bundle's ClientApp loaded between messages "
+        "(deploy.warm_executor)",
+    )
+    executor.add_argument(
+        "--cold",
+        dest="warm",
+        action="store_false",
+        help="a fresh ClientApp process per message (deploy.site_executor): no model kept in "
+        "memory between messages, tens of seconds more per message",
+    )
+    node.add_argument(
+        "--task-input-timeout",
+        type=positive_seconds,
+        default=TASK_INPUT_SECONDS,
+        metavar="SECONDS",
+        help="seconds a ClientApp task waits for its message to arrive before it is dropped "
+        f"({TASK_INPUT_SECONDS:g}; raise it on a slow link)",
     )
     node.add_argument(
         "--init-ledger",
@@ -280,8 +300,9 @@ def _supernode(args: argparse.Namespace) -> int:
     site = load_site_config(args.site)
     # The executor watches this process id, which flower-supernode keeps after exec.
     executor = executor_command(
-        args.warm, runtime_api_address(options), site.work_dir, site.audit_path, parent=os.getpid()
-    )
+        args.warm, runtime_api_address(options), site.work_dir, site.audit_path,
+        parent=os.getpid(), input_timeout=args.task_input_timeout,
+    )  # fmt: skip
     subprocess.Popen(executor, env=flower_env())
     exec_flower(argv)
 

@@ -21,7 +21,7 @@ from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 from flwr.supercore.retry import make_simple_http_retry_invoker
 from flwr.supercore.runtime import RuntimeHttpClient
 
-from deploy.site_process import follow_parent, site_arguments, site_command
+from deploy.site_process import TASK_INPUT_SECONDS, follow_parent, site_arguments, site_command
 
 POLL_SECONDS = 1.0
 
@@ -36,9 +36,10 @@ def run_site_executor(
     audit_log: Path,
     launch: Launcher | None = None,
     poll_seconds: float = POLL_SECONDS,
+    input_timeout: float = TASK_INPUT_SECONDS,
 ) -> None:
     """Hand each ClientApp task to ``launch`` (default: one :mod:`deploy.site_runner` process
-    per task), forever."""
+    per task, which waits ``input_timeout`` seconds at most for the task's input), forever."""
     client = RuntimeHttpClient.from_server_address(
         server_address=runtime_api_address,
         insecure=True,
@@ -50,7 +51,9 @@ def run_site_executor(
     if launch is None:
 
         def launch(token: str, _bundle: str) -> None:
-            subprocess.Popen(runner_command(runtime_api_address, token, work_dir, audit_log))
+            subprocess.Popen(
+                runner_command(runtime_api_address, token, work_dir, audit_log, input_timeout)
+            )
 
     while True:
         acquired = client.AcquireTask(request)
@@ -60,19 +63,29 @@ def run_site_executor(
 
 
 def runner_command(
-    runtime_api_address: str, token: str, work_dir: Path, audit_log: Path
+    runtime_api_address: str,
+    token: str,
+    work_dir: Path,
+    audit_log: Path,
+    input_timeout: float = TASK_INPUT_SECONDS,
 ) -> list[str]:
     """argv of the ClientApp process of one task."""
     return site_command(
-        "deploy.site_runner", runtime_api_address, work_dir, audit_log, "--token", token
-    )
+        "deploy.site_runner", runtime_api_address, work_dir, audit_log, "--token", token,
+        input_timeout=input_timeout,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m deploy.site_executor``."""
     args = site_arguments(__doc__.splitlines()[0]).parse_args(argv)
     follow_parent(args.parent_pid)
-    run_site_executor(args.runtime_api_address, args.work_dir, args.audit_log)
+    run_site_executor(
+        args.runtime_api_address,
+        args.work_dir,
+        args.audit_log,
+        input_timeout=args.input_timeout,
+    )
     return 0
 
 

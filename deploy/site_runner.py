@@ -8,7 +8,9 @@ first: the SHA-256 of the bundle's bytes, as received, must be on the site's app
 is kept for review, the refusal written to the site's audit log, and the reply is Flower's
 ``INVALID_FAB`` error. An approved bundle is unpacked into a fresh temporary folder and its
 ClientApp loaded from there (so a copy unpacked earlier cannot stand in for it), and no
-dependency is installed.
+dependency is installed. A task whose input does not arrive within its deadline (the SuperNode
+hands out a task while it still receives the message, and never completes the message of a run
+that stopped meanwhile) is dropped: logged, reported to the SuperNode as failed, never waited on.
 
 Run as ``python -m deploy.site_runner`` by the site executor (:mod:`deploy.site_executor`);
 it must not import FedUMIT's ``client`` package before the bundle's own is loaded.
@@ -16,8 +18,11 @@ it must not import FedUMIT's ``client`` package before the bundle's own is loade
 
 from __future__ import annotations
 
+import contextlib
+import math
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from logging import ERROR, INFO
 from pathlib import Path
@@ -26,20 +31,23 @@ from flwr.app import Context, Error, Message
 from flwr.cli.install import install_from_fab
 from flwr.clientapp.client_app import ClientApp, LoadClientAppError
 from flwr.common.constant import ErrorCode, SubStatus
+from flwr.proto.message_pb2 import PullObjectRequest, PullObjectResponse  # pylint: disable=E0611
 from flwr.supercore import log
 from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.inflatable.inflatable_utils import ObjectPullError
 from flwr.supercore.interceptors import (
     RuntimeTokenHttpInterceptor,
     RuntimeVersionHttpInterceptor,
 )
 from flwr.supercore.object_ref import load_app
 from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.run import RunNotRunningException
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
 from deploy.approvals import SiteApprovals
 from deploy.bundles import Bundle
-from deploy.site_process import follow_parent, site_arguments
+from deploy.site_process import TASK_INPUT_SECONDS, follow_parent, site_arguments
 
 EXIT_REFUSED = 3
 EXIT_FAILED = 1
@@ -49,6 +57,40 @@ CLIENTAPP_FAILED = "the ClientApp failed at the site (the details are in the sit
 def refusal_reason(bundle: Bundle) -> str:
     """What the coordinator is told when the site refuses ``bundle``."""
     return f"app bundle sha256 {bundle.sha256} is not approved at this site"
+
+
+class InputDeadline:
+    """When a task's input must have arrived, on the ``time.monotonic()`` clock."""
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+
+    def bring_forward(self, seconds: float) -> None:
+        """Make the deadline ``seconds`` from now, if that is sooner."""
+        self.at = min(self.at, time.monotonic() + seconds)
+
+    def passed(self) -> bool:
+        """Whether the deadline has passed."""
+        return time.monotonic() > self.at
+
+
+class TaskClient(RuntimeHttpClient):
+    """The Runtime API client of one task, whose objects must arrive by ``input_deadline``.
+
+    Flower's pull (``pull_task_input``) retries an object the SuperNode has not received yet for
+    up to 2 h. Once the deadline has passed, an object still not there raises Flower's
+    ``ObjectPullError`` instead, which ends all of the pull's retries at once: the pull ends at
+    most one retry interval (Flower's backoff, at most 12 s) after the deadline."""
+
+    input_deadline = InputDeadline(math.inf)
+
+    def PullObject(self, request: PullObjectRequest) -> PullObjectResponse:
+        """Flower's ``PullObject``; an object not there after the deadline is an error."""
+        response = super().PullObject(request)
+        missing = response.object_found and not response.object_available
+        if missing and self.input_deadline.passed():
+            raise ObjectPullError(request.object_id, "the task's input did not arrive in time")
+        return response
 
 
 BundleRunner = Callable[[Bundle, Message, Context], Message]
@@ -62,10 +104,12 @@ def run_approved_clientapp(
     work_dir: Path,
     audit_log: Path,
     runner: BundleRunner | None = None,
+    input_deadline: InputDeadline | None = None,
 ) -> int:
-    """Pull one task from the SuperNode, run it (with ``runner``, default :func:`run_bundle`)
-    if its bundle is approved; the exit code."""
-    client = RuntimeHttpClient.from_server_address(
+    """Pull one task from the SuperNode (its input by ``input_deadline``, default
+    :data:`TASK_INPUT_SECONDS` from now, else the task is dropped), run it (with ``runner``,
+    default :func:`run_bundle`) if its bundle is approved; the exit code."""
+    client = TaskClient.from_server_address(
         server_address=runtime_api_address,
         insecure=True,
         root_certificates=None,
@@ -78,7 +122,12 @@ def run_approved_clientapp(
     heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
     heartbeat.start()
     try:
-        message, context, run, fab = pull_task_input(client)
+        client.input_deadline = input_deadline or InputDeadline(TASK_INPUT_SECONDS)
+        try:
+            message, context, run, fab = pull_task_input(client)
+        except (Exception, RunNotRunningException) as error:  # the run may have stopped
+            _drop_task(client, error)
+            return EXIT_FAILED
         bundle = Bundle(fab.content)
         approvals = SiteApprovals(work_dir)
         if not approvals.is_approved(bundle.sha256):
@@ -110,6 +159,14 @@ def run_approved_clientapp(
     finally:
         heartbeat.stop()
         client.close()
+
+
+def _drop_task(client: TaskClient, error: BaseException) -> None:
+    """Log that the task's input could not be pulled and tell the SuperNode it failed."""
+    reason = f"its input could not be pulled: {error!r}"
+    log(ERROR, "Dropped a ClientApp task: %s", reason)
+    with contextlib.suppress(RunNotRunningException):  # nothing to tell about a stopped run
+        push_task_output(client, None, SubStatus.FAILED, reason)
 
 
 def run_bundle(bundle: Bundle, message: Message, context: Context) -> Message:
@@ -157,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     follow_parent(args.parent_pid)
     return run_approved_clientapp(
-        args.runtime_api_address, args.token, args.work_dir, args.audit_log
+        args.runtime_api_address,
+        args.token,
+        args.work_dir,
+        args.audit_log,
+        input_deadline=InputDeadline(args.input_timeout),
     )
 
 

@@ -6,17 +6,19 @@ process of its bundle (:mod:`deploy.warm_runner`), started on the bundle's first
 while the bundle's tasks keep coming; a task of another bundle stops the old process (and frees
 its memory) and starts one for the new bundle. The warm process checks the bundle against the
 site's approved list on every task, as :mod:`deploy.site_runner` does; a process that died is
-started again at the next task. ``fedumit supernode --warm`` runs this executor.
+started again at the next task. ``fedumit supernode`` runs this executor (``--cold``: the
+fresh-process one); the warm process ends when this executor does.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from deploy.site_executor import run_site_executor
-from deploy.site_process import follow_parent, site_arguments, site_command
+from deploy.site_process import TASK_INPUT_SECONDS, follow_parent, site_arguments, site_command
 
 POLL_SECONDS = 0.2
 
@@ -25,8 +27,17 @@ class WarmLauncher:
     """Hands each task to the warm process of its bundle (a
     :data:`deploy.site_executor.Launcher`)."""
 
-    def __init__(self, runtime_api_address: str, work_dir: Path, audit_log: Path) -> None:
-        self.argv = site_command("deploy.warm_runner", runtime_api_address, work_dir, audit_log)
+    def __init__(
+        self,
+        runtime_api_address: str,
+        work_dir: Path,
+        audit_log: Path,
+        input_timeout: float = TASK_INPUT_SECONDS,
+    ) -> None:
+        self.argv = site_command(
+            "deploy.warm_runner", runtime_api_address, work_dir, audit_log,
+            "--parent-pid", str(os.getpid()), input_timeout=input_timeout,
+        )  # fmt: skip
         self.bundle = ""
         self.process: subprocess.Popen | None = None
 
@@ -52,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m deploy.warm_executor``."""
     args = site_arguments(__doc__.splitlines()[0]).parse_args(argv)
     follow_parent(args.parent_pid)
-    launcher = WarmLauncher(args.runtime_api_address, args.work_dir, args.audit_log)
+    launcher = WarmLauncher(
+        args.runtime_api_address, args.work_dir, args.audit_log, args.input_timeout
+    )
     try:
         run_site_executor(
             args.runtime_api_address,

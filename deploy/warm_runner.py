@@ -11,22 +11,33 @@ from there; a task of another bundle is answered with a ``LOAD_CLIENT_APP_EXCEPT
 (the executor starts a process per bundle, so that happens only if the two disagree). Approval
 is checked on every task, so revoking a bundle takes effect at its next message.
 
+A task whose input does not arrive in time is dropped
+(:func:`deploy.site_runner.run_approved_clientapp`) and the process goes on to the next one. The
+SuperNode creates a message's task before it receives the message, and receives one message at
+a time: once a later task's token arrives, the input of the task still waiting for it either is
+there or will never come (its run stopped meanwhile), so the wait ends
+:data:`NEXT_TASK_GRACE_SECONDS` later. The process exits when the executor that started it does.
+
 What the ClientApp keeps between messages (the site's records, the model, the merged stage-1
 base) stays in this process's memory while it waits: at the full shape about 9 GB.
 """
 
 from __future__ import annotations
 
+import queue
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from flwr.app import Context, Message
 from flwr.clientapp.client_app import ClientApp, LoadClientAppError
 
 from deploy.bundles import Bundle
-from deploy.site_process import follow_parent, site_arguments
-from deploy.site_runner import load_bundle, run_approved_clientapp
+from deploy.site_process import TASK_INPUT_SECONDS, follow_parent, site_arguments
+from deploy.site_runner import InputDeadline, load_bundle, run_approved_clientapp
+
+NEXT_TASK_GRACE_SECONDS = 5.0
 
 
 class WarmBundle:
@@ -50,20 +61,39 @@ class WarmBundle:
         return self._app(message=message, context=context)
 
 
-def serve(runtime_api_address: str, work_dir: Path, audit_log: Path) -> None:
-    """Run each task whose token arrives on standard input, until it closes."""
+def serve(
+    runtime_api_address: str,
+    work_dir: Path,
+    audit_log: Path,
+    input_timeout: float = TASK_INPUT_SECONDS,
+) -> None:
+    """Run each task whose token arrives on standard input, until it closes; a task waits for
+    its input ``input_timeout`` seconds at most, and :data:`NEXT_TASK_GRACE_SECONDS` at most
+    once a later task's token is here."""
     warm = WarmBundle()
-    for line in sys.stdin:
-        token = line.strip()
-        if token:
-            run_approved_clientapp(runtime_api_address, token, work_dir, audit_log, runner=warm)
+    tokens: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+    running = InputDeadline(0.0)  # the deadline of the task being run
+
+    def read_tokens() -> None:
+        for line in sys.stdin:
+            if token := line.strip():
+                running.bring_forward(NEXT_TASK_GRACE_SECONDS)  # before the token is taken
+                tokens.put(token)
+        tokens.put(None)
+
+    threading.Thread(target=read_tokens, name="task-tokens", daemon=True).start()
+    while (token := tokens.get()) is not None:
+        running = InputDeadline(input_timeout)
+        if not tokens.empty():  # a later task is already here
+            running.bring_forward(NEXT_TASK_GRACE_SECONDS)
+        run_approved_clientapp(runtime_api_address, token, work_dir, audit_log, warm, running)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m deploy.warm_runner``: the warm ClientApp process of one bundle."""
     args = site_arguments(__doc__.splitlines()[0]).parse_args(argv)
     follow_parent(args.parent_pid)
-    serve(args.runtime_api_address, args.work_dir, args.audit_log)
+    serve(args.runtime_api_address, args.work_dir, args.audit_log, args.input_timeout)
     return 0
 
 

@@ -193,7 +193,8 @@ class Consortium:
     app: Path = REPO_ROOT  # what launch sends: the snapshot that start() takes ...
     bundle: Bundle | None = None  # ... and its bundle, which every site that joins approves
     fleet_port: int | None = None  # a reverse proxy's port in front of the SuperLink's
-    supernode_flags: tuple[str, ...] = ()  # added to each ``fedumit supernode`` (``--warm``)
+    supernode_flags: tuple[str, ...] = ()  # added to each ``fedumit supernode`` (``--cold``)
+    site_flags: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> its own
 
     @property
     def pki(self) -> Path:
@@ -256,6 +257,7 @@ class Consortium:
         self.sites[name] = fedumit_argv(
             "supernode", "--site", str(site), "--superlink", self.fleet_address,
             "--pki", str(self.pki), "--runtime-port", str(free_port()), *self.supernode_flags,
+            *self.site_flags.get(name, ()),
         )  # fmt: skip
         self.start_site(name)
 

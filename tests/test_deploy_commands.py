@@ -74,6 +74,46 @@ def test_supernode_flags_and_node_config(pki: Pki, tmp_path: Path) -> None:
         supernode_command(SuperNodeOptions(site, "h:1", pki.ca_cert, None))
 
 
+def test_supernode_runs_the_warm_executor_unless_told_cold(tmp_path: Path) -> None:
+    from deploy.site_process import executor_command
+    from fedumit.cli import build_parser
+
+    def executor_module(*flags: str) -> str:
+        args = build_parser().parse_args(["supernode", "--site", "s.toml", *flags])
+        argv = executor_command(args.warm, "127.0.0.1:9094", tmp_path, tmp_path / "a", parent=1)
+        return argv[argv.index("-m") + 1]
+
+    assert executor_module() == executor_module("--warm") == "deploy.warm_executor"
+    assert executor_module("--cold") == "deploy.site_executor"
+    with pytest.raises(SystemExit):
+        executor_module("--warm", "--cold")
+
+
+def test_task_input_timeout_reaches_the_clientapp_processes(tmp_path: Path) -> None:
+    from deploy.site_executor import runner_command
+    from deploy.site_process import TASK_INPUT_SECONDS, executor_command, site_arguments
+    from deploy.warm_executor import WarmLauncher
+    from fedumit.cli import build_parser
+
+    def timeout(argv: list[str]) -> float:  # argv: python -m MODULE ARGS...
+        return site_arguments("a site process").parse_known_args(argv[3:])[0].input_timeout
+
+    def parsed(*flags: str) -> float:
+        args = build_parser().parse_args(["supernode", "--site", "s.toml", *flags])
+        return args.task_input_timeout
+
+    assert parsed() == TASK_INPUT_SECONDS
+    site = ("127.0.0.1:9094", tmp_path, tmp_path / "a")
+    chosen = parsed("--task-input-timeout", "90")
+    for warm in (True, False):
+        assert timeout(executor_command(warm, *site, parent=1, input_timeout=chosen)) == 90
+    assert timeout(WarmLauncher(*site, input_timeout=45).argv) == 45
+    assert timeout(runner_command(site[0], "token", *site[1:], input_timeout=45)) == 45
+    for bad in ("0", "-5", "nan", "soon"):
+        with pytest.raises(SystemExit):
+            parsed("--task-input-timeout", bad)
+
+
 def test_node_config_key_is_the_one_the_client_app_reads() -> None:
     from client.app import NODE_SITE_CONFIG
     from deploy.nodes import NODE_SITE_CONFIG as DEPLOY_KEY

@@ -1,7 +1,8 @@
 """A consortium over real Flower processes on loopback, through failures.
 
 One scenario, real processes all along: a SuperLink with TLS and SuperNode authentication, three
-hospitals' SuperNodes, and ``fedumit launch`` running both stages. In ``align`` round 2 one
+hospitals' SuperNodes (two keep their ClientApp warm, the default; one runs ``--cold``, a fresh
+process per message), and ``fedumit launch`` running both stages. In ``align`` round 2 one
 hospital's SuperNode is SIGKILLed while it trains (a crash, not a shutdown); the round finishes
 with the other two, and the hospital restarts and rejoins the next round with its privacy ledger
 intact. After the first ``instruct`` checkpoint the coordinator's SuperLink is SIGKILLed too,
@@ -40,6 +41,7 @@ RUN_CONFIG = (
 def run_scenario(c: Consortium, seen: dict[str, Any]) -> None:
     """Launch, crash a hospital mid-round and restart it, crash the SuperLink and resume."""
     archives = generate_consortium(c.root / "archives", n_sites=3, patients=4, seed=0)
+    c.site_flags[archives[0].name] = ("--cold",)  # a fresh ClientApp per message, the others warm
     c.start(archives)
     c.launch(RUN_CONFIG)
 
