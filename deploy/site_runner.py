@@ -11,6 +11,8 @@ ClientApp loaded from there (so a copy unpacked earlier cannot stand in for it),
 dependency is installed. A task whose input does not arrive within its deadline (the SuperNode
 hands out a task while it still receives the message, and never completes the message of a run
 that stopped meanwhile) is dropped: logged, reported to the SuperNode as failed, never waited on.
+So is a task whose token the SuperNode no longer accepts (:mod:`deploy.task_connection`), and a
+task whose run stopped while it ran: logged, and the process ends normally.
 
 Run as ``python -m deploy.site_runner`` by the site executor (:mod:`deploy.site_executor`);
 it must not import FedUMIT's ``client`` package before the bundle's own is loaded.
@@ -19,10 +21,8 @@ it must not import FedUMIT's ``client`` package before the bundle's own is loade
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from logging import ERROR, INFO
 from pathlib import Path
@@ -31,23 +31,15 @@ from flwr.app import Context, Error, Message
 from flwr.cli.install import install_from_fab
 from flwr.clientapp.client_app import ClientApp, LoadClientAppError
 from flwr.common.constant import ErrorCode, SubStatus
-from flwr.proto.message_pb2 import PullObjectRequest, PullObjectResponse  # pylint: disable=E0611
 from flwr.supercore import log
-from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
-from flwr.supercore.inflatable.inflatable_utils import ObjectPullError
-from flwr.supercore.interceptors import (
-    RuntimeTokenHttpInterceptor,
-    RuntimeVersionHttpInterceptor,
-)
 from flwr.supercore.object_ref import load_app
-from flwr.supercore.retry import make_simple_http_retry_invoker
 from flwr.supercore.run import RunNotRunningException
-from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
 from deploy.approvals import SiteApprovals
 from deploy.bundles import Bundle
 from deploy.site_process import TASK_INPUT_SECONDS, follow_parent, site_arguments
+from deploy.task_connection import InputDeadline, TaskClient, TaskConnection, TaskTokenRejected
 
 EXIT_REFUSED = 3
 EXIT_FAILED = 1
@@ -59,113 +51,73 @@ def refusal_reason(bundle: Bundle) -> str:
     return f"app bundle sha256 {bundle.sha256} is not approved at this site"
 
 
-class InputDeadline:
-    """When a task's input must have arrived, on the ``time.monotonic()`` clock."""
-
-    def __init__(self, seconds: float) -> None:
-        self.at = time.monotonic() + seconds
-
-    def bring_forward(self, seconds: float) -> None:
-        """Make the deadline ``seconds`` from now, if that is sooner."""
-        self.at = min(self.at, time.monotonic() + seconds)
-
-    def passed(self) -> bool:
-        """Whether the deadline has passed."""
-        return time.monotonic() > self.at
-
-
-class TaskClient(RuntimeHttpClient):
-    """The Runtime API client of one task, whose objects must arrive by ``input_deadline``.
-
-    Flower's pull (``pull_task_input``) retries an object the SuperNode has not received yet for
-    up to 2 h. Once the deadline has passed, an object still not there raises Flower's
-    ``ObjectPullError`` instead, which ends all of the pull's retries at once: the pull ends at
-    most one retry interval (Flower's backoff, at most 12 s) after the deadline."""
-
-    input_deadline = InputDeadline(math.inf)
-
-    def PullObject(self, request: PullObjectRequest) -> PullObjectResponse:
-        """Flower's ``PullObject``; an object not there after the deadline is an error."""
-        response = super().PullObject(request)
-        missing = response.object_found and not response.object_available
-        if missing and self.input_deadline.passed():
-            raise ObjectPullError(request.object_id, "the task's input did not arrive in time")
-        return response
-
-
 BundleRunner = Callable[[Bundle, Message, Context], Message]
 """Runs an approved bundle's ClientApp on a message: :func:`run_bundle` loads it afresh, a
 warm process (:mod:`deploy.warm_runner`) keeps it loaded."""
 
 
 def run_approved_clientapp(
-    runtime_api_address: str,
-    token: str,
+    task: TaskConnection,
     work_dir: Path,
     audit_log: Path,
     runner: BundleRunner | None = None,
     input_deadline: InputDeadline | None = None,
 ) -> int:
-    """Pull one task from the SuperNode (its input by ``input_deadline``, default
+    """Pull ``task`` from the SuperNode (its input by ``input_deadline``, default
     :data:`TASK_INPUT_SECONDS` from now, else the task is dropped), run it (with ``runner``,
-    default :func:`run_bundle`) if its bundle is approved; the exit code."""
-    client = TaskClient.from_server_address(
-        server_address=runtime_api_address,
-        insecure=True,
-        root_certificates=None,
-        interceptors=[
-            RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
-            RuntimeTokenHttpInterceptor(token),
-        ],
-        retry_invoker=make_simple_http_retry_invoker(),
-    )
-    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
-    heartbeat.start()
+    default :func:`run_bundle`) if its bundle is approved; the exit code. A task the SuperNode
+    no longer accepts, or whose run stopped, is dropped."""
     try:
-        client.input_deadline = input_deadline or InputDeadline(TASK_INPUT_SECONDS)
-        try:
-            message, context, run, fab = pull_task_input(client)
-        except (Exception, RunNotRunningException) as error:  # the run may have stopped
-            _drop_task(client, error)
-            return EXIT_FAILED
-        bundle = Bundle(fab.content)
-        approvals = SiteApprovals(work_dir)
-        if not approvals.is_approved(bundle.sha256):
-            _record_refusal(audit_log, approvals, bundle, int(run.run_id))
-            refusal = Error(ErrorCode.INVALID_FAB, refusal_reason(bundle))
-            push_message(client, Message(refusal, reply_to=message), context)
-            push_task_output(client, context, SubStatus.FAILED, refusal_reason(bundle))
-            return EXIT_REFUSED
-        log(
-            INFO,
-            "App bundle %s (%s %s) is approved",
-            bundle.sha256[:12],
-            bundle.name,
-            bundle.version,
-        )
-        try:
-            reply = (runner or run_bundle)(bundle, message, context)
-            status, details = SubStatus.COMPLETED, ""
-        except Exception as error:  # the details stay in the site's log
-            log(ERROR, "ClientApp raised an exception", exc_info=error)
-            code = ErrorCode.CLIENT_APP_RAISED_EXCEPTION
-            if isinstance(error, LoadClientAppError):
-                code = ErrorCode.LOAD_CLIENT_APP_EXCEPTION
-            reply = Message(Error(code, CLIENTAPP_FAILED), reply_to=message)
-            status, details = SubStatus.FAILED, CLIENTAPP_FAILED
-        push_message(client, reply, context)
-        push_task_output(client, context, status, details)
-        return 0 if status == SubStatus.COMPLETED else EXIT_FAILED
-    finally:
-        heartbeat.stop()
-        client.close()
+        return _run_task(task.client, work_dir, audit_log, runner, input_deadline)
+    except (TaskTokenRejected, RunNotRunningException) as error:
+        log(ERROR, "Dropped a ClientApp task: the SuperNode no longer accepts it (%r)", error)
+        return EXIT_FAILED
+
+
+def _run_task(
+    client: TaskClient,
+    work_dir: Path,
+    audit_log: Path,
+    runner: BundleRunner | None,
+    input_deadline: InputDeadline | None,
+) -> int:
+    """:func:`run_approved_clientapp` with the task's client."""
+    client.input_deadline = input_deadline or InputDeadline(TASK_INPUT_SECONDS)
+    try:
+        message, context, run, fab = pull_task_input(client)
+    except (Exception, RunNotRunningException) as error:  # the run may have stopped
+        _drop_task(client, error)
+        return EXIT_FAILED
+    bundle = Bundle(fab.content)
+    approvals = SiteApprovals(work_dir)
+    if not approvals.is_approved(bundle.sha256):
+        _record_refusal(audit_log, approvals, bundle, int(run.run_id))
+        refusal = Error(ErrorCode.INVALID_FAB, refusal_reason(bundle))
+        push_message(client, Message(refusal, reply_to=message), context)
+        push_task_output(client, context, SubStatus.FAILED, refusal_reason(bundle))
+        return EXIT_REFUSED
+    log(INFO, "App bundle %s (%s %s) is approved", bundle.sha256[:12], bundle.name, bundle.version)
+    try:
+        reply = (runner or run_bundle)(bundle, message, context)
+        status, details = SubStatus.COMPLETED, ""
+    except Exception as error:  # the details stay in the site's log
+        log(ERROR, "ClientApp raised an exception", exc_info=error)
+        code = ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+        if isinstance(error, LoadClientAppError):
+            code = ErrorCode.LOAD_CLIENT_APP_EXCEPTION
+        reply = Message(Error(code, CLIENTAPP_FAILED), reply_to=message)
+        status, details = SubStatus.FAILED, CLIENTAPP_FAILED
+    push_message(client, reply, context)
+    push_task_output(client, context, status, details)
+    return 0 if status == SubStatus.COMPLETED else EXIT_FAILED
 
 
 def _drop_task(client: TaskClient, error: BaseException) -> None:
     """Log that the task's input could not be pulled and tell the SuperNode it failed."""
     reason = f"its input could not be pulled: {error!r}"
     log(ERROR, "Dropped a ClientApp task: %s", reason)
-    with contextlib.suppress(RunNotRunningException):  # nothing to tell about a stopped run
+    # nothing to tell about a stopped run or a task the SuperNode no longer accepts
+    with contextlib.suppress(RunNotRunningException, TaskTokenRejected):
         push_task_output(client, None, SubStatus.FAILED, reason)
 
 
@@ -213,13 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", required=True, help="the task's token from the SuperNode")
     args = parser.parse_args(argv)
     follow_parent(args.parent_pid)
-    return run_approved_clientapp(
-        args.runtime_api_address,
-        args.token,
-        args.work_dir,
-        args.audit_log,
-        input_deadline=InputDeadline(args.input_timeout),
-    )
+    deadline = InputDeadline(args.input_timeout)
+    with TaskConnection(args.runtime_api_address, args.token) as task:
+        return run_approved_clientapp(task, args.work_dir, args.audit_log, None, deadline)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,12 @@ a time: once a later task's token arrives, the input of the task still waiting f
 there or will never come (its run stopped meanwhile), so the wait ends
 :data:`NEXT_TASK_GRACE_SECONDS` later. The process exits when the executor that started it does.
 
+A token waits in the process while an earlier task runs (the executor hands each task over as
+soon as it claims it). The SuperNode voids a claimed task's token after 30 s without a
+heartbeat, so each task's heartbeats start as its token arrives (:mod:`deploy.task_connection`),
+not when it starts; a task whose token the SuperNode voids all the same (it finished the task
+meanwhile) is dropped, and the process goes on to the next one.
+
 What the ClientApp keeps between messages (the site's records, the model, the merged stage-1
 base) stays in this process's memory while it waits: at the full shape about 9 GB.
 """
@@ -35,7 +41,8 @@ from flwr.clientapp.client_app import ClientApp, LoadClientAppError
 
 from deploy.bundles import Bundle
 from deploy.site_process import TASK_INPUT_SECONDS, follow_parent, site_arguments
-from deploy.site_runner import InputDeadline, load_bundle, run_approved_clientapp
+from deploy.site_runner import load_bundle, run_approved_clientapp
+from deploy.task_connection import InputDeadline, TaskConnection
 
 NEXT_TASK_GRACE_SECONDS = 5.0
 
@@ -67,26 +74,28 @@ def serve(
     audit_log: Path,
     input_timeout: float = TASK_INPUT_SECONDS,
 ) -> None:
-    """Run each task whose token arrives on standard input, until it closes; a task waits for
-    its input ``input_timeout`` seconds at most, and :data:`NEXT_TASK_GRACE_SECONDS` at most
-    once a later task's token is here."""
+    """Run each task whose token arrives on standard input, one after the other, until it
+    closes; a task's heartbeats start when its token arrives; a task waits for its input
+    ``input_timeout`` seconds at most, and :data:`NEXT_TASK_GRACE_SECONDS` at most once a later
+    task's token is here."""
     warm = WarmBundle()
-    tokens: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+    tasks: queue.SimpleQueue[TaskConnection | None] = queue.SimpleQueue()
     running = InputDeadline(0.0)  # the deadline of the task being run
 
     def read_tokens() -> None:
         for line in sys.stdin:
             if token := line.strip():
-                running.bring_forward(NEXT_TASK_GRACE_SECONDS)  # before the token is taken
-                tokens.put(token)
-        tokens.put(None)
+                running.bring_forward(NEXT_TASK_GRACE_SECONDS)  # before the task is taken
+                tasks.put(TaskConnection(runtime_api_address, token))  # its heartbeats start
+        tasks.put(None)
 
     threading.Thread(target=read_tokens, name="task-tokens", daemon=True).start()
-    while (token := tokens.get()) is not None:
+    while (task := tasks.get()) is not None:
         running = InputDeadline(input_timeout)
-        if not tokens.empty():  # a later task is already here
+        if not tasks.empty():  # a later task is already here
             running.bring_forward(NEXT_TASK_GRACE_SECONDS)
-        run_approved_clientapp(runtime_api_address, token, work_dir, audit_log, warm, running)
+        with task:
+            run_approved_clientapp(task, work_dir, audit_log, warm, running)
 
 
 def main(argv: list[str] | None = None) -> int:
