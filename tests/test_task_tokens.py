@@ -8,9 +8,9 @@ client answers a void token by sending SIGINT to its own process, which would en
 process and its loaded model.
 
 Flower's own SuperNode Runtime API and SuperNode code, and a real ``deploy.warm_runner``
-process. The claim lifetime in the test's SuperNode is cut from Flower's 30 s to
-:data:`CLAIM_SECONDS` (a heartbeat still extends a token by Flower's 60 s) so that a token
-outlives it within seconds.
+process. Once the warm process runs its first task, the claim lifetime in the test's SuperNode
+is cut from Flower's 30 s to :data:`CLAIM_SECONDS` (a heartbeat still extends a token by
+Flower's 60 s), so that a waiting token outlives it within seconds.
 """
 
 from __future__ import annotations
@@ -59,9 +59,9 @@ def train(message, context):
 """
 
 
-@pytest.fixture
-def short_claims(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The SuperNode voids a claimed task's token after ``CLAIM_SECONDS`` without heartbeat."""
+def shorten_claims(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on the SuperNode voids a claimed task's token after :data:`CLAIM_SECONDS`
+    without a heartbeat (a heartbeat still extends it by Flower's 60 s)."""
     monkeypatch.setattr(in_memory_corestate, "HEARTBEAT_DEFAULT_INTERVAL", CLAIM_SECONDS)
     patience = HEARTBEAT_PATIENCE * HEARTBEAT_DEFAULT_INTERVAL / CLAIM_SECONDS
     monkeypatch.setattr(in_memory_corestate, "HEARTBEAT_PATIENCE", patience)
@@ -98,7 +98,7 @@ def assert_completed(state: NodeState, task_id: int, run_id: int) -> None:
 
 
 def test_a_token_waiting_behind_a_long_task_stays_valid(
-    tmp_path: Path, short_claims: None, supernode: tuple[str, NodeState], slow_app: Fab
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, supernode: tuple[str, NodeState], slow_app: Fab
 ) -> None:
     address, state = supernode
     receive(state, slow_app, 1, train_for(FIRST_TASK_SECONDS))
@@ -108,6 +108,7 @@ def test_a_token_waiting_behind_a_long_task_stays_valid(
         first, token = acquire_token(address)
         runner.send(token)
         wait_for(lambda: status(state, first).status == Status.RUNNING, BOUND, "task 1", 0.1)
+        shorten_claims(monkeypatch)  # the process reads tokens by now, whatever its start-up
         second, token = acquire_token(address)
         runner.send(token)  # waits in the process's queue while task 1 trains
 
