@@ -6,7 +6,13 @@ DP can only steer skills the base has: a base that cannot copy ``2:text`` out of
 no well-formed classification answer however its adapter is trained. This asks a base
 questions of every kind its pretraining covers, on scenes drawn with a seed its pretraining
 never used, and scores each kind: exact answer for text, IoU at least 0.5 for boxes, every
-coordinate within 60 of 1000 for points. Prints a table and writes JSON.
+coordinate within 60 of 1000 for points.
+
+It also measures whether the answers depend on the image at all: the base's loss on each
+expected answer with the scene's own image against the loss with another scene's image. A base
+that reads its images has a clearly lower loss with its own; equal losses mean the language
+model answers from the text alone, and no adapter trained on a hospital's images starts from
+a base that sees them. Prints a table and writes JSON.
 
     python benchmarks/tiny_base_skills.py [--base DIR] [--questions 160]
 """
@@ -23,7 +29,7 @@ from pathlib import Path
 import torch
 
 from shared_model.inference import load_answerer
-from shared_model.inputs import collate, encode_question
+from shared_model.inputs import collate, encode_example, encode_question
 from shared_model.tiny import TINY_CANVAS, TINY_SLICES, ensure_tiny_base
 from shared_model.tiny.scenes import Conversation, conversation
 
@@ -99,6 +105,36 @@ def ask(base: Path, chats: list[Conversation], batch: int = 16) -> list[str]:
     return answers
 
 
+def answer_loss(answerer, chats: list[Conversation], images: list) -> float:
+    """Mean token loss of the expected answers of ``chats`` asked about ``images``."""
+    encoded = [
+        encode_example(
+            answerer.processor, [image], c.question, c.answer, canvas=TINY_CANVAS, max_length=512
+        )
+        for c, image in zip(chats, images, strict=True)
+    ]
+    inputs = collate(encoded, answerer.processor.tokenizer.pad_token_id).inputs
+    with torch.no_grad():
+        return answerer.model(**inputs).loss.item()
+
+
+def image_use(base: Path, chats: list[Conversation]) -> dict[str, dict[str, float]]:
+    """Per kind, the answer loss with each scene's own image and with the next scene's image."""
+    answerer = load_answerer(base, TINY_CANVAS)
+    by_kind: dict[str, list[int]] = {}
+    for index, chat in enumerate(chats):
+        by_kind.setdefault(kind_of(chat.question), []).append(index)
+    losses = {}
+    for kind, indices in sorted(by_kind.items()):
+        own = [chats[i] for i in indices if chats[i].image.ndim == 3]
+        others = [own[(j + 1) % len(own)].image for j in range(len(own))]
+        losses[kind] = {
+            "own_image_loss": answer_loss(answerer, own, [c.image for c in own]),
+            "other_image_loss": answer_loss(answerer, own, others),
+        }
+    return losses
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, default=None, help="default: the cached tiny base")
@@ -122,21 +158,29 @@ def main() -> None:
         examples.setdefault(kind, [])
         if len(examples[kind]) < 3:
             examples[kind].append({"answer": answer, "expected": chat.answer})
+    losses = image_use(base, chats)
     rows = [
         {
             "kind": kind,
             "asked": asked[kind],
             "right": right[kind],
             "rate": right[kind] / asked[kind],
+            **losses[kind],
         }
         for kind in sorted(asked)
     ]
-    print(f"base: {base}\n\n| kind | asked | right | rate |\n| --- | --- | --- | --- |")
+    print(
+        f"base: {base.name}\n\n| kind | asked | right | rate | loss, own image | "
+        "loss, another scene's image |\n| --- | --- | --- | --- | --- | --- |"
+    )
     for row in rows:
-        print(f"| {row['kind']} | {row['asked']} | {row['right']} | {row['rate']:.2f} |")
+        print(
+            f"| {row['kind']} | {row['asked']} | {row['right']} | {row['rate']:.2f} | "
+            f"{row['own_image_loss']:.3f} | {row['other_image_loss']:.3f} |"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
-        json.dumps({"base": str(base), "rows": rows, "examples": examples}, indent=1)
+        json.dumps({"base": base.name, "rows": rows, "examples": examples}, indent=1)
     )
     print(f"\nwritten to {args.out}")
 
