@@ -114,14 +114,17 @@ class TaskConnection:
         self._heartbeat.start()
 
     def _beat(self) -> bool:
-        """Send one heartbeat unless one was refused (Flower's sender retries while the
-        SuperNode cannot be reached, and calls this again every 20 s or so)."""
+        """Send one heartbeat unless one was refused (Flower's sender calls this every 20 s or
+        so; the client retries while the SuperNode cannot be reached)."""
         if self.refused:
             return True
         try:
-            self.refused = not self.client.SendTaskHeartbeat(SendTaskHeartbeatRequest()).success
+            accepted = self.client.SendTaskHeartbeat(SendTaskHeartbeatRequest()).success
+            reason = "" if accepted else "the task is over"
         except (TaskTokenRejected, RunNotRunningException, httpx.HTTPError) as error:
-            log(WARNING, "The SuperNode refused a heartbeat of a ClientApp task: %r", error)
+            reason = repr(error)
+        if reason:
+            log(WARNING, "The SuperNode refused a heartbeat of a ClientApp task: %s", reason)
             self.refused = True
         return True
 
