@@ -2,12 +2,13 @@
 
 The same loop as :mod:`deploy.site_executor` (ClientApp tasks only, from the SuperNode's
 Runtime API on loopback), polling five times a second, but a task's token goes to the warm
-process of its bundle (:mod:`deploy.warm_runner`), started on the bundle's first task and kept
-while the bundle's tasks keep coming; a task of another bundle stops the old process (and frees
-its memory) and starts one for the new bundle. The warm process checks the bundle against the
-site's approved list on every task, as :mod:`deploy.site_runner` does; a process that died is
-started again at the next task. ``fedumit supernode`` runs this executor (``--cold``: the
-fresh-process one); the warm process ends when this executor does.
+process of its bundle (:mod:`deploy.warm_runner`), kept while the bundle's tasks keep coming. A
+spare process, started with the executor, imports the site's dependencies (never a bundle's
+code) and waits: the first task's bundle gets it. A task of another bundle stops the old
+process (and frees its memory) and starts one for the new bundle. The warm process checks the
+bundle against the site's approved list on every task, as :mod:`deploy.site_runner` does; a
+process that died is started again at the next task. ``fedumit supernode`` runs this executor
+(``--cold``: the fresh-process one); the warm process ends when this executor does.
 """
 
 from __future__ import annotations
@@ -41,13 +42,20 @@ class WarmLauncher:
         self.bundle = ""
         self.process: subprocess.Popen | None = None
 
+    def start(self) -> None:
+        """Start a warm process of no bundle yet (the spare): the next task's bundle gets it."""
+        self.process = subprocess.Popen(self.argv, stdin=subprocess.PIPE, text=True)
+        self.bundle = ""
+
     def __call__(self, token: str, bundle: str) -> None:
-        """Write ``token`` to the warm process of ``bundle``, started first when needed."""
-        if self.process is None or self.process.poll() is not None or bundle != self.bundle:
+        """Write ``token`` to the warm process of ``bundle`` (the spare if there is one),
+        started first when needed."""
+        live = self.process is not None and self.process.poll() is None
+        if not live or self.bundle not in ("", bundle):
             self.stop()
-            self.process = subprocess.Popen(self.argv, stdin=subprocess.PIPE, text=True)
-            self.bundle = bundle
-        assert self.process.stdin is not None
+            self.start()
+        self.bundle = bundle
+        assert self.process is not None and self.process.stdin is not None
         self.process.stdin.write(token + "\n")
         self.process.stdin.flush()
 
@@ -66,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     launcher = WarmLauncher(
         args.runtime_api_address, args.work_dir, args.audit_log, args.input_timeout
     )
+    launcher.start()
     try:
         run_site_executor(
             args.runtime_api_address,

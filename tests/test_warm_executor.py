@@ -3,7 +3,9 @@
 Real processes stand in for ``deploy.warm_runner`` (a few lines of Python that append each token
 they read, with their process id, to a file): a bundle's tasks share one process, a process that
 died is replaced, a new bundle replaces the old bundle's process, and stopping closes its input
-so it exits.
+so it exits. Then a real ``deploy.warm_runner`` over Flower's own SuperNode Runtime API: the
+spare process imports the site's dependencies before any task, and refuses its first task's
+unapproved bundle without importing the bundle's code.
 """
 
 from __future__ import annotations
@@ -12,7 +14,20 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+from flwr.common.constant import ErrorCode, SubStatus
+from flwr.supernode.nodestate import NodeState
+
+from client.audit import AuditLog
 from deploy.warm_executor import WarmLauncher
+from tests.deploy_fixtures import wait_for
+from tests.runtime_fixtures import (
+    acquire_token,
+    build_fab,
+    receive,
+    status,
+    supernode_runtime_api,  # noqa: F401  (the supernode fixture)
+)
 
 RECORDER = (
     "import os, sys\n"
@@ -20,6 +35,18 @@ RECORDER = (
     "    with open(sys.argv[1], 'a') as f:\n"
     "        f.write(f'{os.getpid()} {line}')\n"
 )
+
+MARKED_APP = """\
+from pathlib import Path
+
+Path({marker!r}).write_text("imported")
+
+from flwr.clientapp import ClientApp
+
+client = ClientApp()
+server = None
+"""
+IMPORTED = "Imported the site's dependencies"
 
 
 def tokens_seen(path: Path, count: int) -> list[tuple[int, str]]:
@@ -61,3 +88,40 @@ def test_tasks_of_a_bundle_share_one_process_until_it_dies_or_the_bundle_changes
         last = launcher.process
         launcher.stop()
     assert last is not None and last.wait(timeout=10) == 0 and launcher.process is None
+
+
+def test_the_spare_process_imports_the_site_dependencies_first_and_refuses_an_unapproved_bundle(
+    tmp_path: Path, supernode: tuple[str, NodeState], capfd: pytest.CaptureFixture[str]
+) -> None:
+    address, state = supernode
+    marker = tmp_path / "marker"
+    fab = build_fab(tmp_path, "marked", MARKED_APP.format(marker=str(marker)))
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    audit.initialize(site="hospital-a")
+    launcher = WarmLauncher(address, tmp_path / "work", audit.path, input_timeout=60)
+    launcher.start()
+    spare = launcher.process
+    logged: list[str] = []
+
+    def site_log() -> str:
+        logged.append(capfd.readouterr().err)
+        return "".join(logged)
+
+    try:
+        wait_for(lambda: IMPORTED in site_log(), 120, "the spare process's imports", 0.2)
+        assert spare is not None and spare.poll() is None  # no task yet: it waits
+
+        receive(state, fab, 1)  # the bundle is on no approved list at this site
+        task_id, token = acquire_token(address)
+        launcher(token, fab.hash_str)
+        assert launcher.process is spare  # the spare takes the first task
+
+        wait_for(lambda: status(state, task_id).sub_status == SubStatus.FAILED, 60, "refusal")
+        (reply,) = state.get_messages_legacy(run_ids=[1], is_reply=True)
+        assert reply.error.code == ErrorCode.INVALID_FAB
+        assert [refusal["sha256"] for refusal in audit.refusals()] == [fab.hash_str]
+        assert not marker.exists(), "code of the refused bundle was imported"
+        assert spare.poll() is None  # it waits for the next task
+    finally:
+        launcher.stop()
+    assert spare.wait(timeout=30) == 0
