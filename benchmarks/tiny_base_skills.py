@@ -31,6 +31,7 @@ import torch
 from shared_model.inference import load_answerer
 from shared_model.inputs import collate, encode_example, encode_question
 from shared_model.tiny import TINY_CANVAS, TINY_SLICES, ensure_tiny_base
+from shared_model.tiny.build import TinyShape
 from shared_model.tiny.scenes import Conversation, conversation
 
 PROBE_SEED = 12345
@@ -145,8 +146,9 @@ def main() -> None:
     args = parser.parse_args()
     base = args.base or ensure_tiny_base(progress=False)
     rng = random.Random(PROBE_SEED)
+    shapes = TinyShape().scene_shapes  # scenes like those of its pretraining
     chats = [
-        conversation(rng, TINY_CANVAS, TINY_SLICES if index % 4 == 3 else None)
+        conversation(rng, TINY_CANVAS, TINY_SLICES if index % 4 == 3 else None, shapes)
         for index in range(args.questions)
     ]
     asked, right = Counter(), Counter()

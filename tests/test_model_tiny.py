@@ -15,7 +15,7 @@ from shared_model.tiny.build import TinyShape, build_tiny_base
 from shared_model.tiny.tokenizer import SPECIAL_TOKENS
 from tests.conftest import lesion_image, lesion_volume
 
-SMALL = TinyShape(pretrain_steps=3, pretrain_pool=8, pretrain_batch=4)
+SMALL = TinyShape(pretrain_steps=3, pretrain_batch=4, warmup_steps=1)
 
 
 def digest(directory: Path) -> dict[str, str]:

@@ -184,9 +184,9 @@ class Caption:
         return "，".join(parts) + "。"
 
 
-def random_caption(rng: random.Random) -> Caption:
-    """One to three shapes with random look and place."""
-    count = rng.choice(list(COUNTS))
+def random_caption(rng: random.Random, most: int = 3) -> Caption:
+    """One to ``most`` (at most three) shapes with random look and place."""
+    count = rng.choice(list(COUNTS)[:most])
     sides = rng.sample(list(SIDES), count)
     return Caption(
         [
