@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from shared_model.inference import load_answerer
+from shared_model.inference import Answerer, load_answerer
 from shared_model.inputs import collate, encode_example, encode_question
 from shared_model.tiny import TINY_CANVAS, TINY_SLICES, ensure_tiny_base
 from shared_model.tiny.build import TinyShape
@@ -84,9 +84,8 @@ def correct(kind: str, got: str, want: str) -> bool:
     return got == want
 
 
-def ask(base: Path, chats: list[Conversation], batch: int = 16) -> list[str]:
+def ask(answerer: Answerer, chats: list[Conversation], batch: int = 16) -> list[str]:
     """Greedy answers of the base to the conversations' questions."""
-    answerer = load_answerer(base, TINY_CANVAS)
     tokenizer = answerer.processor.tokenizer
     answers = []
     for start in range(0, len(chats), batch):
@@ -106,7 +105,7 @@ def ask(base: Path, chats: list[Conversation], batch: int = 16) -> list[str]:
     return answers
 
 
-def answer_loss(answerer, chats: list[Conversation], images: list) -> float:
+def answer_loss(answerer: Answerer, chats: list[Conversation], images: list) -> float:
     """Mean token loss of the expected answers of ``chats`` asked about ``images``."""
     encoded = [
         encode_example(
@@ -119,9 +118,8 @@ def answer_loss(answerer, chats: list[Conversation], images: list) -> float:
         return answerer.model(**inputs).loss.item()
 
 
-def image_use(base: Path, chats: list[Conversation]) -> dict[str, dict[str, float]]:
+def image_use(answerer: Answerer, chats: list[Conversation]) -> dict[str, dict[str, float]]:
     """Per kind, the answer loss with each scene's own image and with the next scene's image."""
-    answerer = load_answerer(base, TINY_CANVAS)
     by_kind: dict[str, list[int]] = {}
     for index, chat in enumerate(chats):
         by_kind.setdefault(kind_of(chat.question), []).append(index)
@@ -153,14 +151,15 @@ def main() -> None:
     ]
     asked, right = Counter(), Counter()
     examples: dict[str, list[dict[str, str]]] = {}
-    for chat, answer in zip(chats, ask(base, chats), strict=True):
+    answerer = load_answerer(base, TINY_CANVAS)
+    for chat, answer in zip(chats, ask(answerer, chats), strict=True):
         kind = kind_of(chat.question)
         asked[kind] += 1
         right[kind] += correct(kind, answer, chat.answer)
         examples.setdefault(kind, [])
         if len(examples[kind]) < 3:
             examples[kind].append({"answer": answer, "expected": chat.answer})
-    losses = image_use(base, chats)
+    losses = image_use(answerer, chats)
     rows = [
         {
             "kind": kind,
