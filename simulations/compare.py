@@ -41,8 +41,9 @@ from simulations.experiment import (
     run_overrides,
 )
 from simulations.heldout import answer_model, test_samples
+from simulations.majority import MAJORITY, VS_MAJORITY, add_majority
 from simulations.pooling import pool_archives
-from simulations.report import add_intervals, closed_form, print_metric_table
+from simulations.report import Change, add_intervals, closed_form, print_metric_table
 from simulations.runner import simulate
 
 CENTRALIZED, LOCAL, FEDERATED, FEDERATED_DP = (
@@ -122,7 +123,8 @@ def run_compare(args: argparse.Namespace) -> int:
         print(json.dumps(summary, ensure_ascii=False, indent=2))
         return 0
     title = f"test split of {sites} hospitals ({len(samples)} records), {len(seeds)} seed(s)"
-    print_metric_table(rows, ARMS, title, console, change=(CENTRALIZED, FEDERATED))
+    changes = [Change(CENTRALIZED, FEDERATED), Change(MAJORITY, FEDERATED_DP, VS_MAJORITY)]
+    print_metric_table(rows, (MAJORITY, *ARMS), title, console, changes)
     console.print(
         f"federated at most {TARGET_POINTS} points below centralized on "
         f"{target['point_estimate']} of {target['rows']} closed-form headline rows by the point "
@@ -139,11 +141,13 @@ def comparison_rows(
 ) -> list[dict[str, Any]]:
     """One row per table metric (:func:`shared_model.tasks.score_rows`), one column per arm:
     the mean over the arm's runs (seeds; ``local-only``: every hospital's model of every seed),
-    with the paired bootstrap interval of federated - centralized."""
+    with the paired bootstrap interval of federated - centralized, and the majority-answer
+    baseline with the interval of federated+dp - majority."""
     columns = {name: _mean_score(samples, runs) for name, runs in predictions.items()}
     columns[LOCAL] = _mean_score(samples, local)
     intervals = paired_intervals(samples, predictions[CENTRALIZED], predictions[FEDERATED])
-    return add_intervals(score_rows({name: columns[name] for name in ARMS}), intervals)
+    rows = add_intervals(score_rows({name: columns[name] for name in ARMS}), intervals)
+    return add_majority(rows, samples, predictions[FEDERATED_DP])
 
 
 def _mean_score(samples: Sequence[Sample], runs: Sequence[Sequence[Reading]]) -> dict[str, float]:
@@ -169,13 +173,18 @@ def against_target(rows: Sequence[Mapping[str, Any]], points: int = TARGET_POINT
 
 
 def draw_comparison(rows: Sequence[Mapping[str, object]], path: Path) -> Path:
-    """Grouped bars: one group per task and language, one bar per arm."""
+    """Grouped bars: one group per task and language, one bar per arm; a dashed line marks the
+    majority-answer baseline where the task has one."""
     figure, axes = plt.subplots(figsize=(max(6.0, 1.4 * len(rows)), 4.0))
     width = 0.8 / len(ARMS)
     for index, name in enumerate(ARMS):
         values = [row.get(name) or 0.0 for row in rows]
         positions = [i + (index - (len(ARMS) - 1) / 2) * width for i in range(len(rows))]
         axes.bar(positions, values, width, label=name)
+    baselines = [(i, row[MAJORITY]) for i, row in enumerate(rows) if row.get(MAJORITY) is not None]
+    for number, (i, value) in enumerate(baselines):
+        label = "majority answer" if number == 0 else None
+        axes.hlines(value, i - 0.45, i + 0.45, colors="black", linestyles="dashed", label=label)
     axes.set_xticks(range(len(rows)))
     axes.set_xticklabels([f"{r['task']}/{r['lang']}\n{r['metric']}" for r in rows], fontsize=8)
     axes.set_ylim(0, 1)

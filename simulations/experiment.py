@@ -13,18 +13,21 @@ from rich.console import Console
 
 from server.run_folder import new_run_id, write_json_atomically
 from shared_model.evaluation import score_predictions
+from shared_model.sample import Sample
 from shared_model.spec import ModelSpec
-from shared_model.tasks import score_rows
+from shared_model.tasks import Reading, score_rows
 from simulations.bootstrap import paired_intervals
 from simulations.datasets import public_archives
 from simulations.defaults import SIMULATION_DEFAULTS
 from simulations.heldout import answer_heldout, answer_model, test_samples
-from simulations.report import add_intervals, print_answers, print_metric_table
+from simulations.majority import MAJORITY, VS_MAJORITY, add_majority
+from simulations.report import Change, add_intervals, print_answers, print_metric_table
 from simulations.runner import simulate, write_site_config
 from simulations.synthetic import generate_consortium
 
 ROUND_0 = "round 0"
 FINAL = "final"
+CHANGES = (Change(ROUND_0, FINAL), Change(MAJORITY, FINAL, VS_MAJORITY))
 
 
 def model_spec_file(out: Path, base: Path | None) -> Path:
@@ -165,6 +168,19 @@ def test_per_group(args: argparse.Namespace) -> int | None:
     return int(SIMULATION_DEFAULTS["test-per-group"]) if args.dataset == "synthetic" else None
 
 
+def scored_rows(
+    samples: Sequence[Sample], before: Sequence[Reading], after: Sequence[Reading]
+) -> list[dict[str, Any]]:
+    """The table's rows: round 0, the exported model and, for the tasks with discrete answers,
+    the majority-answer baseline's headline score, each difference with its interval."""
+    columns = {
+        ROUND_0: score_predictions(samples, before),
+        FINAL: score_predictions(samples, after),
+    }
+    rows = add_intervals(score_rows(columns), paired_intervals(samples, [before], [after]))
+    return add_majority(rows, samples, [after])
+
+
 def run_experiment(args: argparse.Namespace) -> int:
     """Build everything a simulated consortium needs, run it, and print what it learned."""
     console = Console(stderr=args.json)
@@ -196,11 +212,7 @@ def run_experiment(args: argparse.Namespace) -> int:
     samples = test_samples(sites, spec, per_group=test_per_group(args))
     before = answer_model(spec.base, samples, spec.canvas)
     after = answer_model(export, samples, spec.canvas)
-    columns = {
-        ROUND_0: score_predictions(samples, before),
-        FINAL: score_predictions(samples, after),
-    }
-    rows = add_intervals(score_rows(columns), paired_intervals(samples, [before], [after]))
+    rows = scored_rows(samples, before, after)
     answers = answer_heldout(export, samples, spec.canvas)
     summary = {
         "run": str(folder.root),
@@ -214,7 +226,11 @@ def run_experiment(args: argparse.Namespace) -> int:
         print(json.dumps(summary, ensure_ascii=False, indent=2))
         return 0
     title = f"test split of {len(sites)} hospitals ({len(samples)} records): round 0 vs final"
-    print_metric_table(rows, (ROUND_0, FINAL), title, console, change=(ROUND_0, FINAL))
+    print_metric_table(rows, (MAJORITY, ROUND_0, FINAL), title, console, CHANGES)
+    console.print(
+        f"[dim]{MAJORITY}: every closed question and class answered with the test records' most "
+        "common answer, the best any constant answer scores.[/]"
+    )
     print_answers(answers, console)
     console.print(
         f"run folder: {folder.root}\nexported model: {export}\nplots: {folder.plots}\n"

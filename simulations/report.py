@@ -8,6 +8,7 @@ says whether it is its task's headline (``"headline"``) and which way is better 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -16,22 +17,37 @@ from rich.table import Table
 
 from shared_model.tasks import get_task
 
+INTERVAL = "interval"
+"""The row key of the interval of a table's main difference."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """A difference column: ``after - before``, with the interval a row keeps under ``interval``."""
+
+    before: str
+    after: str
+    interval: str = INTERVAL
+
 
 def add_intervals(
-    rows: Sequence[dict[str, Any]], intervals: Mapping[str, tuple[float, float]]
+    rows: Sequence[dict[str, Any]],
+    intervals: Mapping[str, tuple[float, float]],
+    name: str = INTERVAL,
 ) -> list[dict[str, Any]]:
-    """Each row with the interval of its ``task/lang/metric`` difference, where there is one."""
+    """Each row with the interval of its ``task/lang/metric`` difference under ``name``, where
+    there is one."""
     for row in rows:
         interval = intervals.get(f"{row['task']}/{row['lang']}/{row['metric']}")
         if interval is not None:
-            row["interval"] = [round(interval[0], 4), round(interval[1], 4)]
+            row[name] = [round(interval[0], 4), round(interval[1], 4)]
     return list(rows)
 
 
-def established(row: Mapping[str, Any]) -> int:
-    """``1`` when the row's interval lies wholly on the better side of zero, ``-1`` on the
-    worse side, ``0`` when it holds zero or is missing."""
-    low, high = row.get("interval") or (0.0, 0.0)
+def established(row: Mapping[str, Any], name: str = INTERVAL) -> int:
+    """``1`` when the row's interval ``name`` lies wholly on the better side of zero, ``-1`` on
+    the worse side, ``0`` when it holds zero or is missing."""
+    low, high = row.get(name) or (0.0, 0.0)
     if not _higher_is_better(row):
         low, high = -high, -low
     return 1 if low > 0 else -1 if high < 0 else 0
@@ -59,9 +75,9 @@ def print_metric_table(
     columns: Sequence[str],
     title: str,
     console: Console,
-    change: tuple[str, str] | None = None,
+    changes: Sequence[Change] = (),
 ) -> None:
-    """The rows as a table; with ``change=(before, after)`` a difference column, with the 95%
+    """The rows as a table; each of ``changes`` adds a difference column, with the 95%
     interval of a paired bootstrap where the rows carry one: green when ``after`` is better
     beyond doubt (the whole interval), red when worse, yellow when better by the point
     estimate only. Without intervals, green when ``after`` is better. Headline rows are bold."""
@@ -70,13 +86,12 @@ def print_metric_table(
         table.add_column(name)
     for name in columns:
         table.add_column(name, justify="right")
-    if change:
-        table.add_column(f"{change[1]} - {change[0]}", justify="right")
+    for change in changes:
+        table.add_column(f"{change.after} - {change.before}", justify="right")
     for row in rows:
         cells = [row["task"], row["lang"], row["metric"]]
         cells += [_number(row.get(name)) for name in columns]
-        if change:
-            cells.append(_difference(row, *change))
+        cells += [_difference(row, change) for change in changes]
         table.add_row(*cells, style="bold" if row["headline"] else None)
     console.print(table)
     console.print(
@@ -84,7 +99,7 @@ def print_metric_table(
         "_lenient: also answers a lenient parser reads; well_formed: share of answers in the "
         "task's format.[/]"
     )
-    if change and any("interval" in row for row in rows):
+    if any(change.interval in row for change in changes for row in rows):
         console.print(
             "[dim]\\[brackets]: 95% interval of the difference (paired bootstrap over the test "
             "records); [green]green[/green]/[red]red[/red]: better/worse beyond that "
@@ -92,17 +107,17 @@ def print_metric_table(
         )
 
 
-def _difference(row: Mapping[str, Any], before: str, after: str) -> str:
-    old, new = row.get(before), row.get(after)
+def _difference(row: Mapping[str, Any], change: Change) -> str:
+    old, new = row.get(change.before), row.get(change.after)
     if old is None or new is None:
         return ""
     text = f"{new - old:+.3f}"
-    if "interval" not in row:
-        return f"[green]{text}[/]" if improved(row, before, after) else text
-    low, high = row["interval"]
+    if change.interval not in row:
+        return f"[green]{text}[/]" if improved(row, change.before, change.after) else text
+    low, high = row[change.interval]
     text = escape(f"{text} [{low:+.3f}, {high:+.3f}]")
-    colour = {1: "green", -1: "red"}.get(established(row))
-    if colour is None and improved(row, before, after):
+    colour = {1: "green", -1: "red"}.get(established(row, change.interval))
+    if colour is None and improved(row, change.before, change.after):
         colour = "yellow"
     return f"[{colour}]{text}[/]" if colour else text
 

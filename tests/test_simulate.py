@@ -108,6 +108,9 @@ def test_table_rows_say_which_is_the_headline(simulation: dict[str, Any]) -> Non
     assert all(isinstance(r["headline"], bool) for r in table)
     assert groups == shares and headlines <= groups
     assert sum(r["headline"] for r in table) == len(headlines)  # one per task and language
+    baselines = {(r["task"], r["lang"]) for r in table if r["majority"] is not None}
+    discrete = {(t, lang) for t, lang in headlines if t in ("vqa", "classification")}
+    assert baselines == discrete and all(0.0 < r["majority"] <= 1.0 for r in table if r["majority"])
 
 
 def test_heldout_answers_in_both_languages(simulation: dict[str, Any]) -> None:

@@ -74,6 +74,9 @@ class Task(ABC):
         Images per record (``compare`` has two).
     closed_form:
         True when answers have a checkable form (options, boxes, points), not free text.
+    discrete:
+        True when every answer is one of a few values (an option, a class), so a model that
+        answers the same to every question has a score: the majority-answer baseline.
     asks:
         What a question asked at inference must give (``question``, ``options``, ``target``).
     metrics:
@@ -86,6 +89,7 @@ class Task(ABC):
     text_fields: ClassVar[tuple[str, ...]] = ()
     images: ClassVar[int] = 1
     closed_form: ClassVar[bool] = False
+    discrete: ClassVar[bool] = False
     asks: ClassVar[tuple[str, ...]] = ()
     metrics: ClassVar[tuple[Metric, ...]]
     headline: ClassVar[str]

@@ -52,6 +52,7 @@ class ClassificationTask(Task):
     stage = "instruct"
     text_fields = ("question",)
     closed_form = True
+    discrete = True
     asks = ("question", "options")
     metrics = (Metric("accuracy", lenient=True), Metric("macro_f1"))
     headline = "accuracy"

@@ -70,6 +70,7 @@ class VQATask(Task):
     stage = "instruct"
     text_fields = ("question", "answer")
     closed_form = True
+    discrete = True
     asks = ("question",)
     metrics = (Metric("closed_accuracy", lenient=True), Metric("open_recall"))
     headline = "closed_accuracy"
