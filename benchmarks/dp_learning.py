@@ -43,8 +43,8 @@ from shared_model.sample import Sample
 from shared_model.spec import LoraSpec
 from shared_model.tasks import STAGE_TASKS, get_task
 from shared_model.tiny import INSTRUCT_TARGETS, SPEC_FILE, ensure_tiny_base, tiny_spec
+from simulations.experiment import Consortium
 from simulations.heldout import test_samples
-from simulations.runner import write_site_config
 from simulations.synthetic import generate_consortium
 
 PROBE_RECORDS = 96
@@ -52,22 +52,12 @@ GROUPS = [(task, lang) for task in STAGE_TASKS["instruct"] for lang in ("en", "z
 
 
 def pooled_hospitals(out: Path, patients: int, seed: int) -> list[Path]:
-    """Site configs of three synthetic hospitals written under ``out`` (reused when there)."""
-    base = ensure_tiny_base(progress=False)
+    """Site configs of three synthetic hospitals, written under ``out`` as ``fedumit simulate``
+    writes them (their budgets unused: this process draws its own noise)."""
+    spec_file = ensure_tiny_base(progress=False) / SPEC_FILE
     archives = generate_consortium(out / "archives", n_sites=3, patients=patients, seed=seed)
-    return [
-        write_site_config(
-            out / "sites" / f"{archive.name}.toml",
-            name=archive.name,
-            archive=archive,
-            work_dir=out / "work" / archive.name,
-            model_spec=base / SPEC_FILE,
-            max_epsilon=1e9,
-            delta=1e-5,
-            require_dp=False,
-        )
-        for archive in archives
-    ]
+    consortium = Consortium(out, spec_file, archives)
+    return consortium.site_configs("pooled", archives, epsilon=8.0, dp=False, seed=seed)
 
 
 def probe_loss(trainer: LocalTrainer, records: list[Sample]) -> float:
