@@ -43,7 +43,7 @@ from simulations.experiment import (
 from simulations.heldout import answer_model, test_samples
 from simulations.majority import MAJORITY, VS_MAJORITY, add_majority
 from simulations.pooling import pool_archives
-from simulations.report import Change, add_intervals, closed_form, print_metric_table
+from simulations.report import INTERVAL, Change, add_intervals, closed_form, print_metric_table
 from simulations.runner import simulate
 
 CENTRALIZED, LOCAL, FEDERATED, FEDERATED_DP = (
@@ -168,7 +168,7 @@ def against_target(rows: Sequence[Mapping[str, Any]], points: int = TARGET_POINT
         "points": points,
         "rows": len(scores),
         "point_estimate": sum(r[FEDERATED] - r[CENTRALIZED] >= margin for r in scores),
-        "whole_interval": sum(r.get("interval", (-1.0, 0.0))[0] >= margin for r in scores),
+        "whole_interval": sum(r.get(INTERVAL, (-1.0, 0.0))[0] >= margin for r in scores),
     }
 
 
