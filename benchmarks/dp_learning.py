@@ -29,8 +29,6 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from client.archive import load_site_samples
-from client.config import load_site_config
 from client.privacy.accounting import calibrate_noise
 from client.trainer import LocalTrainer, TrainConfig
 from shared_model.device import configure_cpu_threads
@@ -44,17 +42,17 @@ from shared_model.spec import LoraSpec
 from shared_model.tasks import STAGE_TASKS, get_task
 from shared_model.tiny import INSTRUCT_TARGETS, SPEC_FILE, ensure_tiny_base, tiny_spec
 from simulations.experiment import Consortium
-from simulations.heldout import test_samples
+from simulations.heldout import pooled_samples, test_samples
 from simulations.synthetic import generate_consortium
 
 PROBE_RECORDS = 96
 GROUPS = [(task, lang) for task in STAGE_TASKS["instruct"] for lang in ("en", "zh")]
 
 
-def pooled_hospitals(out: Path, patients: int, seed: int) -> list[Path]:
-    """Site configs of three synthetic hospitals, written under ``out`` as ``fedumit simulate``
-    writes them (their budgets unused: this process draws its own noise)."""
-    spec_file = ensure_tiny_base(progress=False) / SPEC_FILE
+def pooled_hospitals(out: Path, base: Path, patients: int, seed: int) -> list[Path]:
+    """Site configs of three synthetic hospitals over ``base``, written under ``out`` as
+    ``fedumit simulate`` writes them (their budgets unused: this process draws its own noise)."""
+    spec_file = base / SPEC_FILE
     archives = generate_consortium(out / "archives", n_sites=3, patients=patients, seed=seed)
     consortium = Consortium(out, spec_file, archives)
     return consortium.site_configs("pooled", archives, epsilon=8.0, dp=False, seed=seed)
@@ -125,24 +123,16 @@ def main() -> None:
     configure_cpu_threads()
     torch.manual_seed(args.seed)
     console = Console()
-    sites = pooled_hospitals(args.out, args.patients, args.seed)
-    spec = tiny_spec(ensure_tiny_base(progress=False))
+    base = ensure_tiny_base(progress=False)
+    sites = pooled_hospitals(args.out, base, args.patients, args.seed)
+    spec = tiny_spec(base)
     spec = replace(
         spec,
         instruct=LoraSpec(
             args.rank, 2.0 * args.rank, target_modules=args.targets, modules_to_save=()
         ),
     )
-    train: list[Sample] = []
-    for site in sites:
-        loaded, _ = load_site_samples(
-            load_site_config(site),
-            canvas=spec.canvas,
-            slices=spec.volume_slices,
-            splits=("train",),
-            tasks=STAGE_TASKS["instruct"],
-        )
-        train += loaded
+    train = pooled_samples(sites, spec, "train")
     patients = sorted({s.patient_id for s in train})
     rate = min(1.0, args.batch / len(patients))
     sigma = args.sigma

@@ -23,22 +23,28 @@ from shared_model.tasks import STAGE_TASKS, Reading, get_task
 PREFERRED = ("vqa", "classification", "detection", "landmark", "report")
 
 
-def test_samples(
-    site_configs: Sequence[Path], spec: ModelSpec, per_group: int | None = None
-) -> list[Sample]:
-    """Every usable test-split sample of the ``instruct`` tasks of every site, pooled; with
-    ``per_group``, at most that many of each task and language, spread evenly over the sites'
-    records (answering thousands of test records would take longer than training)."""
+def pooled_samples(site_configs: Sequence[Path], spec: ModelSpec, split: str) -> list[Sample]:
+    """Every usable ``split`` sample of the ``instruct`` tasks of every site, pooled."""
     samples = []
     for path in site_configs:
         loaded, _ = load_site_samples(
             load_site_config(path),
             canvas=spec.canvas,
             slices=spec.volume_slices,
-            splits=("test",),
+            splits=(split,),
             tasks=STAGE_TASKS["instruct"],
         )
         samples.extend(loaded)
+    return samples
+
+
+def test_samples(
+    site_configs: Sequence[Path], spec: ModelSpec, per_group: int | None = None
+) -> list[Sample]:
+    """Every usable test-split sample of the ``instruct`` tasks of every site, pooled; with
+    ``per_group``, at most that many of each task and language, spread evenly over the sites'
+    records (answering thousands of test records would take longer than training)."""
+    samples = pooled_samples(site_configs, spec, "test")
     if per_group is None:
         return samples
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
