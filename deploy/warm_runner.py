@@ -36,9 +36,10 @@ base) stays in this process's memory while it waits: at the full shape about 9 G
 from __future__ import annotations
 
 import importlib
+import os
 import queue
+import shutil
 import sys
-import tempfile
 import threading
 import time
 from logging import INFO
@@ -74,24 +75,48 @@ def import_site_dependencies() -> None:
 
 
 class WarmBundle:
-    """The ClientApp of the first bundle it is asked to run, kept loaded."""
+    """The ClientApp of the first bundle it is asked to run, kept loaded.
 
-    def __init__(self) -> None:
+    The bundle is unpacked into ``folder``, a folder of this process in the site's work
+    directory rather than a temporary one: a warm process killed with its SuperNode leaves its
+    folder behind, and the next warm process removes it (:func:`remove_dead_folders`).
+    """
+
+    def __init__(self, folder: Path) -> None:
         self.sha256 = ""
+        self.folder = folder
         self._app: ClientApp | None = None
-        self._folder: tempfile.TemporaryDirectory | None = None
 
     def __call__(self, bundle: Bundle, message: Message, context: Context) -> Message:
         """Run ``bundle``'s ClientApp on ``message`` (a :data:`deploy.site_runner.BundleRunner`)."""
         if self._app is None:
-            folder = tempfile.TemporaryDirectory(prefix="fedumit-warm-app-")
-            self._app = load_bundle(bundle, Path(folder.name))
-            self.sha256, self._folder = bundle.sha256, folder
+            remove_dead_folders(self.folder.parent)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._app = load_bundle(bundle, self.folder)
+            self.sha256 = bundle.sha256
         elif bundle.sha256 != self.sha256:
             raise LoadClientAppError(
                 f"this warm process runs bundle {self.sha256[:12]}, not {bundle.sha256[:12]}"
             )
         return self._app(message=message, context=context)
+
+
+def remove_dead_folders(parent: Path) -> None:
+    """Remove the bundle folders in ``parent`` of warm processes that are no longer running
+    (each folder is named by its process id)."""
+    for folder in parent.glob("*"):
+        if folder.name.isdigit() and not _running(int(folder.name)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def serve(
@@ -104,7 +129,7 @@ def serve(
     closes; a task's heartbeats start when its token arrives; a task waits for its input
     ``input_timeout`` seconds at most, and :data:`NEXT_TASK_GRACE_SECONDS` at most once a later
     task's token is here. The site's dependencies are imported first, tokens read meanwhile."""
-    warm = WarmBundle()
+    warm = WarmBundle(work_dir / "warm-apps" / str(os.getpid()))
     tasks: queue.SimpleQueue[TaskConnection | None] = queue.SimpleQueue()
     running = InputDeadline(0.0)  # the deadline of the task being run
 

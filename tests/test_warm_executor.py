@@ -10,6 +10,8 @@ unapproved bundle without importing the bundle's code.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ from flwr.supernode.nodestate import NodeState
 
 from client.audit import AuditLog
 from deploy.warm_executor import WarmLauncher
+from deploy.warm_runner import remove_dead_folders
 from tests.deploy_fixtures import wait_for
 from tests.runtime_fixtures import (
     acquire_token,
@@ -125,3 +128,16 @@ def test_the_spare_process_imports_the_site_dependencies_first_and_refuses_an_un
     finally:
         launcher.stop()
     assert spare.wait(timeout=30) == 0
+
+
+def test_a_warm_process_removes_the_bundle_folders_of_dead_processes(tmp_path: Path) -> None:
+    """A warm process killed with its SuperNode leaves its bundle folder; the next one removes
+    it and keeps those of live processes and anything else in the folder."""
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+    dead, live = tmp_path / finished.stdout.strip(), tmp_path / str(os.getpid())
+    other = tmp_path / "notes"
+    for folder in (dead, live, other):
+        (folder / "app").mkdir(parents=True)
+    remove_dead_folders(tmp_path)
+    assert not dead.exists() and (live / "app").is_dir() and (other / "app").is_dir()
