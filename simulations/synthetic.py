@@ -23,7 +23,7 @@ SIDES = {"en": {"left": "left", "right": "right"}, "zh": {"left": "左侧", "rig
 YES_NO = {"en": ["yes", "no"], "zh": ["是", "否"]}
 MODALITY_NAME = {"en": {"CR": "x-ray", "CT": "ct"}, "zh": {"CR": "X光", "CT": "CT"}}
 LESION_WORD = {"en": "lesion", "zh": "病灶"}
-MARKER_WORD = {"en": "marker", "zh": "标志点"}
+MARKER_WORD = {"en": "marker", "zh": "标记"}
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 # The modules whose code decides the bytes of a build (the model spec in ``__init__`` is
 # written beside the weights on every use, so a layout change needs no rebuild).
-RECIPE_MODULES = ("build.py", "corpus.py", "scenes.py", "tokenizer.py")
+RECIPE_MODULES = ("build.py", "corpus.py", "phrasings.py", "scenes.py", "tokenizer.py")
 RECIPE_LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors")
 
 

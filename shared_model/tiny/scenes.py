@@ -14,7 +14,6 @@ import numpy as np
 from shared_model.tiny.corpus import (
     BRIGHTNESS,
     COUNTS,
-    INSTRUCTION_SENTENCES,
     SHAPES,
     SIDES,
     SIZES,
@@ -22,6 +21,13 @@ from shared_model.tiny.corpus import (
     WORDS_ZH,
     Caption,
     random_caption,
+)
+from shared_model.tiny.phrasings import (
+    box_request,
+    describe_request,
+    listed_question,
+    object_name,
+    point_request,
 )
 
 LEVELS = {"bright": 235, "grey": 150, "dark": 40}
@@ -104,20 +110,19 @@ def conversation(
     if kind in ("find", "lookup"):
         return _with_image((_find if kind == "find" else _lookup)(rng, zh), image)
     if kind == "describe":
-        return Conversation(
-            image,
-            "请描述这张图像。" if zh else "Describe the image.",
-            caption.chinese if zh else caption.english,
-        )
+        answer = caption.chinese if zh else caption.english
+        return Conversation(image, describe_request(rng, zh), answer)
     name = SHAPES[shape] if zh else shape
+    if len(caption.shapes) == 1:
+        name = object_name(rng, name, zh)
     if kind == "box":
-        question = f"请框出{name}。" if zh else f"Output the bounding box of the {name}."
+        question = box_request(rng, name, zh, slices is not None)
         return Conversation(image, question, box_text(shape, side, size, name, slices is not None))
     if kind == "point":
         cx, cy = CENTRES[side]
-        question = f"请给出{name}中心的坐标。" if zh else f"Give the centre point of the {name}."
         depth = ",500" if slices is not None else ""
-        return Conversation(image, question, f"[{round(1000 * cx)},{round(1000 * cy)}{depth}]")
+        answer = f"[{round(1000 * cx)},{round(1000 * cy)}{depth}]"
+        return Conversation(image, point_request(rng, name, zh), answer)
     if kind == "choice":
         return _with_image(_choice(rng, caption, zh), image)
     asked = rng.choice(list(BRIGHTNESS))
@@ -216,8 +221,7 @@ def _listed(
     """A question with numbered options one a line, answered ``n:option`` (``n：option``)."""
     colon = "：" if zh else ":"
     listing = "\n".join(f"{i + base}{colon}{n}" for i, n in enumerate(names))
-    lead = rng.choice(INSTRUCTION_SENTENCES[:4])[1 if zh else 0]
-    text = f"{question}\n{lead}\n{listing}" if rng.random() < 0.5 else f"{question}\n{listing}"
+    text = listed_question(rng, question, listing, zh)
     return Conversation(_PENDING, text, f"{right + base}{colon}{names[right]}")
 
 
