@@ -35,7 +35,7 @@ ARGS = [
     "--instruct-rounds", "3",
     "--instruct-steps", "8",
     "--instruct-batch", "48",
-    "--instruct-lr", "1e-2",  # twice the default: half its steps, of half the patients
+    "--instruct-lr", "1e-2",  # above the default: half its steps, of half the patients
     "--test-per-group", "30",
     "--epsilon", "8",
     "--seed", "0",
