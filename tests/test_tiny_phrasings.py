@@ -12,19 +12,23 @@ import re
 import pytest
 
 from shared_model.tiny.phrasings import (
-    box_request,
-    describe_request,
+    BOX,
+    BOX_WORDS,
+    DESCRIBE,
+    POINT,
     listed_question,
     object_name,
-    point_request,
+    request,
 )
 from shared_model.tiny.scenes import conversation
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 REQUESTS = {
-    "box": lambda rng, zh: box_request(rng, "ring", zh, volume=rng.random() < 0.5),
-    "point": lambda rng, zh: point_request(rng, "ring", zh),
-    "describe": describe_request,
+    "box": lambda rng, zh: request(
+        rng, BOX, zh, x="ring", box=BOX_WORDS["zh" if zh else "en"][rng.random() < 0.5]
+    ),
+    "point": lambda rng, zh: request(rng, POINT, zh, x="ring"),
+    "describe": lambda rng, zh: request(rng, DESCRIBE, zh),
     "options": lambda rng, zh: listed_question(rng, "哪个？" if zh else "Which?", "0:a\n1:b", zh),
 }
 

@@ -126,24 +126,13 @@ def object_name(rng: random.Random, shape_name: str, zh: bool) -> str:
     return shape_name if rng.random() < 0.4 else rng.choice(OBJECT_WORDS[lang_of(zh)])
 
 
-def box_request(rng: random.Random, name: str, zh: bool, volume: bool) -> str:
-    """A request for the box of ``name``."""
+def request(
+    rng: random.Random, templates: dict[str, tuple[str, ...]], zh: bool, **words: str
+) -> str:
+    """One of ``templates``' wordings (:data:`BOX`, :data:`POINT`, :data:`DESCRIBE`) in the
+    language, filled with ``words`` and a picture word."""
     lang = lang_of(zh)
-    return rng.choice(BOX[lang]).format(
-        x=name, box=BOX_WORDS[lang][volume], img=rng.choice(PICTURE_WORDS[lang])
-    )
-
-
-def point_request(rng: random.Random, name: str, zh: bool) -> str:
-    """A request for the centre point of ``name``."""
-    lang = lang_of(zh)
-    return rng.choice(POINT[lang]).format(x=name, img=rng.choice(PICTURE_WORDS[lang]))
-
-
-def describe_request(rng: random.Random, zh: bool) -> str:
-    """A request to describe the scene."""
-    lang = lang_of(zh)
-    return rng.choice(DESCRIBE[lang]).format(img=rng.choice(PICTURE_WORDS[lang]))
+    return rng.choice(templates[lang]).format(img=rng.choice(PICTURE_WORDS[lang]), **words)
 
 
 def listed_question(rng: random.Random, question: str, listing: str, zh: bool) -> str:

@@ -23,11 +23,14 @@ from shared_model.tiny.corpus import (
     random_caption,
 )
 from shared_model.tiny.phrasings import (
-    box_request,
-    describe_request,
+    BOX,
+    BOX_WORDS,
+    DESCRIBE,
+    POINT,
+    lang_of,
     listed_question,
     object_name,
-    point_request,
+    request,
 )
 
 LEVELS = {"bright": 235, "grey": 150, "dark": 40}
@@ -111,18 +114,19 @@ def conversation(
         return _with_image((_find if kind == "find" else _lookup)(rng, zh), image)
     if kind == "describe":
         answer = caption.chinese if zh else caption.english
-        return Conversation(image, describe_request(rng, zh), answer)
+        return Conversation(image, request(rng, DESCRIBE, zh), answer)
     name = SHAPES[shape] if zh else shape
     if len(caption.shapes) == 1:
         name = object_name(rng, name, zh)
     if kind == "box":
-        question = box_request(rng, name, zh, slices is not None)
-        return Conversation(image, question, box_text(shape, side, size, name, slices is not None))
+        volume = slices is not None
+        question = request(rng, BOX, zh, x=name, box=BOX_WORDS[lang_of(zh)][volume])
+        return Conversation(image, question, box_text(shape, side, size, name, volume))
     if kind == "point":
         cx, cy = CENTRES[side]
         depth = ",500" if slices is not None else ""
         answer = f"[{round(1000 * cx)},{round(1000 * cy)}{depth}]"
-        return Conversation(image, point_request(rng, name, zh), answer)
+        return Conversation(image, request(rng, POINT, zh, x=name), answer)
     if kind == "choice":
         return _with_image(_choice(rng, caption, zh), image)
     asked = rng.choice(list(BRIGHTNESS))
