@@ -118,7 +118,8 @@ def add_consortium_arguments(simulate: argparse.ArgumentParser) -> None:
         "--base",
         type=Path,
         default=None,
-        help="a local Qwen2-VL checkpoint (default: the embedded tiny base)",
+        help="a local Qwen2-VL checkpoint, with the model spec beside it when it has one "
+        "(default: the embedded tiny base)",
     )
     simulate.add_argument(
         "--out",

@@ -31,12 +31,17 @@ CHANGES = (Change(ROUND_0, FINAL), Change(MAJORITY, FINAL, VS_MAJORITY))
 
 
 def model_spec_file(out: Path, base: Path | None) -> Path:
-    """The model spec TOML: a given checkpoint with default layout, or the tiny base's own
-    (a tiny base already in ``out/tiny-base``, else the user-level cache's, built once)."""
-    if base is not None:
-        return ModelSpec(base=base.resolve()).write_toml(out / "model.toml")
+    """The model spec TOML: a given checkpoint's own spec beside it (a tiny base written with
+    ``fedumit model tiny --out DIR`` has one: its canvas, slices and LoRA layout), else the
+    checkpoint with the default layout; without a checkpoint, the tiny base's own (a tiny base
+    already in ``out/tiny-base``, else the user-level cache's, built once)."""
     from shared_model.tiny import SPEC_FILE, ensure_tiny_base
 
+    if base is not None:
+        beside = base / SPEC_FILE
+        if beside.is_file():
+            return beside.resolve()
+        return ModelSpec(base=base.resolve()).write_toml(out / "model.toml")
     local = out / "tiny-base"
     return ensure_tiny_base(local if (local / "config.json").is_file() else None) / SPEC_FILE
 
