@@ -14,7 +14,7 @@ from rich.console import Console
 from server.run_folder import new_run_id, write_json_atomically
 from shared_model.evaluation import score_predictions
 from shared_model.sample import Sample
-from shared_model.spec import ModelSpec
+from shared_model.spec import SPEC_FILE, ModelSpec
 from shared_model.tasks import Reading, score_rows
 from simulations.bootstrap import paired_intervals
 from simulations.datasets import public_archives
@@ -35,7 +35,7 @@ def model_spec_file(out: Path, base: Path | None) -> Path:
     ``fedumit model tiny --out DIR`` has one: its canvas, slices and LoRA layout), else the
     checkpoint with the default layout; without a checkpoint, the tiny base's own (a tiny base
     already in ``out/tiny-base``, else the user-level cache's, built once)."""
-    from shared_model.tiny import SPEC_FILE, ensure_tiny_base
+    from shared_model.tiny import ensure_tiny_base
 
     if base is not None:
         beside = base / SPEC_FILE
