@@ -69,6 +69,10 @@ CPU_CASES = (
 )
 GPU_CASES = (*CPU_CASES[:3], Case("3d-32x448px", (16, 32, 32), True, 1))
 STAGES = ("align", "instruct")
+STEP_MARGIN = 1.4
+"""The GPU sizing's allowance for the memory model's error: on the CPU it under-predicted a
+step's memory by up to 36 % over the sixteen cases here (mean |error| 21 %), and a batch sized to
+the last gigabyte would not survive an error that large on a GPU."""
 
 
 def synthetic_record(tokenizer, case: Case, seed: int) -> Encoded:
@@ -253,9 +257,10 @@ class _Processor:
 
 def gpu_sizing(gpu_gib: float = 24.0, sustained_tflops: float = 100.0) -> list[dict]:
     """Modelled sizing of the full-depth bf16 model on a GPU of ``gpu_gib``: per stage and
-    sample kind, the largest physical batch whose predicted peak leaves 1.5 GiB for the CUDA
-    context and workspace, its memory, and seconds per DP step at ``sustained_tflops`` (matmul
-    FLOPs of forward, recomputation and backward; the per-sample gradient einsums are small)."""
+    sample kind, the largest physical batch whose predicted peak, its step terms scaled by
+    :data:`STEP_MARGIN`, leaves 1.5 GiB for the CUDA context and workspace, that memory, and
+    seconds per DP step at ``sustained_tflops`` (matmul FLOPs of forward, recomputation and
+    backward; the per-sample gradient einsums are small)."""
     full = FullShape()
     spec = full_shape_spec(Path("."))
     rows = []
@@ -266,7 +271,7 @@ def gpu_sizing(gpu_gib: float = 24.0, sustained_tflops: float = 100.0) -> list[d
             patches = int(np.prod(case.grid))
 
             def peak(batch: int, kind=(stage, trainable, tokens, patches)) -> dict[str, float]:
-                return _gpu_peak(*kind, batch)
+                return with_margin(_gpu_peak(*kind, batch))
 
             batch = 1
             while batch < 64 and peak(batch + 1)["total"] / GIB <= gpu_gib - 1.5:
@@ -285,6 +290,14 @@ def gpu_sizing(gpu_gib: float = 24.0, sustained_tflops: float = 100.0) -> list[d
                 }
             )
     return rows
+
+
+def with_margin(terms: dict[str, float]) -> dict[str, float]:
+    """``terms`` with every step term (all but the weights and the adapter's own state) and
+    the total scaled by :data:`STEP_MARGIN`."""
+    fixed = ("weights", "trainable")
+    scaled = {k: v if k in fixed else v * STEP_MARGIN for k, v in terms.items() if k != "total"}
+    return {**scaled, "total": sum(scaled.values())}
 
 
 def predicted_step_rise(
