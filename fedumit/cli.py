@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:  # FedUMIT's own progress at INFO; libraries only when they warn
         for package in OWN_PACKAGES:
             logging.getLogger(package).setLevel(logging.INFO)
+        # Flower prints its INFO and above through its own console handler; passed on to ours
+        # as well, each of its warnings would print twice and its DEBUG lines once
+        logging.getLogger("flwr").propagate = False
     return int(args.handler(args) or 0)
 
 

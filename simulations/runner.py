@@ -4,6 +4,7 @@ deployment runs, one virtual node per site config."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -96,15 +97,29 @@ def run_on_sites(server_app: ServerApp, site_configs: Sequence[Path]) -> None:
     def site_of(context: Context):
         return site_for(paths[int(context.node_config["partition-id"])])
 
-    run_simulation(
-        server_app=server_app,
-        client_app=build_client_app(site_of),
-        num_supernodes=len(paths),
-        backend_config={
-            "client_resources": {"num_cpus": 2, "num_gpus": _gpus_per_site()},
-            "init_args": {"logging_level": logging.WARNING},
-        },
-    )
+    # Ray's coming default, which also stops its FutureWarning: an actor given no GPU keeps
+    # the visible-devices variable as it is (on a machine with a GPU each site is given one)
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    flower_log = logging.getLogger("flwr")
+    flower_log.addFilter(_without_simulation_deprecation)
+    try:
+        run_simulation(
+            server_app=server_app,
+            client_app=build_client_app(site_of),
+            num_supernodes=len(paths),
+            backend_config={
+                "client_resources": {"num_cpus": 2, "num_gpus": _gpus_per_site()},
+                "init_args": {"logging_level": logging.WARNING},
+            },
+        )
+    finally:
+        flower_log.removeFilter(_without_simulation_deprecation)
+
+
+def _without_simulation_deprecation(record: logging.LogRecord) -> bool:
+    """Drop Flower 1.42's notice that ``run_simulation`` is deprecated in favour of ``flwr run``:
+    it is addressed to FedUMIT's developers, not to someone running ``fedumit simulate``."""
+    return "`run_simulation` function is deprecated" not in record.getMessage()
 
 
 def _gpus_per_site() -> float:

@@ -11,6 +11,7 @@ after round, and closed VQA must not end below round 0 in either language.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from itertools import pairwise
 from pathlib import Path
@@ -47,11 +48,39 @@ def simulation(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> dic
     """One ``fedumit simulate`` run (the session's tiny base linked in, as the command finds it)."""
     out = tmp_path_factory.mktemp("simulate")
     (out / "tiny-base").symlink_to(tiny_base, target_is_directory=True)
-    code = main(["simulate", "--out", str(out), *ARGS])
+    shown = {"flwr": _Collector(), "root": _Collector()}  # what Flower's handler and ours get
+    logging.getLogger("flwr").addHandler(shown["flwr"])
+    logging.getLogger().addHandler(shown["root"])
+    try:
+        code = main(["simulate", "--out", str(out), *ARGS])
+    finally:
+        logging.getLogger("flwr").removeHandler(shown["flwr"])
+        logging.getLogger().removeHandler(shown["root"])
     summaries = list((out / "runs").glob("*/summary.json"))
     assert code == 0 and len(summaries) == 1, f"exit {code}, summaries {summaries}"
     summary = json.loads(summaries[0].read_text(encoding="utf-8"))
-    return {"out": out, "run": Path(summary["run"]), "summary": summary}
+    return {"out": out, "run": Path(summary["run"]), "summary": summary, "shown": shown}
+
+
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_flower_prints_once_and_without_its_simulation_deprecation(simulation) -> None:
+    """Flower's records go to its own console handler only (ours would print each again, and
+    its DEBUG lines), and its notice that ``run_simulation`` is deprecated is not shown."""
+    flower = [r.getMessage() for r in simulation["shown"]["flwr"].records]
+    assert flower, "Flower logged nothing: the collector is not where its records go"
+    assert not [m for m in flower if "`run_simulation` function is deprecated" in m]
+    passed_on = [r for r in simulation["shown"]["root"].records if r.name.startswith("flwr")]
+    assert not passed_on, [r.getMessage() for r in passed_on]
+    ours = [r for r in simulation["shown"]["root"].records if r.name.startswith("server")]
+    assert ours, "FedUMIT's own progress no longer reaches the console"
 
 
 def test_both_stages_ran_with_dp_and_were_checkpointed(simulation: dict[str, Any]) -> None:
