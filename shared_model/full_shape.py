@@ -16,11 +16,9 @@ emit decodes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass, replace
-from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -212,17 +210,12 @@ def full_shape_spec(
     )
 
 
-RECIPE_LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors")
-
-
 def recipe_key(shape: FullShape) -> str:
     """A short hash of what decides a full-shape base's bytes (shape, this code, libraries)."""
-    digest = hashlib.sha256(json.dumps(asdict(shape), sort_keys=True).encode())
-    digest.update(Path(__file__).read_bytes())
-    digest.update((Path(__file__).parent / "tiny" / "tokenizer.py").read_bytes())
-    for library in RECIPE_LIBRARIES:
-        digest.update(f"{library}=={version(library)}".encode())
-    return digest.hexdigest()[:16]
+    from shared_model.tiny.cache import recipe_digest
+
+    here = Path(__file__).parent
+    return recipe_digest(asdict(shape), [here / "full_shape.py", here / "tiny" / "tokenizer.py"])
 
 
 def ensure_full_shape_base(

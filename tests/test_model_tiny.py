@@ -95,3 +95,36 @@ def test_cache_builds_once_per_recipe(tmp_path: Path, monkeypatch: pytest.Monkey
     assert (first / "model.safetensors").stat().st_mtime_ns == stamp
     assert first.name == recipe_key(SMALL) != recipe_key(replace(SMALL, seed=1))
     assert not list(first.parent.glob("*.partial"))
+
+
+def test_recipe_key_follows_the_code_not_its_comments_or_docstrings(tmp_path: Path) -> None:
+    """Rewording a docstring or a comment of a recipe module keeps every machine's cached base;
+    changing a line of code gets a new one."""
+    import shutil
+
+    import shared_model.tiny.cache as cache
+
+    for name in cache.RECIPE_MODULES:
+        shutil.copy(Path(cache.__file__).parent / name, tmp_path / name)
+    key = cache.recipe_key(SMALL, tmp_path)
+    assert key == cache.recipe_key(SMALL)
+    build = tmp_path / "build.py"
+    code = build.read_text(encoding="utf-8")
+    reworded = code.replace('class TinyShape:\n    """', 'class TinyShape:\n    """Reworded. ', 1)
+    assert reworded != code
+    build.write_text(reworded + '\n# a new comment\nMEASURED = 1\n"""and its docstring"""\n')
+    with_constant = cache.recipe_key(SMALL, tmp_path)
+    build.write_text(reworded + "\n# a new comment\n")
+    assert cache.recipe_key(SMALL, tmp_path) == key
+    assert with_constant != key  # a new statement is code
+    build.write_text(code.replace("learning_rate: float = 1e-3", "learning_rate: float = 2e-3"))
+    assert cache.recipe_key(SMALL, tmp_path) != key
+
+
+def test_full_shape_recipe_key_follows_its_shape() -> None:
+    from dataclasses import replace
+
+    from shared_model.full_shape import FullShape, recipe_key
+
+    assert recipe_key(FullShape()) == recipe_key(FullShape())
+    assert recipe_key(FullShape()) != recipe_key(replace(FullShape(), text_layers=2))

@@ -2,8 +2,9 @@
 
 Building the tiny base means training a tokenizer and pretraining the model, minutes on a
 laptop CPU. The result depends only on the build recipe: the :class:`TinyShape`, the code that
-builds it (the modules of this package that make the tokenizer, the scenes and the weights) and
-the versions of the libraries that write the bytes. Their hash names a folder under
+builds it (the code, not the comments or docstrings, of the modules of this package that make
+the tokenizer, the scenes and the weights) and the versions of the libraries that write the
+bytes. Their hash names a folder under
 ``$FEDUMIT_CACHE`` (default ``$XDG_CACHE_HOME/fedumit``, else ``~/.cache/fedumit``); a second
 run, a test session or another simulation finds the base there and pays nothing. A changed
 recipe gets a new folder; old ones can be deleted at any time.
@@ -14,13 +15,14 @@ always complete.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
@@ -40,17 +42,45 @@ def cache_root() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "fedumit"
 
 
-def recipe_key(shape) -> str:
-    """A short hash of everything that decides a tiny base's bytes."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps(asdict(shape), sort_keys=True).encode())
-    here = Path(__file__).parent
-    for name in RECIPE_MODULES:
-        digest.update(name.encode())
-        digest.update((here / name).read_bytes())
+def recipe_key(shape, source_dir: Path = Path(__file__).parent) -> str:
+    """A short hash of everything that decides a tiny base's bytes (the recipe modules are read
+    from ``source_dir``)."""
+    return recipe_digest(asdict(shape), [source_dir / name for name in RECIPE_MODULES])
+
+
+def recipe_digest(config: dict, sources: Sequence[Path]) -> str:
+    """A short hash of a build's ``config``, the code of its ``sources`` and the versions of the
+    libraries that write its bytes. The code enters as its syntax tree without docstrings, and
+    comments are not in the tree: neither can change a byte of a build, so correcting one does
+    not make every machine build again."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for source in sources:
+        digest.update(source.name.encode())
+        digest.update(code_fingerprint(source.read_text(encoding="utf-8")).encode())
     for library in RECIPE_LIBRARIES:
         digest.update(f"{library}=={version(library)}".encode())
     return digest.hexdigest()[:16]
+
+
+def code_fingerprint(source: str) -> str:
+    """The syntax tree of Python ``source`` without its docstrings (every statement that is a
+    bare string, which Python evaluates and drops), as text."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody"):
+            statements = getattr(node, field, None)
+            if isinstance(statements, list) and statements:
+                kept = [s for s in statements if not _is_string(s)]
+                setattr(node, field, kept or [ast.Pass()])
+    return ast.dump(tree)
+
+
+def _is_string(statement: ast.stmt) -> bool:
+    return (
+        isinstance(statement, ast.Expr)
+        and isinstance(statement.value, ast.Constant)
+        and isinstance(statement.value.value, str)
+    )
 
 
 def cached_tiny_base(shape=None, progress: bool = True) -> Path:
