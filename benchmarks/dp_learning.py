@@ -1,12 +1,23 @@
-"""How fast the ``instruct`` stage learns the synthetic hospitals' tasks, with and without DP noise.
+"""How fast the ``instruct`` stage learns with and without DP noise, and what a DP step carries.
 
 One process, the hospitals' training records pooled (no federation, no ``align`` stage), the
 site's own trainer (per-patient clipping, Gaussian noise, AdamW): a quick way to ask whether a
-learning rate, a LoRA layout or a noise level can learn at all, before paying for a federated
-run. Every ``--every`` steps it reports the mean answer loss of a fixed set of training records
-and the strict headline score and well-formed share of each task and language on held-out test
-records. Each ``--every`` steps is one call of the trainer, so AdamW starts afresh as it does
-at a site every round. Prints a table and writes JSON.
+learning rate, a clipping norm, a LoRA layout or a noise level can learn at all, before paying
+for a federated run. The hospitals are the synthetic ones or a public dataset split as
+``fedumit simulate --dataset`` splits it. Each ``--every`` steps is one call of the trainer, so
+AdamW starts afresh as it does at a site every round; after each it reports, besides the
+strict headline score and well-formed share of each task and language on held-out records:
+
+- the mean answer loss of a fixed set of training records;
+- ``option_auc`` of closed questions (:mod:`shared_model.option_scores`): whether the model
+  ranks the right option higher, which moves before its first choice does;
+- the step's signal against its noise, from exact per-record gradients of a fixed set of
+  training records (one record a patient, as a step samples them): the share of records whose
+  gradient norm exceeds the clipping norm ``C``, the median norm, and the norm of the mean
+  clipped gradient over ``C`` (1 when every record pulls the same way, near 0 when they cancel),
+  beside the noise's norm on the mean gradient over ``C``, ``sigma sqrt(d) / (q N)``.
+
+Prints a table and writes JSON.
 
 The noise multiplier is calibrated to ``--epsilon`` at ``--delta`` for the run's sample rate and
 steps over the pooled patients (``--sigma`` sets it instead; ``--sigma 0`` clips without noise,
@@ -15,6 +26,7 @@ updates adds a site's noise divided by about the square root of three to the sam
 the sigma that matches the federation to compare.
 
     python benchmarks/dp_learning.py [--patients 400] [--steps 135] [--lr 5e-3] [--sigma 0.6]
+    python benchmarks/dp_learning.py --dataset pneumoniamnist --max-grad-norm 1 --rank 1
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,25 +50,32 @@ from shared_model.inference import Answerer
 from shared_model.inputs import collate
 from shared_model.loading import stage_model
 from shared_model.loss import answer_token_loss, answer_window
+from shared_model.option_scores import option_auc, option_log_likelihoods
 from shared_model.sample import Sample
 from shared_model.spec import LoraSpec
 from shared_model.tasks import STAGE_TASKS, get_task
 from shared_model.tiny import INSTRUCT_TARGETS, SPEC_FILE, ensure_tiny_base, tiny_spec
-from simulations.experiment import Consortium
+from simulations.cli import DATASETS
+from simulations.datasets import PARTITIONS
+from simulations.defaults import SIMULATION_DEFAULTS
+from simulations.experiment import Consortium, site_archives
 from simulations.heldout import pooled_samples, test_samples
-from simulations.synthetic import generate_consortium
 
 PROBE_RECORDS = 96
-GROUPS = [(task, lang) for task in STAGE_TASKS["instruct"] for lang in ("en", "zh")]
+SIGNAL_ROWS = (
+    ("clipped share", "clipped_share", "{:.2f}"),
+    ("median gradient norm", "median_norm", "{:.3f}"),
+    ("|mean clipped gradient| / C", "signal", "{:.3f}"),
+)
 
 
-def pooled_hospitals(out: Path, base: Path, patients: int, seed: int) -> list[Path]:
-    """Site configs of three synthetic hospitals over ``base``, written under ``out`` as
-    ``fedumit simulate`` writes them (their budgets unused: this process draws its own noise)."""
-    spec_file = base / SPEC_FILE
-    archives = generate_consortium(out / "archives", n_sites=3, patients=patients, seed=seed)
-    consortium = Consortium(out, spec_file, archives)
-    return consortium.site_configs("pooled", archives, epsilon=8.0, dp=False, seed=seed)
+def pooled_hospitals(args: argparse.Namespace, base: Path) -> list[Path]:
+    """Site configs of three hospitals over ``base`` (synthetic, or ``args.dataset`` split as
+    ``fedumit simulate`` splits it), written under ``args.out`` as ``fedumit simulate`` writes
+    them (their budgets unused: this process draws its own noise)."""
+    archives = site_archives(argparse.Namespace(**vars(args), archives=None, sites=3))
+    consortium = Consortium(args.out, base / SPEC_FILE, archives)
+    return consortium.site_configs("pooled", archives, epsilon=8.0, dp=False, seed=args.seed)
 
 
 def probe_loss(trainer: LocalTrainer, records: list[Sample]) -> float:
@@ -73,38 +93,86 @@ def probe_loss(trainer: LocalTrainer, records: list[Sample]) -> float:
     return total / len(encoded)
 
 
-def strict_scores(trainer: LocalTrainer, test: list[Sample]) -> dict[str, float]:
-    """Each group's strict headline score and well-formed share on the test records."""
-    answerer = Answerer(trainer.adapter.model, trainer.processor, trainer.spec.canvas)
-    scores = score_predictions(test, answer_samples(answerer, test))
+def step_signal(
+    trainer: LocalTrainer, records: list[Sample], max_grad_norm: float
+) -> dict[str, float]:
+    """What a DP step of ``records`` (one a patient) would sum before its noise: the share of
+    records whose gradient norm exceeds ``max_grad_norm``, their median norm, and the norm of
+    their mean clipped gradient over the clipping norm. Exact per-record gradients, one
+    backward pass a record."""
+    parameters = [parameter for _, parameter in trainer.adapter.trainable_parameters()]
+    summed = [torch.zeros_like(parameter) for parameter in parameters]
+    norms = []
+    for example in trainer.encode(records):
+        inputs = collate([example], trainer.processor.tokenizer.pad_token_id).inputs
+        labels = inputs.pop("labels")
+        window = answer_window(labels)
+        logits = trainer.adapter.model(**inputs, logits_to_keep=window).logits
+        loss = answer_token_loss(logits, labels[:, -window:]).sum()
+        grads = torch.autograd.grad(loss, parameters, allow_unused=True)
+        grads = [
+            torch.zeros_like(p) if g is None else g for g, p in zip(grads, parameters, strict=True)
+        ]
+        norm = torch.sqrt(sum((grad**2).sum() for grad in grads)).item()
+        norms.append(norm)
+        scale = min(1.0, max_grad_norm / norm) if norm > 0 else 0.0
+        for total, grad in zip(summed, grads, strict=True):
+            total.add_(grad, alpha=scale)
+    mean_norm = torch.sqrt(sum((total**2).sum() for total in summed)).item() / len(records)
     return {
+        "clipped_share": sum(norm > max_grad_norm for norm in norms) / len(norms),
+        "median_norm": statistics.median(norms),
+        "signal": mean_norm / max_grad_norm,
+    }
+
+
+def evaluate(trainer: LocalTrainer, test: list[Sample]) -> dict[str, float]:
+    """Each group's strict headline score and well-formed share on the test records, and the
+    option AUC of its closed questions."""
+    model = trainer.adapter.model
+    answerer = Answerer(model, trainer.processor, trainer.spec.canvas)
+    scores = score_predictions(test, answer_samples(answerer, test))
+    kept = {
         key: value
         for key, value in scores.items()
         if key.split("/")[2] in (get_task(key.split("/")[0]).headline, "well_formed")
     }
+    likelihoods = option_log_likelihoods(model, trainer.processor, trainer.spec, test)
+    return {**kept, **option_auc(test, likelihoods)}
 
 
-def print_table(rows: list[dict], console: Console) -> None:
-    """One column per evaluation: the probe loss, then each task and language's strict headline
-    score / well-formed share."""
+def print_table(rows: list[dict], groups: list[tuple[str, str]], console: Console) -> None:
+    """One column per evaluation: the probe loss, each task and language's strict headline
+    score / well-formed share and option AUC, then the step's signal."""
     table = Table(title="instruct stage, hospitals pooled: strict headline / well-formed")
     table.add_column("after step")
     for row in rows:
         table.add_column(str(row["step"]), justify="right")
     table.add_row("answer loss", *(f"{row['probe_loss']:.3f}" for row in rows))
-    for task, lang in GROUPS:
+    for task, lang in groups:
         cells = []
         for row in rows:
             headline = row["scores"].get(f"{task}/{lang}/{get_task(task).headline}")
             formed = row["scores"].get(f"{task}/{lang}/well_formed")
             cells.append("-" if headline is None else f"{headline:.2f} / {formed:.2f}")
         table.add_row(f"{task} {lang}", *cells)
+        aucs = [row["scores"].get(f"{task}/{lang}/option_auc") for row in rows]
+        if any(auc is not None for auc in aucs):
+            cells = ["-" if auc is None else f"{auc:.3f}" for auc in aucs]
+            table.add_row(f"{task} {lang} option AUC", *cells)
+    for label, key, form in SIGNAL_ROWS:
+        table.add_row(label, *(form.format(row["signal"][key]) for row in rows))
     console.print(table)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/dp_learning"))
+    parser.add_argument("--dataset", choices=DATASETS, default="synthetic")
+    parser.add_argument("--data-root", type=Path, default=None, help="as fedumit simulate")
+    parser.add_argument("--partition", choices=PARTITIONS, default="iid")
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--limit", type=int, default=None, help="items per split of a dataset")
     parser.add_argument("--patients", type=int, default=400, help="per hospital, as simulate")
     parser.add_argument("--steps", type=int, default=135)
     parser.add_argument("--every", type=int, default=45)
@@ -117,14 +185,27 @@ def main() -> None:
     parser.add_argument("--max-grad-norm", type=float, default=0.1)
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--targets", default=INSTRUCT_TARGETS, help="LoRA target modules")
-    parser.add_argument("--per-group", type=int, default=30, help="test records a group")
+    parser.add_argument(
+        "--per-group",
+        type=int,
+        default=None,
+        help="test records a group (default: "
+        f"{SIMULATION_DEFAULTS['test-per-group']} synthetic, all of a public dataset's)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.per_group is None and args.dataset == "synthetic":
+        args.per_group = int(SIMULATION_DEFAULTS["test-per-group"])
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     configure_cpu_threads()
     torch.manual_seed(args.seed)
     console = Console()
     base = ensure_tiny_base(progress=False)
-    sites = pooled_hospitals(args.out, base, args.patients, args.seed)
+    sites = pooled_hospitals(args, base)
     spec = tiny_spec(base)
     spec = replace(
         spec,
@@ -140,17 +221,31 @@ def main() -> None:
         sigma = calibrate_noise(
             target_epsilon=args.epsilon, delta=args.delta, sample_rate=rate, steps=args.steps
         )
+    sigma = sigma if args.dp else 0.0
     test = test_samples(sites, spec, per_group=args.per_group)
+    groups = sorted(
+        {(s.task, s.lang) for s in test}, key=lambda g: (STAGE_TASKS["instruct"].index(g[0]), g)
+    )
     adapter, processor = stage_model(spec, "instruct")
     trainer = LocalTrainer(adapter, processor, spec, torch.device("cpu"))
-    probe = random.Random(args.seed).sample(train, PROBE_RECORDS)
+    probe = random.Random(args.seed).sample(train, min(PROBE_RECORDS, len(train)))
     trainable = sum(p.numel() for _, p in adapter.trainable_parameters())
+    noise = sigma * trainable**0.5 / (rate * len(patients))
     console.print(
         f"{len(train)} training records of {len(patients)} patients, {len(test)} test records; "
-        f"{trainable} trainable parameters; q {rate:.3f}, sigma {sigma:.3f}, lr {args.lr:g}"
+        f"{trainable} trainable parameters; q {rate:.3f}, sigma {sigma:.3f}, lr {args.lr:g}; "
+        f"noise on a step's mean gradient {noise:.3f} C"
     )
-    rows = [{"step": 0, "probe_loss": probe_loss(trainer, probe), "scores": {}}]
-    rows[0]["scores"] = strict_scores(trainer, test)
+
+    def evaluation(step: int) -> dict:
+        return {
+            "step": step,
+            "probe_loss": probe_loss(trainer, probe),
+            "scores": evaluate(trainer, test),
+            "signal": step_signal(trainer, probe, args.max_grad_norm),
+        }
+
+    rows = [evaluation(0)]
     done = 0
     while done < args.steps:
         steps = min(args.every, args.steps - done)
@@ -164,16 +259,11 @@ def main() -> None:
         )
         trainer.train(train, [s.patient_id for s in train], config, progress=True)
         done += steps
-        rows.append(
-            {
-                "step": done,
-                "probe_loss": probe_loss(trainer, probe),
-                "scores": strict_scores(trainer, test),
-            }
-        )
-    print_table(rows, console)
+        rows.append(evaluation(done))
+    print_table(rows, groups, console)
     settings = {**vars(args), "out": str(args.out), "sigma": sigma, "sample_rate": rate}
-    result = {"settings": settings, "trainable": trainable, "rows": rows}
+    settings["data_root"] = None if args.data_root is None else str(args.data_root)
+    result = {"settings": settings, "trainable": trainable, "noise_over_c": noise, "rows": rows}
     path = args.out.with_suffix(".json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))

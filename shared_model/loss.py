@@ -1,4 +1,5 @@
-"""The training loss: per example, the mean cross-entropy over its answer tokens."""
+"""The training loss: per example, the mean cross-entropy over its answer tokens; and an
+answer's whole log-likelihood, to rank a closed question's options."""
 
 from __future__ import annotations
 
@@ -14,13 +15,26 @@ def answer_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     Each row weighs the same whatever its answer length, so one long report cannot dominate a
     batch, and a row's gradient is the gradient of its own loss (what per-sample DP needs).
     """
+    token_loss, mask = _labelled_token_losses(logits, labels)
+    return (token_loss * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def answer_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-row log-likelihood ``(batch,)`` of the labelled tokens: the whole answer's, summed."""
+    token_loss, mask = _labelled_token_losses(logits, labels)
+    return -(token_loss * mask).sum(1)
+
+
+def _labelled_token_losses(
+    logits: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token cross-entropy at every position and the mask of labelled ones."""
     shifted_logits = logits[:, :-1].float()
     shifted_labels = labels[:, 1:]
     token_loss = F.cross_entropy(
         shifted_logits.transpose(1, 2), shifted_labels, ignore_index=IGNORE_INDEX, reduction="none"
     )
-    mask = (shifted_labels != IGNORE_INDEX).to(token_loss.dtype)
-    return (token_loss * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    return token_loss, (shifted_labels != IGNORE_INDEX).to(token_loss.dtype)
 
 
 def answer_window(labels: torch.Tensor) -> int:

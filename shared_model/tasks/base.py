@@ -106,6 +106,12 @@ class Task(ABC):
     def reference(self, fields: Mapping[str, Any]) -> Any:
         """The structured ground-truth answer of a record."""
 
+    def option_targets(self, fields: Mapping[str, Any], lang: str) -> list[str] | None:
+        """The answer text that chooses each of the record's options, in option order, when its
+        answer is one of listed options (its :meth:`reference` is then the index of the
+        right one); ``None`` for any other record."""
+        return None
+
     @abstractmethod
     def _parse(self, text: str, fields: Mapping[str, Any], lang: str) -> Any:
         """Structured answer when ``text`` is exactly in the task's format, else ``None``."""

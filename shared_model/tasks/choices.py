@@ -36,9 +36,14 @@ def format_choice(index: int, options: Sequence[str], base: int, lang: str) -> s
     return f"{index + base}{SEPARATOR[check_lang(lang)]}{options[index]}"
 
 
+def choice_texts(options: Sequence[str], base: int, lang: str) -> list[str]:
+    """Every option written as the answer that chooses it, in order."""
+    return [format_choice(i, options, base, lang) for i in range(len(options))]
+
+
 def format_options(options: Sequence[str], base: int, lang: str) -> str:
     """All options, one numbered option a line."""
-    return "\n".join(format_choice(i, options, base, lang) for i in range(len(options)))
+    return "\n".join(choice_texts(options, base, lang))
 
 
 def option_index(answer: object, options: Sequence[str]) -> int:

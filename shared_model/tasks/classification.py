@@ -14,6 +14,7 @@ from shared_model.metrics import accuracy, macro_f1
 from shared_model.sample import Geometry
 from shared_model.tasks.base import Task, pick_template
 from shared_model.tasks.choices import (
+    choice_texts,
     choice_to_source,
     format_choice,
     format_options,
@@ -85,6 +86,10 @@ class ClassificationTask(Task):
         """``{label}:{class}`` (``：`` in Chinese)."""
         options = _options(fields)
         return format_choice(self.reference(fields), options, OPTION_BASE, lang)
+
+    def option_targets(self, fields: Mapping[str, Any], lang: str) -> list[str]:
+        """Each class's ``{n}:{class}``."""
+        return choice_texts(_options(fields), OPTION_BASE, lang)
 
     def reference(self, fields: Mapping[str, Any]) -> int:
         """The 0-based label (a class name is accepted too)."""

@@ -15,6 +15,7 @@ from shared_model.metrics import accuracy, mean, token_recall
 from shared_model.sample import Geometry
 from shared_model.tasks.base import Task, check_lang, pick_template
 from shared_model.tasks.choices import (
+    choice_texts,
     choice_to_source,
     format_choice,
     format_options,
@@ -111,6 +112,11 @@ class VQATask(Task):
             return str(fields["answer"]).strip()
         index = option_index(str(fields["answer"]), options)
         return format_choice(index, options, OPTION_BASE, lang)
+
+    def option_targets(self, fields: Mapping[str, Any], lang: str) -> list[str] | None:
+        """Each option's ``{n}:{option}`` when closed; ``None`` for an open question."""
+        options = _options(fields)
+        return None if options is None else choice_texts(options, OPTION_BASE, lang)
 
     def reference(self, fields: Mapping[str, Any]) -> int | str:
         """0-based index of the option matching the answer when closed, else the normalised answer.

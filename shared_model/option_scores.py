@@ -1,0 +1,97 @@
+"""Option separation: how well a model ranks a closed question's options, read from likelihoods.
+
+Strict accuracy moves only when a model's first choice flips. A model that has begun to read
+the images, but not enough to outweigh the training split's majority class, still answers the
+majority everywhere and scores exactly the majority baseline. Scoring every option's whole
+answer (``1:pneumonia`` and its end token) by its log-likelihood shows that learning earlier:
+``option_auc`` is the one-vs-rest AUC of each option's share of the likelihood among the
+records that share an option list (0.5 is chance, 1 a perfect ranking), averaged over the
+options. It is a diagnostic beside the strict headline score, never instead of it: it does not
+ask whether the model writes the answer well-formed, and a threshold that would turn the
+ranking into answers is not something the model has.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from scipy.stats import mannwhitneyu
+from transformers import ProcessorMixin
+
+from shared_model.inputs import Encoded, collate, encode_example
+from shared_model.loss import answer_log_likelihood, answer_window
+from shared_model.sample import Sample
+from shared_model.spec import ModelSpec
+from shared_model.tasks import get_task
+
+
+def option_log_likelihoods(
+    model: torch.nn.Module,
+    processor: ProcessorMixin,
+    spec: ModelSpec,
+    samples: Sequence[Sample],
+    batch_size: int = 16,
+) -> list[list[float] | None]:
+    """For each sample, the log-likelihood of every option's answer under ``model`` (teacher
+    forced, the sample's own prompt and images); ``None`` for a sample without listed options."""
+    rows: list[Encoded] = []
+    owners: list[int] = []
+    for position, sample in enumerate(samples):
+        task = get_task(sample.task)
+        targets = task.option_targets(sample.fields, sample.lang)
+        for target in targets or ():
+            prompt = task.prompt(sample.fields, sample.lang)
+            rows.append(
+                encode_example(
+                    processor,
+                    sample.images,
+                    prompt,
+                    target,
+                    canvas=spec.canvas,
+                    max_length=spec.max_text_length,
+                )
+            )
+            owners.append(position)
+    device = next(model.parameters()).device
+    scores: list[list[float] | None] = [None] * len(samples)
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            inputs = collate(rows[start : start + batch_size], processor.tokenizer.pad_token_id)
+            inputs = inputs.to(device).inputs
+            labels = inputs.pop("labels")
+            window = answer_window(labels)
+            logits = model(**inputs, logits_to_keep=window).logits
+            likelihoods = answer_log_likelihood(logits, labels[:, -window:]).tolist()
+            for owner, value in zip(owners[start : start + batch_size], likelihoods, strict=True):
+                scores[owner] = [*(scores[owner] or []), value]
+    return scores
+
+
+def option_auc(
+    samples: Sequence[Sample], likelihoods: Sequence[Sequence[float] | None]
+) -> dict[str, float]:
+    """``{task}/{lang}/option_auc`` for every task and language with a record of each side of
+    some option: the mean over options of the one-vs-rest AUC of that option's likelihood share,
+    within each group of records that list the same options."""
+    groups: dict[tuple[str, str, tuple[str, ...]], list[tuple[np.ndarray, int]]] = defaultdict(list)
+    for sample, scores in zip(samples, likelihoods, strict=True):
+        if scores is None:
+            continue
+        task = get_task(sample.task)
+        key = (sample.task, sample.lang, tuple(task.option_targets(sample.fields, sample.lang)))
+        shares = np.exp(np.asarray(scores) - np.logaddexp.reduce(scores))
+        groups[key].append((shares, task.reference(sample.fields)))
+    aucs: dict[str, list[float]] = defaultdict(list)
+    for (task_name, lang, options), entries in groups.items():
+        for option in range(len(options)):
+            chosen = [shares[option] for shares, right in entries if right == option]
+            others = [shares[option] for shares, right in entries if right != option]
+            if chosen and others:
+                statistic = mannwhitneyu(chosen, others).statistic
+                aucs[f"{task_name}/{lang}/option_auc"].append(
+                    float(statistic) / (len(chosen) * len(others))
+                )
+    return {key: float(np.mean(values)) for key, values in aucs.items()}

@@ -1,0 +1,78 @@
+"""``benchmarks/dp_learning.py``'s measure of what a DP step carries before its noise."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from client.trainer import LocalTrainer
+from shared_model.inputs import collate
+from shared_model.loading import stage_model
+from shared_model.loss import answer_token_loss, answer_window
+from shared_model.sample import Geometry, Sample
+from tests.conftest import lesion_image
+
+
+@pytest.fixture(scope="module")
+def dp_learning() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "dp_learning.py"
+    spec = importlib.util.spec_from_file_location("dp_learning_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def records() -> list[Sample]:
+    samples = []
+    for number, side in enumerate(("left", "right", "left", "right")):
+        fields = {"question": "Which side?", "options": ["left", "right"], "label": number % 2}
+        image = lesion_image(side, seed=number)
+        geometry = Geometry(112, 112, 112)
+        samples.append(
+            Sample(
+                f"r{number}",
+                f"p{number}",
+                "classification",
+                "en",
+                "train",
+                (image,),
+                (geometry,),
+                fields,
+            )
+        )
+    return samples
+
+
+def test_step_signal_is_the_mean_gradient_when_nothing_is_clipped(dp_learning, tiny_spec) -> None:
+    torch.manual_seed(0)
+    adapter, processor = stage_model(tiny_spec, "instruct")
+    for name, parameter in adapter.trainable_parameters():
+        if "lora_B" in name:  # LoRA starts at B = 0; a non-zero B gives every matrix a gradient
+            torch.nn.init.normal_(parameter, std=0.05)
+    trainer = LocalTrainer(adapter, processor, tiny_spec, torch.device("cpu"))
+    samples = records()
+
+    unclipped = dp_learning.step_signal(trainer, samples, max_grad_norm=1e6)
+    batch = collate(trainer.encode(samples), processor.tokenizer.pad_token_id).inputs
+    labels = batch.pop("labels")
+    window = answer_window(labels)
+    loss = answer_token_loss(
+        adapter.model(**batch, logits_to_keep=window).logits, labels[:, -window:]
+    ).mean()
+    parameters = [parameter for _, parameter in adapter.trainable_parameters()]
+    grads = torch.autograd.grad(loss, parameters, allow_unused=True)
+    mean_norm = torch.sqrt(sum((g**2).sum() for g in grads if g is not None)).item()
+    assert unclipped["clipped_share"] == 0.0
+    assert unclipped["signal"] * 1e6 == pytest.approx(mean_norm, rel=1e-3)
+    assert unclipped["median_norm"] >= mean_norm / len(samples)
+
+    clipped = dp_learning.step_signal(trainer, samples, max_grad_norm=1e-6)
+    assert clipped["clipped_share"] == 1.0
+    assert 0.0 < clipped["signal"] <= 1.0 + 1e-6
+    assert clipped["median_norm"] == pytest.approx(unclipped["median_norm"])
