@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy.stats import mannwhitneyu
+from scipy.stats import rankdata
 from transformers import ProcessorMixin
 
 from shared_model.inputs import Encoded, collate, encode_example
@@ -71,13 +71,17 @@ def option_log_likelihoods(
 
 
 def option_auc(
-    samples: Sequence[Sample], likelihoods: Sequence[Sequence[float] | None]
+    samples: Sequence[Sample],
+    likelihoods: Sequence[Sequence[float] | None],
+    indices: Sequence[int] | None = None,
 ) -> dict[str, float]:
     """``{task}/{lang}/option_auc`` for every task and language with a record of each side of
     some option: the mean over options of the one-vs-rest AUC of that option's likelihood share,
-    within each group of records that list the same options."""
+    within each group of records that list the same options. With ``indices``, only those
+    samples (repeats allowed, as in a bootstrap draw)."""
     groups: dict[tuple[str, str, tuple[str, ...]], list[tuple[np.ndarray, int]]] = defaultdict(list)
-    for sample, scores in zip(samples, likelihoods, strict=True):
+    for position in range(len(samples)) if indices is None else indices:
+        sample, scores = samples[position], likelihoods[position]
         if scores is None:
             continue
         task = get_task(sample.task)
@@ -86,12 +90,19 @@ def option_auc(
         groups[key].append((shares, task.reference(sample.fields)))
     aucs: dict[str, list[float]] = defaultdict(list)
     for (task_name, lang, options), entries in groups.items():
+        shares = np.stack([entry[0] for entry in entries])
+        right = np.array([entry[1] for entry in entries])
         for option in range(len(options)):
-            chosen = [shares[option] for shares, right in entries if right == option]
-            others = [shares[option] for shares, right in entries if right != option]
-            if chosen and others:
-                statistic = mannwhitneyu(chosen, others).statistic
-                aucs[f"{task_name}/{lang}/option_auc"].append(
-                    float(statistic) / (len(chosen) * len(others))
-                )
+            chosen = right == option
+            if chosen.any() and not chosen.all():
+                aucs[f"{task_name}/{lang}/option_auc"].append(auc(shares[:, option], chosen))
     return {key: float(np.mean(values)) for key, values in aucs.items()}
+
+
+def auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """The probability that a positive record scores above a negative one, ties counting half
+    (the Mann-Whitney U statistic over the product of the two counts)."""
+    ranks = rankdata(scores)
+    count = int(positive.sum())
+    others = len(scores) - count
+    return float((ranks[positive].sum() - count * (count + 1) / 2) / (count * others))

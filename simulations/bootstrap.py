@@ -9,7 +9,8 @@ often noise; this says so.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,17 +23,22 @@ LEVEL = 0.95
 
 def paired_intervals(
     samples: Sequence[Sample],
-    before: Sequence[Sequence[object]],
-    after: Sequence[Sequence[object]],
+    before: Sequence[Sequence[Any]],
+    after: Sequence[Sequence[Any]],
     resamples: int = RESAMPLES,
     level: float = LEVEL,
     seed: int = 0,
+    score: Callable[[Sequence[Sample], Sequence[Any], Sequence[int]], Mapping[str, float]] = (
+        score_predictions
+    ),
 ) -> dict[str, tuple[float, float]]:
     """Per metric key, the central ``level`` interval of ``after - before`` over ``resamples``
     draws of the records, with replacement, within each task and language.
 
     ``before`` and ``after`` each hold one or more runs' predictions (one per sample); a
     model's score on a draw is the mean over its runs, as in a table of several seeds.
+    ``score(samples, run, drawn)`` scores one run on a draw (default: the answers' readings;
+    :func:`shared_model.option_scores.option_auc` scores option likelihoods).
     """
     if not before or not after:
         raise ValueError("at least one run of predictions is needed from each model")
@@ -45,8 +51,8 @@ def paired_intervals(
     differences: dict[str, list[float]] = defaultdict(list)
     for _ in range(resamples):
         drawn = [int(i) for members in groups.values() for i in rng.choice(members, len(members))]
-        old = mean_scores([score_predictions(samples, run, drawn) for run in before])
-        new = mean_scores([score_predictions(samples, run, drawn) for run in after])
+        old = mean_scores([score(samples, run, drawn) for run in before])
+        new = mean_scores([score(samples, run, drawn) for run in after])
         for key in old.keys() & new.keys():
             differences[key].append(new[key] - old[key])
     tail = (1.0 - level) / 2.0 * 100.0

@@ -21,7 +21,7 @@ import argparse
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib
 
@@ -31,6 +31,7 @@ from rich.console import Console
 
 from server.run_folder import new_run_id, write_json_atomically
 from shared_model.evaluation import score_predictions
+from shared_model.option_scores import option_auc
 from shared_model.sample import Sample
 from shared_model.tasks import Reading, score_rows
 from simulations.bootstrap import mean_scores, paired_intervals
@@ -40,7 +41,7 @@ from simulations.experiment import (
     prepare_consortium,
     run_overrides,
 )
-from simulations.heldout import answer_model, test_samples
+from simulations.heldout import answer_model, option_likelihoods, test_samples
 from simulations.majority import MAJORITY, VS_MAJORITY, add_majority
 from simulations.pooling import pool_archives
 from simulations.report import INTERVAL, Change, add_intervals, closed_form, print_metric_table
@@ -91,21 +92,26 @@ def run_compare(args: argparse.Namespace) -> int:
     first_arm = central[0].parent.name
     samples = test_samples(_site_configs_of(consortium, first_arm), spec)
 
-    def answers(export: Path) -> list[Reading]:
-        return answer_model(export, samples, spec.canvas)
+    def evaluate(export: Path) -> Evaluation:
+        return Evaluation(
+            answer_model(export, samples, spec.canvas), option_likelihoods(export, samples, spec)
+        )
 
-    predictions = {CENTRALIZED: [answers(export) for export in central]}
+    evaluations = {CENTRALIZED: [evaluate(export) for export in central]}
     for name, archives, dp in (
         (FEDERATED, consortium.archives, False),
         (FEDERATED_DP, consortium.archives, True),
     ):
-        predictions[name] = [answers(arm(name, archives, dp, seed)) for seed in seeds]
-    local = [
-        answers(arm(f"{LOCAL}-{archive.name}", [archive], dp=False, seed=seed))
+        evaluations[name] = [evaluate(arm(name, archives, dp, seed)) for seed in seeds]
+    evaluations[LOCAL] = [
+        evaluate(arm(f"{LOCAL}-{archive.name}", [archive], dp=False, seed=seed))
         for archive in consortium.archives
         for seed in seeds
     ]
-    rows = comparison_rows(samples, predictions, local)
+    predictions = {name: [e.readings for e in runs] for name, runs in evaluations.items()}
+    rankings = {name: [e.likelihoods for e in runs] for name, runs in evaluations.items()}
+    local = predictions.pop(LOCAL)
+    rows = comparison_rows(samples, predictions, local, rankings)
     target = against_target(rows)
     report = consortium.out / f"compare-{run_id}"
     summary = {
@@ -138,16 +144,31 @@ def comparison_rows(
     samples: Sequence[Sample],
     predictions: Mapping[str, Sequence[Sequence[Reading]]],
     local: Sequence[Sequence[Reading]],
+    rankings: Mapping[str, Sequence[Sequence[list[float] | None]]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per table metric (:func:`shared_model.tasks.score_rows`), one column per arm:
     the mean over the arm's runs (seeds; ``local-only``: every hospital's model of every seed),
     with the paired bootstrap interval of federated - centralized, and the majority-answer
-    baseline with the interval of federated+dp - majority."""
+    baseline with the interval of federated+dp - majority. With ``rankings`` (each arm's runs'
+    option likelihoods, local-only's under its name), the closed tasks' ``option_auc`` too."""
     columns = {name: _mean_score(samples, runs) for name, runs in predictions.items()}
     columns[LOCAL] = _mean_score(samples, local)
     intervals = paired_intervals(samples, predictions[CENTRALIZED], predictions[FEDERATED])
+    for name, runs in (rankings or {}).items():
+        columns[name].update(mean_scores([option_auc(samples, run) for run in runs]))
+    if rankings:
+        intervals.update(
+            paired_intervals(samples, rankings[CENTRALIZED], rankings[FEDERATED], score=option_auc)
+        )
     rows = add_intervals(score_rows({name: columns[name] for name in ARMS}), intervals)
     return add_majority(rows, samples, predictions[FEDERATED_DP])
+
+
+class Evaluation(NamedTuple):
+    """One model's answers to the test records and its option likelihoods of each."""
+
+    readings: list[Reading]
+    likelihoods: list[list[float] | None]
 
 
 def _mean_score(samples: Sequence[Sample], runs: Sequence[Sequence[Reading]]) -> dict[str, float]:

@@ -16,6 +16,7 @@ from client.archive import load_site_samples
 from client.config import load_site_config
 from shared_model.evaluation import answer_samples
 from shared_model.inference import Question, load_answerer
+from shared_model.option_scores import option_log_likelihoods
 from shared_model.sample import Sample
 from shared_model.spec import ModelSpec
 from shared_model.tasks import STAGE_TASKS, Reading, get_task
@@ -61,6 +62,15 @@ def answer_model(directory: Path, samples: Sequence[Sample], canvas: int) -> lis
     """The readings of the answers of the model in ``directory`` to ``samples`` (score them
     with :func:`shared_model.evaluation.score_predictions`)."""
     return answer_samples(load_answerer(directory, canvas), samples, progress=True)
+
+
+def option_likelihoods(
+    directory: Path, samples: Sequence[Sample], spec: ModelSpec
+) -> list[list[float] | None]:
+    """Each closed sample's option log-likelihoods under the model in ``directory`` (``None``
+    for the others); :func:`shared_model.option_scores.option_auc` scores them."""
+    answerer = load_answerer(directory, spec.canvas)
+    return option_log_likelihoods(answerer.model, answerer.processor, spec, samples)
 
 
 def pick_questions(samples: Sequence[Sample], per_language: int = 3) -> list[Sample]:

@@ -16,6 +16,7 @@ from simulations.compare import (
     CENTRALIZED,
     FEDERATED,
     FEDERATED_DP,
+    LOCAL,
     against_target,
     comparison_rows,
 )
@@ -151,3 +152,23 @@ def test_compare_table_has_every_arm_and_the_federated_interval() -> None:
     assert target["point_estimate"] == target["whole_interval"] == 0
     rows = comparison_rows(records, {**predictions, FEDERATED: [right]}, local=[right])
     assert against_target(rows)["whole_interval"] == 1
+
+
+def test_compare_table_shows_each_arms_option_auc_with_the_federated_interval() -> None:
+    records = samples(40)
+    right = labels(records)
+    ranked = [[-1.0, -2.0] if s.fields["label"] == 0 else [-2.0, -1.0] for s in records]
+    reversed_ = [list(reversed(scores)) for scores in ranked]
+    flat = [[-1.0, -1.0] for _ in records]
+    predictions = {CENTRALIZED: [right], FEDERATED: [right], FEDERATED_DP: [right]}
+    rankings = {
+        CENTRALIZED: [ranked],
+        FEDERATED: [reversed_],
+        FEDERATED_DP: [flat, ranked],
+        LOCAL: [flat],
+    }
+    rows = comparison_rows(records, predictions, local=[right], rankings=rankings)
+    auc = next(r for r in rows if r["metric"] == "option_auc")
+    assert [auc[arm] for arm in ARMS] == [1.0, 0.5, 0.0, 0.75]
+    assert not auc["headline"] and established(auc) == -1
+    assert "option_auc" not in {r["metric"] for r in comparison_rows(records, predictions, [right])}

@@ -23,7 +23,7 @@ from shared_model.tasks.choices import (
     parse_choice_lenient,
 )
 from shared_model.tasks.fields import FieldError, require_options
-from shared_model.tasks.scoring import Metric
+from shared_model.tasks.scoring import OPTION_AUC, Metric
 
 OPTION_BASE = 0
 """Classification numbers its classes from 0."""
@@ -55,7 +55,7 @@ class ClassificationTask(Task):
     closed_form = True
     discrete = True
     asks = ("question", "options")
-    metrics = (Metric("accuracy", lenient=True), Metric("macro_f1"))
+    metrics = (Metric("accuracy", lenient=True), Metric("macro_f1"), OPTION_AUC)
     headline = "accuracy"
 
     def validate(self, fields: Mapping[str, Any]) -> None:

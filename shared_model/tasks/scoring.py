@@ -59,19 +59,33 @@ class Metric:
     in_tables:
         Shown in report tables (simulate, compare, model card); default True. Scores that only
         explain another (precision and recall beside mAP) are left to the JSON.
+    from_answers:
+        Scored from the readings of the answers by :meth:`Task.score`; default True. A score
+        read from the model itself (``option_auc``) is not.
     """
 
     name: str
     higher_is_better: bool = True
     lenient: bool = False
     in_tables: bool = True
+    from_answers: bool = True
 
     def lenient_twin(self) -> Metric:
         """The same score on lenient readings."""
-        return Metric(self.name + LENIENT_SUFFIX, self.higher_is_better, False, self.in_tables)
+        return Metric(
+            self.name + LENIENT_SUFFIX,
+            self.higher_is_better,
+            False,
+            self.in_tables,
+            self.from_answers,
+        )
 
 
 WELL_FORMED_METRIC = Metric(WELL_FORMED)
+OPTION_AUC = Metric("option_auc", from_answers=False)
+"""How well a model's likelihoods rank a closed question's options (0.5 is chance): scored by
+:mod:`shared_model.option_scores` from the model itself, not from its answers, so only a report
+that computes it (``fedumit simulate``) shows it."""
 
 
 def group_counts(readings: Sequence[Reading], references: Sequence[Any]) -> dict[str, float]:

@@ -24,7 +24,7 @@ from shared_model.tasks.choices import (
     parse_choice_lenient,
 )
 from shared_model.tasks.fields import FieldError, require_options
-from shared_model.tasks.scoring import Metric
+from shared_model.tasks.scoring import OPTION_AUC, Metric
 from shared_model.tasks.text import normalize_answer
 
 OPTION_BASE = 1
@@ -73,7 +73,7 @@ class VQATask(Task):
     closed_form = True
     discrete = True
     asks = ("question",)
-    metrics = (Metric("closed_accuracy", lenient=True), Metric("open_recall"))
+    metrics = (Metric("closed_accuracy", lenient=True), Metric("open_recall"), OPTION_AUC)
     headline = "closed_accuracy"
 
     def validate(self, fields: Mapping[str, Any]) -> None:
