@@ -28,6 +28,7 @@ from protocol import ARRAYS
 from simulations.report import closed_form, established
 
 CJK = re.compile(r"[\u4e00-\u9fff：]")
+LANGS = ("en", "zh")
 ARGS = [
     "--sites", "3",
     "--patients", "160",
@@ -141,6 +142,22 @@ def test_table_rows_say_which_is_the_headline(simulation: dict[str, Any]) -> Non
     baselines = {(r["task"], r["lang"]) for r in table if r["majority"] is not None}
     discrete = {(t, lang) for t, lang in headlines if t in ("vqa", "classification")}
     assert baselines == discrete and all(0.0 < r["majority"] <= 1.0 for r in table if r["majority"])
+
+
+def test_table_ranks_the_options_of_classes_and_closed_questions(
+    simulation: dict[str, Any],
+) -> None:
+    """Beside each strict score of a task with listed options: how well the base (round 0)
+    and the exported model rank the right option by its likelihood, with the interval of the
+    difference."""
+    table = simulation["summary"]["table"]
+    ranked = {(r["task"], r["lang"]): r for r in table if r["metric"] == "option_auc"}
+    assert set(ranked) == {(task, lang) for task in ("vqa", "classification") for lang in LANGS}
+    for row in ranked.values():
+        assert not row["headline"] and row["better"] == "higher" and row["majority"] is None
+        assert all(0.0 <= row[column] <= 1.0 for column in ("round 0", "final")), row
+        low, high = row["interval"]
+        assert -1.0 <= low <= high <= 1.0, row
 
 
 def test_heldout_answers_in_both_languages(simulation: dict[str, Any]) -> None:
