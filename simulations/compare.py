@@ -58,6 +58,13 @@ TARGET_POINTS = 5  # federated should come within this many points of centralize
 POOLED_SITE = "all-hospitals"
 
 
+class Evaluation(NamedTuple):
+    """One model's answers to the test records and its option likelihoods of each."""
+
+    readings: list[Reading]
+    likelihoods: list[list[float] | None]
+
+
 def run_compare(args: argparse.Namespace) -> int:
     """Run the four arms, print and write the table, and draw the plot."""
     console = Console(stderr=args.json)
@@ -162,13 +169,6 @@ def comparison_rows(
         )
     rows = add_intervals(score_rows({name: columns[name] for name in ARMS}), intervals)
     return add_majority(rows, samples, predictions[FEDERATED_DP])
-
-
-class Evaluation(NamedTuple):
-    """One model's answers to the test records and its option likelihoods of each."""
-
-    readings: list[Reading]
-    likelihoods: list[list[float] | None]
 
 
 def _mean_score(samples: Sequence[Sample], runs: Sequence[Sequence[Reading]]) -> dict[str, float]:
