@@ -16,6 +16,17 @@ a question with its answer (``Is there a lesion? yes``), a box's target as ``les
 (``可见病灶。``). Landmark records carry no words about the image and add nothing. Derived
 samples keep their records' patient, split and language, so the privacy unit and the splits are
 the archive's; they never leave the site and are never written anywhere.
+
+What it costs on the embedded tiny base, measured with ``fedumit simulate --dataset NAME``
+(epsilon 8) against the same with ``--align-rounds 0``: stage 1 trains only the patch merger
+with the language model frozen, and the tiny language model cannot write these captions (the
+align loss stays near 7.5), so the merger drifts. The exported model's option AUC on the test
+split (one run each; the base in brackets) ended lower with derived stage 1 on all three
+public datasets, most on PneumoniaMNIST: 0.51 against 0.70 (0.70), VQA-RAD closed questions
+0.54 against 0.56 (0.49), AdrenalMNIST3D 0.59 against 0.67 (0.41). By accuracy every run
+ended at the majority answer. Stage 1 is meant for a base whose language model can write
+captions, such as Qwen2-VL-2B-Instruct. ``never`` is the switch for a site whose own runs show
+the same loss.
 """
 
 from __future__ import annotations
