@@ -42,8 +42,8 @@ def option_log_likelihoods(
     for position, sample in enumerate(samples):
         task = get_task(sample.task)
         targets = task.option_targets(sample.fields, sample.lang)
+        prompt = task.prompt(sample.fields, sample.lang) if targets else ""
         for target in targets or ():
-            prompt = task.prompt(sample.fields, sample.lang)
             rows.append(
                 encode_example(
                     processor,

@@ -21,7 +21,7 @@ import argparse
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import matplotlib
 
@@ -41,7 +41,7 @@ from simulations.experiment import (
     prepare_consortium,
     run_overrides,
 )
-from simulations.heldout import answer_model, option_likelihoods, test_samples
+from simulations.heldout import ModelAnswers, answer_and_rank, test_samples
 from simulations.majority import MAJORITY, VS_MAJORITY, add_majority
 from simulations.pooling import pool_archives
 from simulations.report import INTERVAL, Change, add_intervals, closed_form, print_metric_table
@@ -56,13 +56,6 @@ CENTRALIZED, LOCAL, FEDERATED, FEDERATED_DP = (
 ARMS = (CENTRALIZED, LOCAL, FEDERATED, FEDERATED_DP)
 TARGET_POINTS = 5  # federated should come within this many points of centralized
 POOLED_SITE = "all-hospitals"
-
-
-class Evaluation(NamedTuple):
-    """One model's answers to the test records and its option likelihoods of each."""
-
-    readings: list[Reading]
-    likelihoods: list[list[float] | None]
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -99,10 +92,8 @@ def run_compare(args: argparse.Namespace) -> int:
     first_arm = central[0].parent.name
     samples = test_samples(_site_configs_of(consortium, first_arm), spec)
 
-    def evaluate(export: Path) -> Evaluation:
-        return Evaluation(
-            answer_model(export, samples, spec.canvas), option_likelihoods(export, samples, spec)
-        )
+    def evaluate(export: Path) -> ModelAnswers:
+        return answer_and_rank(export, samples, spec)
 
     evaluations = {CENTRALIZED: [evaluate(export) for export in central]}
     for name, archives, dp in (

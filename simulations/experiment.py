@@ -16,11 +16,11 @@ from shared_model.evaluation import score_predictions
 from shared_model.option_scores import option_auc
 from shared_model.sample import Sample
 from shared_model.spec import SPEC_FILE, ModelSpec
-from shared_model.tasks import Reading, score_rows
+from shared_model.tasks import score_rows
 from simulations.bootstrap import paired_intervals
 from simulations.datasets import public_archives
 from simulations.defaults import SIMULATION_DEFAULTS
-from simulations.heldout import answer_heldout, answer_model, option_likelihoods, test_samples
+from simulations.heldout import ModelAnswers, answer_and_rank, answer_heldout, test_samples
 from simulations.majority import MAJORITY, VS_MAJORITY, add_majority
 from simulations.report import Change, add_intervals, print_answers, print_metric_table
 from simulations.runner import simulate, write_site_config
@@ -175,24 +175,24 @@ def test_per_group(args: argparse.Namespace) -> int | None:
 
 
 def scored_rows(
-    samples: Sequence[Sample],
-    before: Sequence[Reading],
-    after: Sequence[Reading],
-    likelihoods: tuple[Sequence[list[float] | None], Sequence[list[float] | None]],
+    samples: Sequence[Sample], before: ModelAnswers, after: ModelAnswers
 ) -> list[dict[str, Any]]:
     """The table's rows: round 0, the exported model and, for the tasks with discrete answers,
-    the majority-answer baseline's headline score, each difference with its interval; the
-    closed tasks' ``option_auc`` from each model's option ``likelihoods`` (round 0, final)."""
+    the majority-answer baseline's headline score, each difference with its interval, and the
+    closed tasks' ``option_auc`` from each model's option likelihoods."""
     columns = {
-        ROUND_0: {**score_predictions(samples, before), **option_auc(samples, likelihoods[0])},
-        FINAL: {**score_predictions(samples, after), **option_auc(samples, likelihoods[1])},
+        name: {
+            **score_predictions(samples, model.readings),
+            **option_auc(samples, model.likelihoods),
+        }
+        for name, model in ((ROUND_0, before), (FINAL, after))
     }
     intervals = {
-        **paired_intervals(samples, [before], [after]),
-        **paired_intervals(samples, [likelihoods[0]], [likelihoods[1]], score=option_auc),
+        **paired_intervals(samples, [before.readings], [after.readings]),
+        **paired_intervals(samples, [before.likelihoods], [after.likelihoods], score=option_auc),
     }
     rows = add_intervals(score_rows(columns), intervals)
-    return add_majority(rows, samples, [after])
+    return add_majority(rows, samples, [after.readings])
 
 
 def run_experiment(args: argparse.Namespace) -> int:
@@ -224,13 +224,11 @@ def run_experiment(args: argparse.Namespace) -> int:
     spec = consortium.spec
     console.print("held-out test split: the base (round 0) and the exported model")
     samples = test_samples(sites, spec, per_group=test_per_group(args))
-    before = answer_model(spec.base, samples, spec.canvas)
-    after = answer_model(export, samples, spec.canvas)
-    likelihoods = (
-        option_likelihoods(spec.base, samples, spec),
-        option_likelihoods(export, samples, spec),
+    before, after = (
+        answer_and_rank(spec.base, samples, spec),
+        answer_and_rank(export, samples, spec),
     )
-    rows = scored_rows(samples, before, after, likelihoods)
+    rows = scored_rows(samples, before, after)
     answers = answer_heldout(export, samples, spec.canvas)
     summary = {
         "run": str(folder.root),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from client.archive import load_site_samples
 from client.config import load_site_config
@@ -58,19 +58,22 @@ def test_samples(
     return [sample for position, sample in enumerate(samples) if position in kept]
 
 
-def answer_model(directory: Path, samples: Sequence[Sample], canvas: int) -> list[Reading]:
-    """The readings of the answers of the model in ``directory`` to ``samples`` (score them
-    with :func:`shared_model.evaluation.score_predictions`)."""
-    return answer_samples(load_answerer(directory, canvas), samples, progress=True)
+class ModelAnswers(NamedTuple):
+    """What one model did on the test records: the readings of its answers (score them with
+    :func:`shared_model.evaluation.score_predictions`) and each closed record's option
+    log-likelihoods, ``None`` for the others (:func:`shared_model.option_scores.option_auc`)."""
+
+    readings: list[Reading]
+    likelihoods: list[list[float] | None]
 
 
-def option_likelihoods(
-    directory: Path, samples: Sequence[Sample], spec: ModelSpec
-) -> list[list[float] | None]:
-    """Each closed sample's option log-likelihoods under the model in ``directory`` (``None``
-    for the others); :func:`shared_model.option_scores.option_auc` scores them."""
+def answer_and_rank(directory: Path, samples: Sequence[Sample], spec: ModelSpec) -> ModelAnswers:
+    """Load the model in ``directory`` once, answer ``samples`` and score their options."""
     answerer = load_answerer(directory, spec.canvas)
-    return option_log_likelihoods(answerer.model, answerer.processor, spec, samples)
+    return ModelAnswers(
+        answer_samples(answerer, samples, progress=True),
+        option_log_likelihoods(answerer.model, answerer.processor, spec, samples),
+    )
 
 
 def pick_questions(samples: Sequence[Sample], per_language: int = 3) -> list[Sample]:

@@ -12,6 +12,7 @@ from rich.console import Console
 from shared_model.sample import Geometry, Sample
 from shared_model.tasks import Reading, get_task
 from simulations.experiment import CHANGES, FINAL, ROUND_0, scored_rows
+from simulations.heldout import ModelAnswers
 from simulations.majority import MAJORITY, VS_MAJORITY, majority_baseline
 from simulations.report import established, print_metric_table
 
@@ -52,9 +53,9 @@ def right_answers(records: list[Sample]) -> list[Reading]:
     return [Reading(*[get_task(s.task).reference(s.fields)] * 2) for s in records]
 
 
-def unranked(records: list[Sample]) -> tuple[list[None], list[None]]:
-    """No option likelihoods from either model: the table has no option AUC rows."""
-    return [None] * len(records), [None] * len(records)
+def model(readings: list[Reading], likelihoods: list | None = None) -> ModelAnswers:
+    """A model's answers; without option likelihoods the table has no option AUC rows."""
+    return ModelAnswers(readings, likelihoods or [None] * len(readings))
 
 
 def test_the_baseline_answers_each_group_with_its_most_common_answer() -> None:
@@ -77,12 +78,12 @@ def test_the_baseline_answers_each_group_with_its_most_common_answer() -> None:
 def test_a_constant_answer_ties_the_baseline_and_an_image_reader_beats_it() -> None:
     records = classification([0] * 40 + [1] * 20)
     constant = [Reading(0, 0)] * len(records)
-    rows = scored_rows(records, constant, constant, unranked(records))
+    rows = scored_rows(records, model(constant), model(constant))
     accuracy = next(r for r in rows if r["metric"] == "accuracy")
     assert accuracy[MAJORITY] == accuracy[FINAL] == 40 / 60
     assert accuracy[VS_MAJORITY] == [0.0, 0.0] and established(accuracy, VS_MAJORITY) == 0
 
-    rows = scored_rows(records, constant, right_answers(records), unranked(records))
+    rows = scored_rows(records, model(constant), model(right_answers(records)))
     accuracy = next(r for r in rows if r["metric"] == "accuracy")
     assert accuracy[FINAL] == 1.0 and established(accuracy, VS_MAJORITY) == 1
     others = [r for r in rows if r["metric"] != "accuracy"]
@@ -92,14 +93,14 @@ def test_a_constant_answer_ties_the_baseline_and_an_image_reader_beats_it() -> N
 def test_a_model_worse_than_a_constant_answer_is_marked_worse() -> None:
     records = closed_vqa(["yes"] * 30 + ["no"] * 10)
     wrong = [Reading(1 - r.strict, 1 - r.strict) for r in right_answers(records)]
-    rows = scored_rows(records, wrong, wrong, unranked(records))
+    rows = scored_rows(records, model(wrong), model(wrong))
     closed = next(r for r in rows if r["metric"] == "closed_accuracy")
     assert closed[MAJORITY] == 0.75 and established(closed, VS_MAJORITY) == -1
 
 
 def test_the_table_prints_the_baseline_and_both_differences() -> None:
     records = classification([0] * 40 + [1] * 20)
-    rows = scored_rows(records, [Reading(0, 0)] * 60, right_answers(records), unranked(records))
+    rows = scored_rows(records, model([Reading(0, 0)] * 60), model(right_answers(records)))
     console = Console(record=True, width=200)
     print_metric_table(rows, (MAJORITY, ROUND_0, FINAL), "test", console, CHANGES)
     text = console.export_text()
@@ -113,7 +114,7 @@ def test_option_auc_rows_show_a_model_that_learned_to_rank_beyond_its_interval()
     constant = [Reading(0, 0)] * len(records)
     flat = [[-1.0, -1.0, -1.0] for _ in records]
     ranked = [[-1.0, -2.0, -3.0] if s.fields["label"] == 0 else [-2.0, -1.0, -3.0] for s in records]
-    rows = scored_rows(records, constant, constant, (flat, ranked))
+    rows = scored_rows(records, model(constant, flat), model(constant, ranked))
     auc = next(r for r in rows if r["metric"] == "option_auc")
     assert auc[ROUND_0] == 0.5 and auc[FINAL] == 1.0
     assert not auc["headline"] and auc[MAJORITY] is None
