@@ -47,7 +47,7 @@ from client.trainer import LocalTrainer, TrainConfig
 from shared_model.device import configure_cpu_threads
 from shared_model.evaluation import answer_samples, score_predictions
 from shared_model.inference import Answerer
-from shared_model.inputs import collate
+from shared_model.inputs import Encoded, collate
 from shared_model.loading import stage_model
 from shared_model.loss import answer_token_loss, answer_window
 from shared_model.option_scores import option_auc, option_log_likelihoods
@@ -78,18 +78,24 @@ def pooled_hospitals(args: argparse.Namespace, base: Path) -> list[Path]:
     return consortium.site_configs("pooled", archives, epsilon=8.0, dp=False, seed=args.seed)
 
 
+def answer_losses(trainer: LocalTrainer, examples: list[Encoded]) -> torch.Tensor:
+    """Each example's answer loss under the trainer's current adapter, as the trainer's
+    loss: one forward pass over the collated examples."""
+    inputs = collate(examples, trainer.processor.tokenizer.pad_token_id).inputs
+    labels = inputs.pop("labels")
+    window = answer_window(labels)
+    logits = trainer.adapter.model(**inputs, logits_to_keep=window).logits
+    return answer_token_loss(logits, labels[:, -window:])
+
+
 def probe_loss(trainer: LocalTrainer, records: list[Sample]) -> float:
     """Mean answer loss of ``records`` under the trainer's current adapter."""
     encoded = trainer.encode(records)
-    total = 0.0
     with torch.no_grad():
-        for start in range(0, len(encoded), 16):
-            inputs = collate(encoded[start : start + 16], trainer.processor.tokenizer.pad_token_id)
-            inputs = inputs.inputs
-            labels = inputs.pop("labels")
-            window = answer_window(labels)
-            logits = trainer.adapter.model(**inputs, logits_to_keep=window).logits
-            total += answer_token_loss(logits, labels[:, -window:]).sum().item()
+        total = sum(
+            answer_losses(trainer, encoded[start : start + 16]).sum().item()
+            for start in range(0, len(encoded), 16)
+        )
     return total / len(encoded)
 
 
@@ -104,11 +110,7 @@ def step_signal(
     summed = [torch.zeros_like(parameter) for parameter in parameters]
     norms = []
     for example in trainer.encode(records):
-        inputs = collate([example], trainer.processor.tokenizer.pad_token_id).inputs
-        labels = inputs.pop("labels")
-        window = answer_window(labels)
-        logits = trainer.adapter.model(**inputs, logits_to_keep=window).logits
-        loss = answer_token_loss(logits, labels[:, -window:]).sum()
+        loss = answer_losses(trainer, [example]).sum()
         grads = torch.autograd.grad(loss, parameters, allow_unused=True)
         grads = [
             torch.zeros_like(p) if g is None else g for g, p in zip(grads, parameters, strict=True)
