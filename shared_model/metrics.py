@@ -165,6 +165,20 @@ def macro_f1(predictions: Sequence[int | None], references: Sequence[int]) -> fl
     return mean(scores)
 
 
+def balanced_accuracy(predictions: Sequence[int | None], references: Sequence[int]) -> float:
+    """Recall averaged over the classes that occur in ``references``; ``None`` is a miss.
+
+    Answering every record with one class scores ``1 / classes`` however common that class
+    is, so a model that learned only the majority does not look better than chance.
+    """
+    check_lengths(predictions, references)
+    recalls = []
+    for label in sorted(set(references)):
+        answers = [p for p, r in zip(predictions, references, strict=True) if r == label]
+        recalls.append(sum(p == label for p in answers) / len(answers))
+    return mean(recalls)
+
+
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     """Intersection over union of two axis-aligned boxes, area for 2D and volume for 3D.
 

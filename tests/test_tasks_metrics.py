@@ -8,7 +8,14 @@ from collections.abc import Sequence
 
 import pytest
 
-from shared_model.metrics import box_iou, count_matches, macro_f1, token_recall, tokenize
+from shared_model.metrics import (
+    balanced_accuracy,
+    box_iou,
+    count_matches,
+    macro_f1,
+    token_recall,
+    tokenize,
+)
 from shared_model.tasks import TASK_NAMES, Reading, get_task
 from shared_model.tasks.landmark import LandmarkTask
 from shared_model.tasks.scoring import is_count
@@ -122,6 +129,8 @@ def test_classification_scores() -> None:
     scores = get_task("classification").score(read([0, 1, 1, None]), [0, 0, 1, 2], "en")
     assert scores["accuracy"] == pytest.approx(0.5)
     assert scores["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0.0) / 3)
+    # recall: class 0 1/2, class 1 1/1, class 2 0/1 (its answer unreadable)
+    assert scores["balanced_accuracy"] == pytest.approx((1 / 2 + 1 + 0) / 3)
     assert scores["misses"] == 1.0
 
 
@@ -134,6 +143,19 @@ def test_classification_perfect_and_zero(
 ) -> None:
     scores = get_task("classification").score(read(predictions), [0, 1, 2, 1], "zh")
     assert scores["accuracy"] == accuracy and scores["macro_f1"] == f1
+
+
+def test_balanced_accuracy_gives_a_constant_answer_chance_however_common_its_class() -> None:
+    references = [1] * 9 + [0]
+    assert accuracy_of([1] * 10, references) == pytest.approx(0.9)
+    assert balanced_accuracy([1] * 10, references) == pytest.approx(0.5)
+    assert balanced_accuracy([0] * 10, references) == pytest.approx(0.5)
+    assert balanced_accuracy(references, references) == 1.0
+    assert balanced_accuracy([None] * 10, references) == 0.0
+
+
+def accuracy_of(predictions: list[int], references: list[int]) -> float:
+    return get_task("classification").score(read(predictions), references, "en")["accuracy"]
 
 
 def test_macro_f1_ignores_classes_absent_from_references() -> None:

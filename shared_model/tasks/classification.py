@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from shared_model.metrics import accuracy, macro_f1
+from shared_model.metrics import accuracy, balanced_accuracy, macro_f1
 from shared_model.sample import Geometry
 from shared_model.tasks.base import Task, pick_template
 from shared_model.tasks.choices import (
@@ -55,7 +55,12 @@ class ClassificationTask(Task):
     closed_form = True
     discrete = True
     asks = ("question", "options")
-    metrics = (Metric("accuracy", lenient=True), Metric("macro_f1"), OPTION_AUC)
+    metrics = (
+        Metric("accuracy", lenient=True),
+        Metric("balanced_accuracy"),
+        Metric("macro_f1"),
+        OPTION_AUC,
+    )
     headline = "accuracy"
 
     def validate(self, fields: Mapping[str, Any]) -> None:
@@ -104,10 +109,12 @@ class ClassificationTask(Task):
     def _scores(
         self, predictions: Sequence[int | None], references: Sequence[int], lang: str
     ) -> dict[str, float]:
-        """``accuracy`` and ``macro_f1`` (averaged over the classes found in references)."""
+        """``accuracy``, and ``balanced_accuracy`` and ``macro_f1`` (averaged over the classes
+        found in references)."""
         if not references:
             return {}
         return {
             "accuracy": accuracy(predictions, references),
+            "balanced_accuracy": balanced_accuracy(predictions, references),
             "macro_f1": macro_f1(predictions, references),
         }
