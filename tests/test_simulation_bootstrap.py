@@ -19,6 +19,8 @@ from simulations.compare import (
     LOCAL,
     against_target,
     comparison_rows,
+    draw_comparison,
+    plotted_rows,
 )
 from simulations.report import add_intervals, established
 
@@ -172,3 +174,18 @@ def test_compare_table_shows_each_arms_option_auc_with_the_federated_interval() 
     assert [auc[arm] for arm in ARMS] == [1.0, 0.5, 0.0, 0.75]
     assert not auc["headline"] and established(auc) == -1
     assert "option_auc" not in {r["metric"] for r in comparison_rows(records, predictions, [right])}
+
+
+def test_compare_plot_shows_whether_the_images_were_read_beside_each_headline(tmp_path) -> None:
+    records = samples(40)
+    right = labels(records)
+    majority = read([0] * len(records))
+    ranked = [[-1.0, -2.0] if s.fields["label"] == 0 else [-2.0, -1.0] for s in records]
+    predictions = {CENTRALIZED: [right], FEDERATED: [majority], FEDERATED_DP: [majority]}
+    rankings = {arm: [ranked] for arm in (*predictions, LOCAL)}
+    rows = comparison_rows(records, predictions, local=[right], rankings=rankings)
+    plotted = plotted_rows(rows)
+    assert [r["metric"] for r in plotted] == ["accuracy", "balanced_accuracy", "option_auc"]
+    balanced = plotted[1]
+    assert balanced[CENTRALIZED] == 1.0 and balanced[FEDERATED] == 0.5
+    assert draw_comparison(plotted, tmp_path / "compare.png").stat().st_size > 0
