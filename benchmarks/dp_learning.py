@@ -133,7 +133,7 @@ def evaluate(trainer: LocalTrainer, test: list[Sample]) -> dict[str, float]:
     option AUC of its closed questions."""
     model = trainer.adapter.model
     answerer = Answerer(model, trainer.processor, trainer.spec.canvas)
-    scores = score_predictions(test, answer_samples(answerer, test))
+    scores = score_predictions(test, [a.reading for a in answer_samples(answerer, test)])
     kept = {
         key: value
         for key, value in scores.items()

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
-from shared_model.inference import Answerer, Question
+from shared_model.inference import Answer, Answerer, Question
 from shared_model.sample import Sample
 from shared_model.tasks import Reading, get_task
 
@@ -25,7 +25,8 @@ def evaluate_samples(
     progress: bool = False,
 ) -> dict[str, float]:
     """Answer every sample, then score each (task, language) group with its task's metrics."""
-    return score_predictions(samples, answer_samples(answerer, samples, batch_size, progress))
+    answers = answer_samples(answerer, samples, batch_size, progress)
+    return score_predictions(samples, [answer.reading for answer in answers])
 
 
 def answer_samples(
@@ -33,15 +34,16 @@ def answer_samples(
     samples: Sequence[Sample],
     batch_size: int = 16,
     progress: bool = False,
-) -> list[Reading]:
-    """Both readings of the answer to every sample, in order."""
-    predictions: list[Reading] = []
+) -> list[Answer]:
+    """The answer to every sample, in order: its text and both readings."""
+    answers: list[Answer] = []
     batches = range(0, len(samples), batch_size)
     for start in tqdm(batches, desc="evaluating", disable=not progress):
         chunk = samples[start : start + batch_size]
-        questions = [Question(s.images, s.task, s.lang, s.fields) for s in chunk]
-        predictions.extend(answer.reading for answer in answerer.answer(questions))
-    return predictions
+        answers.extend(
+            answerer.answer([Question(s.images, s.task, s.lang, s.fields) for s in chunk])
+        )
+    return answers
 
 
 def score_predictions(

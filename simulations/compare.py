@@ -191,12 +191,11 @@ def against_target(rows: Sequence[Mapping[str, Any]], points: int = TARGET_POINT
 def plotted_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """The closed-form tasks' headline rows, each followed by its group's
     :data:`BESIDE_HEADLINE` rows, in table order."""
-    headlines = closed_form(rows)
-    groups = {(r["task"], r["lang"]) for r in headlines}
+    groups = {(r["task"], r["lang"]) for r in closed_form(rows)}
     return [
         r
         for r in rows
-        if r in headlines or ((r["task"], r["lang"]) in groups and r["metric"] in BESIDE_HEADLINE)
+        if (r["task"], r["lang"]) in groups and (r["headline"] or r["metric"] in BESIDE_HEADLINE)
     ]
 
 

@@ -229,7 +229,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         answer_and_rank(export, samples, spec),
     )
     rows = scored_rows(samples, before, after)
-    answers = answer_heldout(export, samples, spec.canvas)
+    answers = answer_heldout(samples, after)
     summary = {
         "run": str(folder.root),
         "export": str(export),

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from client.archive import load_site_samples
 from client.config import load_site_config
 from shared_model.evaluation import answer_samples
-from shared_model.inference import Question, load_answerer
+from shared_model.inference import Answer, load_answerer
 from shared_model.option_scores import option_log_likelihoods
 from shared_model.sample import Sample
 from shared_model.spec import ModelSpec
@@ -59,12 +59,17 @@ def test_samples(
 
 
 class ModelAnswers(NamedTuple):
-    """What one model did on the test records: the readings of its answers (score them with
-    :func:`shared_model.evaluation.score_predictions`) and each closed record's option
+    """What one model did on the test records: its answers and each closed record's option
     log-likelihoods, ``None`` for the others (:func:`shared_model.option_scores.option_auc`)."""
 
-    readings: list[Reading]
+    answers: list[Answer]
     likelihoods: list[list[float] | None]
+
+    @property
+    def readings(self) -> list[Reading]:
+        """The answers' readings (score them with
+        :func:`shared_model.evaluation.score_predictions`)."""
+        return [answer.reading for answer in self.answers]
 
 
 def answer_and_rank(directory: Path, samples: Sequence[Sample], spec: ModelSpec) -> ModelAnswers:
@@ -76,25 +81,26 @@ def answer_and_rank(directory: Path, samples: Sequence[Sample], spec: ModelSpec)
     )
 
 
-def pick_questions(samples: Sequence[Sample], per_language: int = 3) -> list[Sample]:
-    """A few samples per language, one task after another in :data:`PREFERRED` order."""
-    chosen = []
+def pick_questions(samples: Sequence[Sample], per_language: int = 3) -> list[int]:
+    """The positions of a few samples per language, one task after another in
+    :data:`PREFERRED` order."""
+    chosen: list[int] = []
     for lang in ("en", "zh"):
-        pool = [s for s in samples if s.lang == lang]
+        pool = [i for i, s in enumerate(samples) if s.lang == lang]
         for task in PREFERRED:
-            chosen += [s for s in pool if s.task == task][:1]
-            if sum(s.lang == lang for s in chosen) >= per_language:
+            chosen += [i for i in pool if samples[i].task == task][:1]
+            if sum(samples[i].lang == lang for i in chosen) >= per_language:
                 break
     return chosen
 
 
 def answer_heldout(
-    directory: Path, samples: Sequence[Sample], canvas: int, per_language: int = 3
+    samples: Sequence[Sample], model: ModelAnswers, per_language: int = 3
 ) -> list[dict[str, Any]]:
-    """Question, expected answer and generated answer for a few held-out test samples."""
+    """Question, expected answer and the model's answer for a few of the held-out test
+    samples it answered."""
     chosen = pick_questions(samples, per_language)
-    answerer = load_answerer(directory, canvas)
-    answers = answerer.answer([Question(s.images, s.task, s.lang, s.fields) for s in chosen])
+    pairs = [(samples[i], model.answers[i]) for i in chosen]
     return [
         {
             "lang": s.lang,
@@ -105,5 +111,5 @@ def answer_heldout(
             "well_formed": a.reading.well_formed,
             "correct": a.reading.strict == get_task(s.task).reference(s.fields),
         }
-        for s, a in zip(chosen, answers, strict=True)
+        for s, a in pairs
     ]

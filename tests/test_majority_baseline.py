@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from shared_model.inference import Answer
 from shared_model.sample import Geometry, Sample
 from shared_model.tasks import Reading, get_task
 from simulations.experiment import CHANGES, FINAL, ROUND_0, scored_rows
@@ -55,7 +56,8 @@ def right_answers(records: list[Sample]) -> list[Reading]:
 
 def model(readings: list[Reading], likelihoods: list | None = None) -> ModelAnswers:
     """A model's answers; without option likelihoods the table has no option AUC rows."""
-    return ModelAnswers(readings, likelihoods or [None] * len(readings))
+    answers = [Answer("", reading) for reading in readings]
+    return ModelAnswers(answers, likelihoods or [None] * len(readings))
 
 
 def test_the_baseline_answers_each_group_with_its_most_common_answer() -> None:
