@@ -295,10 +295,11 @@ class LocalTrainer:
 
 
 def _frozen_in(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """Cast the frozen weights to ``dtype`` in place (trainable ones stay as they are)."""
-    for parameter in model.parameters():
+    """Cast the frozen base weights to ``dtype`` in place (the adapter's matrices, trainable or
+    frozen ``A``, stay float32: they travel as float32 arrays and must come back unrounded)."""
+    for name, parameter in model.named_parameters():
         frozen = not parameter.requires_grad and parameter.is_floating_point()
-        if frozen and parameter.dtype != dtype:
+        if frozen and LORA_MARKER not in name and parameter.dtype != dtype:
             parameter.data = parameter.data.to(dtype)
     return model
 

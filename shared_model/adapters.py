@@ -21,6 +21,7 @@ from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from shared_model.spec import ModelSpec
 
 ADAPTER = "default"
+LORA_A = ".lora_A."
 
 
 class AdapterMismatchError(ValueError):
@@ -61,12 +62,13 @@ class StageAdapter:
             for name, parameter in model.named_parameters()
             if parameter.requires_grad
         }
-        if set(by_name) != set(self._names):
+        fixed = {name for name in self._names if name not in by_name and LORA_A in name}
+        if set(by_name) | fixed != set(self._names):
             raise AdapterMismatchError(
                 f"trainable parameters and adapter state differ: "
-                f"{sorted(set(by_name) ^ set(self._names))[:3]}"
+                f"{sorted((set(by_name) | fixed) ^ set(self._names))[:3]}"
             )
-        self._parameters = [(name, by_name[name]) for name in self._names]
+        self._parameters = [(name, by_name[name]) for name in self._names if name in by_name]
 
     @classmethod
     def attach(
@@ -88,6 +90,10 @@ class StageAdapter:
             model = get_peft_model(
                 base, lora_config(spec, stage, init_lora_weights=init_lora_weights)
             )
+        if spec.stage(stage).frozen_a:
+            for name, parameter in model.named_parameters():
+                if LORA_A in name:
+                    parameter.requires_grad_(False)
         return cls(model, stage, fingerprint or spec.fingerprint())
 
     @property
@@ -96,7 +102,8 @@ class StageAdapter:
         return list(self._names)
 
     def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
-        """The parameters training updates (LoRA matrices, the merger copy), by array name."""
+        """The parameters training updates (LoRA matrices, the merger copy), by array name;
+        with a frozen-``A`` layout, the ``B`` matrices only (:attr:`arrays` still holds both)."""
         return list(self._parameters)
 
     def arrays(self) -> OrderedDict[str, np.ndarray]:

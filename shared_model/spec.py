@@ -39,6 +39,11 @@ class LoraSpec:
         Regular expression over module names (peft's full-match semantics).
     modules_to_save:
         Modules trained in full beside the adapters (the patch merger).
+    frozen_a:
+        Train only LoRA's ``B`` matrices; every ``A`` keeps the coordinator's seeded initial
+        value (FFA-LoRA, Sun et al. 2024, arXiv 2403.12313). Half the LoRA parameters carry
+        DP noise, and the federated average of the sites' ``B A`` is exactly the product of
+        their averaged ``B`` and the shared ``A``.
     """
 
     rank: int = 16
@@ -46,6 +51,15 @@ class LoraSpec:
     dropout: float = 0.0
     target_modules: str = LANGUAGE_TARGETS
     modules_to_save: tuple[str, ...] = ("merger",)
+    frozen_a: bool = False
+
+    def layout(self) -> dict[str, Any]:
+        """The fields as plain data; ``frozen_a`` only when set, so that the fingerprints of
+        layouts written before it existed stay the same."""
+        data = asdict(self)
+        if not self.frozen_a:
+            del data["frozen_a"]
+        return data
 
     def __post_init__(self) -> None:
         if self.rank <= 0 or self.alpha <= 0:
@@ -102,8 +116,8 @@ class ModelSpec:
     def layout(self) -> dict[str, Any]:
         """The parts of the spec that change the exchanged arrays (JSON-safe)."""
         return {
-            "align": asdict(self.align),
-            "instruct": asdict(self.instruct),
+            "align": self.align.layout(),
+            "instruct": self.instruct.layout(),
             "canvas": self.canvas,
             "volume_slices": self.volume_slices,
         }

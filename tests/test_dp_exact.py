@@ -107,13 +107,16 @@ def site_samples() -> tuple[list[Sample], list[str]]:
     return samples, [s.patient_id for s in samples]
 
 
-def test_one_dp_step_update_matches_hand_computation(tiny_spec) -> None:
-    """Guards against silently corrupted LoRA updates (cf. Opacus issue 820)."""
+@pytest.mark.parametrize("frozen_a", [False, True], ids=["lora", "frozen-a"])
+def test_one_dp_step_update_matches_hand_computation(tiny_spec, frozen_a: bool) -> None:
+    """Guards against silently corrupted LoRA updates (cf. Opacus issue 820). With a frozen-A
+    layout only the B matrices are clipped and move; every A array comes back bit for bit."""
     torch.manual_seed(0)
-    model, processor = load_base(tiny_spec)
-    adapter = StageAdapter.attach(model, tiny_spec, "instruct", init_lora_weights=False)
+    spec = replace(tiny_spec, instruct=replace(tiny_spec.instruct, frozen_a=frozen_a))
+    model, processor = load_base(spec)
+    adapter = StageAdapter.attach(model, spec, "instruct", init_lora_weights=False)
     samples, units = site_samples()
-    trainer = LocalTrainer(adapter, processor, tiny_spec, torch.device("cpu"))
+    trainer = LocalTrainer(adapter, processor, spec, torch.device("cpu"))
     examples = trainer.encode(samples)
     before = adapter.arrays()
     frozen_before = {
@@ -122,7 +125,7 @@ def test_one_dp_step_update_matches_hand_computation(tiny_spec) -> None:
 
     unit_of = [int(u.split("-")[1]) for u in units]
     brute = unit_gradients_brute_force(
-        _double_copy(adapter, tiny_spec), examples, unit_of, processor.tokenizer.pad_token_id
+        _double_copy(adapter, spec), examples, unit_of, processor.tokenizer.pad_token_id
     )
     norms = [float(torch.cat([g.flatten() for g in grads]).norm()) for grads in brute]
     lr = 0.5
@@ -140,8 +143,11 @@ def test_one_dp_step_update_matches_hand_computation(tiny_spec) -> None:
 
     after = adapter.arrays()
     names = [n for n, _ in adapter.trainable_parameters()]
-    assert len(names) == len(before)
-    for position, name in enumerate(before):
+    assert len(names) == (len(before) // 2 if frozen_a else len(before))
+    assert all(".lora_B." in name for name in names) == frozen_a
+    for name in set(before) - set(names):
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+    for position, name in enumerate(names):
         expected_grad = (
             sum(
                 grads[position] * min(1.0, CLIP / norm)

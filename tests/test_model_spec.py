@@ -26,6 +26,7 @@ alpha = 8.0
 [model.instruct]
 rank = 8
 dropout = 0.05
+frozen_a = true
 """,
         encoding="utf-8",
     )
@@ -33,6 +34,7 @@ dropout = 0.05
     assert spec.align.rank == 4 and spec.align.alpha == 8.0
     assert spec.align.target_modules == ModelSpec(base=Path(".")).align.target_modules
     assert spec.instruct.rank == 8 and spec.instruct.dropout == 0.05
+    assert spec.instruct.frozen_a and not spec.align.frozen_a
     assert ModelSpec.from_dict(spec.to_dict()) == spec
 
 
@@ -63,6 +65,10 @@ def test_fingerprint_reads_layout_not_weight_bytes(tmp_path: Path, tiny_spec: Mo
     assert spec.fingerprint() == before
     assert replace(spec, instruct=LoraSpec(rank=8)).fingerprint() != before
     assert replace(spec, canvas=224).fingerprint() != before
+    frozen = replace(spec, instruct=replace(spec.instruct, frozen_a=True))
+    assert frozen.fingerprint() != before
+    # a layout without the option hashes as it did before the option existed
+    assert "frozen_a" not in spec.layout()["instruct"]
 
 
 def test_fingerprint_needs_weights(tmp_path: Path) -> None:
