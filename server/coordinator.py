@@ -34,7 +34,7 @@ from server.run_folder import RunFolder
 from server.secagg import SecureRound
 from server.strategy import FedUmitStrategy, RoundFailed
 from shared_model.loading import stage_model
-from shared_model.spec import ModelSpec
+from shared_model.spec import STAGES, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class Coordinator:
             max_update_norm=config.max_update_norm,
             max_num_examples=config.max_num_examples,
             seed=config.seed,
+            frozen_a_stages=frozenset(s for s in STAGES if spec.stage(s).frozen_a),
         )
         self.secure = (
             SecureRound(

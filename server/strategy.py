@@ -54,6 +54,7 @@ from server.validation import (
     reply_status,
     reported_number,
 )
+from shared_model.spec import LORA_A
 from shared_model.tasks.scoring import count_key, is_count
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,10 @@ class FedUmitStrategy:
         The most ``num-examples`` (and evaluation group count) a reply may claim.
     seed:
         Seed of the sampling of sites per round (default 0).
+    frozen_a_stages:
+        Stages whose layout freezes LoRA's ``A`` matrices (``frozen_a``): a reply that changed
+        one is rejected. (Under secure aggregation only the sum is seen, and this is not
+        checked.)
     """
 
     def __init__(
@@ -124,6 +129,7 @@ class FedUmitStrategy:
         max_update_norm: float = DEFAULT_MAX_UPDATE_NORM,
         max_num_examples: int = DEFAULT_MAX_NUM_EXAMPLES,
         seed: int = 0,
+        frozen_a_stages: frozenset[str] = frozenset(),
     ) -> None:
         if not 0.0 < fraction_train <= 1.0 or min_sites < 1:
             raise ValueError("need 0 < fraction_train <= 1 and min_sites >= 1")
@@ -131,6 +137,7 @@ class FedUmitStrategy:
         self.fraction_train, self.seed = fraction_train, seed
         self.min_sites, self.min_available_sites = min_sites, max(min_available_sites, min_sites)
         self.max_update_norm, self.max_num_examples = max_update_norm, max_num_examples
+        self.frozen_a_stages = frozen_a_stages
         self.sites = SiteNames()
         self.stage1: dict[str, np.ndarray] | None = None
         self.stage1_hash = ""
@@ -179,13 +186,17 @@ class FedUmitStrategy:
     ) -> Iterable[Message]:
         """One train message per sampled site, with the rule's keys; ``stage1`` only for sites
         lacking it."""
+        stage, reference = str(config["stage"]), from_record(arrays)
         self._expected = Expectation(
             fingerprint=str(config["fingerprint"]),
-            stage=str(config["stage"]),
+            stage=stage,
             server_round=server_round,
-            reference=from_record(arrays),
+            reference=reference,
             max_update_norm=self.max_update_norm,
             max_num_examples=self.max_num_examples,
+            fixed=frozenset(n for n in reference if LORA_A in n)
+            if stage in self.frozen_a_stages
+            else frozenset(),
         )
         config = ConfigRecord({**config, **self.rule.train_config()})
         return self._messages(grid, server_round, arrays, config, "train")

@@ -29,6 +29,7 @@ class Expectation:
     reference: Mapping[str, np.ndarray]
     max_update_norm: float = DEFAULT_MAX_UPDATE_NORM  # per-coordinate RMS; 0: no bound
     max_num_examples: int = DEFAULT_MAX_NUM_EXAMPLES
+    fixed: frozenset[str] = frozenset()  # arrays the layout never trains (a frozen LoRA ``A``)
 
 
 def reply_status(message: Message) -> tuple[str, str]:
@@ -102,7 +103,8 @@ def check_group_counts(metrics: Mapping[str, object], cap: int) -> str | None:
 
 
 def check_arrays(arrays: Mapping[str, np.ndarray], expected: Expectation) -> str | None:
-    """Names, shapes, dtypes, finiteness and update norm against the global arrays."""
+    """Names, shapes, dtypes, finiteness, the arrays the layout never trains (returned as
+    sent) and update norm against the global arrays."""
     reference = expected.reference
     if list(arrays) != list(reference):
         missing = [n for n in reference if n not in arrays][:2]
@@ -118,6 +120,11 @@ def check_arrays(arrays: Mapping[str, np.ndarray], expected: Expectation) -> str
     non_finite = first_non_finite(arrays)
     if non_finite is not None:
         return f"array {non_finite!r} holds NaN or infinite values"
+    for name in arrays:
+        if name in expected.fixed and not np.array_equal(arrays[name], reference[name]):
+            return (
+                f"array {name!r} is frozen in this stage's layout (frozen_a) but came back changed"
+            )
     if expected.max_update_norm > 0:
         rms = update_rms(arrays, reference)
         if rms > expected.max_update_norm:

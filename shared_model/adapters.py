@@ -18,10 +18,9 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
-from shared_model.spec import ModelSpec
+from shared_model.spec import LORA_A, ModelSpec
 
 ADAPTER = "default"
-LORA_A = ".lora_A."
 
 
 class AdapterMismatchError(ValueError):

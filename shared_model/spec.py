@@ -27,6 +27,11 @@ LANGUAGE_TARGETS = (
 )
 
 
+LORA_A = ".lora_A."
+"""What names a LoRA ``A`` matrix, as a parameter (``...lora_A.default.weight``) and as an
+exchanged array (``...lora_A.weight``)."""
+
+
 @dataclass(frozen=True)
 class LoraSpec:
     """LoRA layout of one stage (peft ``LoraConfig`` fields FedUMIT fixes per consortium).

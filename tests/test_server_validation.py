@@ -189,6 +189,37 @@ def test_too_few_valid_replies_stop_the_round_naming_every_reason() -> None:
     assert raised.value.log.sites == ["site-1"]
 
 
+FROZEN_A = {"q.lora_A.weight": (4, 6), "q.lora_B.weight": (6, 4)}
+
+
+def test_a_frozen_a_matrix_must_come_back_as_sent() -> None:
+    """With ``frozen_a``, a site that changed an ``A`` matrix (by one part in a thousand) is
+    left out of the round with the reason, and the global ``A`` stays exactly as it was; where
+    the layout trains ``A`` the same reply counts."""
+    current = random_arrays(FROZEN_A, seed=0)
+
+    def site(seed: int, change_a: bool) -> Callable[[Message], RecordDict]:
+        def reply(m: Message) -> RecordDict:
+            arrays = OrderedDict((n, a.copy()) for n, a in current.items())
+            arrays["q.lora_B.weight"] += random_arrays(FROZEN_A, seed, 0.1)["q.lora_B.weight"]
+            if change_a:
+                arrays["q.lora_A.weight"][0, 0] *= 1.001
+            return reply_content(arrays, 4, m)
+
+        return reply
+
+    grid = SiteGrid({1: site(1, False), 2: site(2, False), 3: site(3, True)})
+    frozen = FedUmitStrategy(min_available_sites=3, frozen_a_stages=frozenset({STAGE}))
+    result, log = run_round(frozen, grid, current)
+    assert log.rejected == {
+        "site-3": "array 'q.lora_A.weight' is frozen in this stage's layout (frozen_a) "
+        "but came back changed"
+    }
+    np.testing.assert_array_equal(result["q.lora_A.weight"], current["q.lora_A.weight"])
+    _, log = run_round(FedUmitStrategy(min_available_sites=3), grid, current)
+    assert log.rejected == {} and len(log.sites) == 3
+
+
 def test_rejected_arrays_never_reach_the_mean() -> None:
     """A NaN reply that slipped through would poison every coordinate of the result."""
     grid = SiteGrid({1: good(1, 2), 2: good(2, 6), 3: with_nan, 4: oversized})
