@@ -13,6 +13,13 @@ the 95% interval of a paired bootstrap over them: with a few dozen records per t
 language, whether federating costs five points is often not settled by one run. ``--seeds N``
 trains every arm N times (the data stays the same) and reports the means: on a small
 consortium the training seed alone moves a score by more than the target.
+
+The same number of examples is not the same number of steps: the federation averages its
+sites' updates once a round, so with three sites it takes a third of the centralized arm's
+sequential steps. On PneumoniaMNIST (full splits, no DP) the federated arm answered the majority
+class after its 45 steps (accuracy 0.63, centralized 0.81); the same federation given 135 steps
+a site (``fedumit simulate --dataset pneumoniamnist --no-dp --instruct-rounds 9``) reached
+0.78. Give a small federation more rounds before reading a gap as the cost of federating.
 """
 
 from __future__ import annotations
