@@ -45,7 +45,7 @@ from rich.table import Table
 from client.privacy.accounting import calibrate_noise
 from client.trainer import LocalTrainer, TrainConfig
 from shared_model.device import configure_cpu_threads
-from shared_model.evaluation import answer_samples, score_predictions
+from shared_model.evaluation import evaluate_samples
 from shared_model.inference import Answerer
 from shared_model.inputs import Encoded, collate
 from shared_model.loading import stage_model
@@ -133,7 +133,7 @@ def evaluate(trainer: LocalTrainer, test: list[Sample]) -> dict[str, float]:
     option AUC of its closed questions."""
     model = trainer.adapter.model
     answerer = Answerer(model, trainer.processor, trainer.spec.canvas)
-    scores = score_predictions(test, [a.reading for a in answer_samples(answerer, test)])
+    scores = evaluate_samples(answerer, test)
     kept = {
         key: value
         for key, value in scores.items()

@@ -99,8 +99,7 @@ def answer_heldout(
 ) -> list[dict[str, Any]]:
     """Question, expected answer and the model's answer for a few of the held-out test
     samples it answered."""
-    chosen = pick_questions(samples, per_language)
-    pairs = [(samples[i], model.answers[i]) for i in chosen]
+    pairs = [(samples[i], model.answers[i]) for i in pick_questions(samples, per_language)]
     return [
         {
             "lang": s.lang,
