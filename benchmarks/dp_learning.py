@@ -43,6 +43,7 @@ from rich.console import Console
 from rich.table import Table
 
 from client.privacy.accounting import calibrate_noise
+from client.privacy.per_unit import clip_and_sum
 from client.trainer import LocalTrainer, TrainConfig
 from shared_model.device import configure_cpu_threads
 from shared_model.evaluation import evaluate_samples
@@ -99,32 +100,40 @@ def probe_loss(trainer: LocalTrainer, records: list[Sample]) -> float:
     return total / len(encoded)
 
 
-def step_signal(
+def clipped_mean(
     trainer: LocalTrainer, records: list[Sample], max_grad_norm: float
-) -> dict[str, float]:
-    """What a DP step of ``records`` (one a patient) would sum before its noise: the share of
-    records whose gradient norm exceeds ``max_grad_norm``, their median norm, and the norm of
-    their mean clipped gradient over the clipping norm. Exact per-record gradients, one
-    backward pass a record."""
+) -> tuple[list[torch.Tensor], list[float]]:
+    """The mean of ``records``' clipped gradients, per trainable parameter, clipped as the
+    trainer clips a unit (its stage's clip groups included), and each record's gradient norm
+    before clipping. Exact per-record gradients, one backward pass a record."""
     parameters = [parameter for _, parameter in trainer.adapter.trainable_parameters()]
     summed = [torch.zeros_like(parameter) for parameter in parameters]
     norms = []
     for example in trainer.encode(records):
         loss = answer_losses(trainer, [example]).sum()
         grads = torch.autograd.grad(loss, parameters, allow_unused=True)
-        grads = [
-            torch.zeros_like(p) if g is None else g for g, p in zip(grads, parameters, strict=True)
-        ]
-        norm = torch.sqrt(sum((grad**2).sum() for grad in grads)).item()
-        norms.append(norm)
-        scale = min(1.0, max_grad_norm / norm) if norm > 0 else 0.0
-        for total, grad in zip(summed, grads, strict=True):
-            total.add_(grad, alpha=scale)
-    mean_norm = torch.sqrt(sum((total**2).sum() for total in summed)).item() / len(records)
+        unit = {
+            parameter: (torch.zeros_like(parameter) if grad is None else grad).unsqueeze(0)
+            for grad, parameter in zip(grads, parameters, strict=True)
+        }
+        clipped, norm = clip_and_sum(unit, max_grad_norm, trainer.clip_groups)
+        norms.append(float(norm[0]))
+        for total, parameter in zip(summed, parameters, strict=True):
+            total.add_(clipped[parameter])
+    return [total / len(records) for total in summed], norms
+
+
+def step_signal(
+    trainer: LocalTrainer, records: list[Sample], max_grad_norm: float
+) -> dict[str, float]:
+    """What a DP step of ``records`` (one a patient) would sum before its noise: the share of
+    records whose gradient norm exceeds ``max_grad_norm``, their median norm, and the norm of
+    their mean clipped gradient over the clipping norm."""
+    mean, norms = clipped_mean(trainer, records, max_grad_norm)
     return {
         "clipped_share": sum(norm > max_grad_norm for norm in norms) / len(norms),
         "median_norm": statistics.median(norms),
-        "signal": mean_norm / max_grad_norm,
+        "signal": torch.sqrt(sum((part**2).sum() for part in mean)).item() / max_grad_norm,
     }
 
 
@@ -186,7 +195,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sigma", type=float, default=None, help="instead of --epsilon")
     parser.add_argument("--max-grad-norm", type=float, default=0.1)
     parser.add_argument("--rank", type=int, default=4)
+    parser.add_argument(
+        "--records-per-unit", type=int, default=1, help="most records of a patient a step"
+    )
     parser.add_argument("--targets", default=INSTRUCT_TARGETS, help="LoRA target modules")
+    parser.add_argument("--frozen-a", action="store_true", help="train LoRA's B matrices only")
     parser.add_argument(
         "--per-group",
         type=int,
@@ -212,7 +225,11 @@ def main() -> None:
     spec = replace(
         spec,
         instruct=LoraSpec(
-            args.rank, 2.0 * args.rank, target_modules=args.targets, modules_to_save=()
+            args.rank,
+            2.0 * args.rank,
+            target_modules=args.targets,
+            modules_to_save=(),
+            frozen_a=args.frozen_a,
         ),
     )
     train = pooled_samples(sites, spec, "train")
@@ -258,6 +275,7 @@ def main() -> None:
             dp=args.dp,
             noise_multiplier=sigma,
             max_grad_norm=args.max_grad_norm,
+            max_records_per_unit=args.records_per_unit,
         )
         trainer.train(train, [s.patient_id for s in train], config, progress=True)
         done += steps

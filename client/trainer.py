@@ -5,15 +5,18 @@ No Flower in here: model, samples and a config in; updated adapter arrays and nu
 DP-SGD per logical step (the privacy unit is a patient by default):
 Poisson-sample units with rate ``q``; compute each sampled unit's gradient exactly (the sum of
 its records' per-sample gradients, each record's loss being the mean over its answer tokens);
-clip every unit's gradient to ``C`` over all trainable parameters together; add Gaussian noise
-of standard deviation ``sigma * C``; divide by the expected number of units ``q * N``; take an
-AdamW step. A step that sampled no unit still adds noise, as Opacus does.
+clip every unit's gradient to ``C`` over all trainable parameters together (or, where the stage's
+layout names ``clip_groups``, each of its ``G`` groups to ``C / sqrt(G)``, which bounds the whole
+to ``C`` as well); add Gaussian noise of standard deviation ``sigma * C``; divide by the expected
+number of units ``q * N``; take an AdamW step. A step that sampled no unit still adds noise, as
+Opacus does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -138,6 +141,21 @@ def parameter_groups(
     return groups
 
 
+def clip_group_index(
+    named: Sequence[tuple[str, torch.nn.Parameter]], patterns: Sequence[str]
+) -> dict[torch.nn.Parameter, int] | None:
+    """Each parameter's clip group: the first of ``patterns`` its name matches (``re.search``),
+    the unmatched ones last, groups without a parameter dropped; ``None`` for a single group."""
+    found = [
+        next((i for i, pattern in enumerate(patterns) if re.search(pattern, name)), len(patterns))
+        for name, _ in named
+    ]
+    dense = {group: rank for rank, group in enumerate(sorted(set(found)))}
+    if len(dense) < 2:
+        return None
+    return {parameter: dense[group] for (_, parameter), group in zip(named, found, strict=True)}
+
+
 class LocalTrainer:
     """Trains a stage adapter on a site's samples; encodes each sample once per process."""
 
@@ -149,6 +167,9 @@ class LocalTrainer:
         device: torch.device,
     ) -> None:
         self.adapter, self.processor, self.spec, self.device = adapter, processor, spec, device
+        self.clip_groups = clip_group_index(
+            adapter.trainable_parameters(), spec.stage(adapter.stage).clip_groups
+        )
         self._encoded: dict[str, Encoded] = {}
 
     def encode(self, samples: Sequence[Sample]) -> list[Encoded]:
@@ -248,7 +269,9 @@ class LocalTrainer:
     ) -> float | None:
         """Set every trainable parameter's ``.grad`` for one logical step; return its mean loss."""
         clipper = (
-            StreamingClipper([m.unit_slots for m in step.micro_batches], config.max_grad_norm)
+            StreamingClipper(
+                [m.unit_slots for m in step.micro_batches], config.max_grad_norm, self.clip_groups
+            )
             if hooks is not None
             else None
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -49,6 +50,14 @@ class LoraSpec:
         value (FFA-LoRA, Sun et al. 2024, arXiv 2403.12313). Half the LoRA parameters carry
         DP noise, and the federated average of the sites' ``B A`` is exactly the product of
         their averaged ``B`` and the shared ``A``.
+    clip_groups:
+        Regular expressions over trainable parameter names (``re.search``) that split DP-SGD's
+        per-unit clipping into groups: a parameter belongs to the first that matches, the
+        unmatched ones form one more group, and each of the ``G`` groups is clipped to
+        ``C / sqrt(G)``, so a unit's whole clipped gradient still has norm at most ``C`` and
+        the noise and accounting are unchanged (group-wise clipping, McMahan et al. 2018,
+        arXiv 1710.06963). Empty: one group, every parameter clipped together (the tiny
+        base's measured choice, :func:`shared_model.tiny.tiny_spec`).
     """
 
     rank: int = 16
@@ -57,13 +66,17 @@ class LoraSpec:
     target_modules: str = LANGUAGE_TARGETS
     modules_to_save: tuple[str, ...] = ("merger",)
     frozen_a: bool = False
+    clip_groups: tuple[str, ...] = ()
 
     def layout(self) -> dict[str, Any]:
-        """The fields as plain data; ``frozen_a`` only when set, so that the fingerprints of
-        layouts written before it existed stay the same."""
+        """The fields as plain data; ``frozen_a`` and ``clip_groups`` only when set, so that
+        the fingerprints of layouts written before they existed stay the same."""
         data = asdict(self)
-        if not self.frozen_a:
-            del data["frozen_a"]
+        data["modules_to_save"] = list(self.modules_to_save)
+        data["clip_groups"] = list(self.clip_groups)
+        for optional in ("frozen_a", "clip_groups"):
+            if not data[optional]:
+                del data[optional]
         return data
 
     def __post_init__(self) -> None:
@@ -71,6 +84,12 @@ class LoraSpec:
             raise ValueError(f"LoRA rank and alpha must be positive, got {self.rank}, {self.alpha}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        for pattern in self.clip_groups:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                message = f"clip group {pattern!r} is not a regular expression: {error}"
+                raise ValueError(message) from error
 
 
 @dataclass(frozen=True)
@@ -160,17 +179,15 @@ class ModelSpec:
         for stage in STAGES:
             if stage in data:
                 stage_data = dict(data[stage])
-                if "modules_to_save" in stage_data:
-                    stage_data["modules_to_save"] = tuple(stage_data["modules_to_save"])
+                for listed in ("modules_to_save", "clip_groups"):
+                    if listed in stage_data:
+                        stage_data[listed] = tuple(stage_data[listed])
                 values[stage] = replace(cls(base=base).stage(stage), **stage_data)
         return cls(base=base, **values)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that :meth:`from_dict` reads back."""
-        data = {"base": str(self.base), **self.layout(), "max_text_length": self.max_text_length}
-        for stage in STAGES:
-            data[stage]["modules_to_save"] = list(data[stage]["modules_to_save"])
-        return data
+        return {"base": str(self.base), **self.layout(), "max_text_length": self.max_text_length}
 
     def write_toml(self, path: str | Path, base_relative_to: Path | None = None) -> Path:
         """Write the spec as a ``[model]`` TOML table (``base`` relative when possible)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -107,12 +108,21 @@ def site_samples() -> tuple[list[Sample], list[str]]:
     return samples, [s.patient_id for s in samples]
 
 
-@pytest.mark.parametrize("frozen_a", [False, True], ids=["lora", "frozen-a"])
-def test_one_dp_step_update_matches_hand_computation(tiny_spec, frozen_a: bool) -> None:
+LAYOUTS = {
+    "lora": {},
+    "frozen-a": {"frozen_a": True},
+    "clip-groups": {"clip_groups": (r"visual\.",)},
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_one_dp_step_update_matches_hand_computation(tiny_spec, layout: str) -> None:
     """Guards against silently corrupted LoRA updates (cf. Opacus issue 820). With a frozen-A
-    layout only the B matrices are clipped and move; every A array comes back bit for bit."""
+    layout only the B matrices are clipped and move; every A array comes back bit for bit.
+    With clip groups each unit's gradient is clipped group by group to ``C / sqrt(G)``."""
     torch.manual_seed(0)
-    spec = replace(tiny_spec, instruct=replace(tiny_spec.instruct, frozen_a=frozen_a))
+    spec = replace(tiny_spec, instruct=replace(tiny_spec.instruct, **LAYOUTS[layout]))
+    frozen_a, patterns = spec.instruct.frozen_a, spec.instruct.clip_groups
     model, processor = load_base(spec)
     adapter = StageAdapter.attach(model, spec, "instruct", init_lora_weights=False)
     samples, units = site_samples()
@@ -127,7 +137,17 @@ def test_one_dp_step_update_matches_hand_computation(tiny_spec, frozen_a: bool) 
     brute = unit_gradients_brute_force(
         _double_copy(adapter, spec), examples, unit_of, processor.tokenizer.pad_token_id
     )
-    norms = [float(torch.cat([g.flatten() for g in grads]).norm()) for grads in brute]
+    names = [n for n, _ in adapter.trainable_parameters()]
+    group = [next((i for i, p in enumerate(patterns) if re.search(p, n)), -1) for n in names]
+    bound = CLIP / len(set(group)) ** 0.5
+    factors = [group_factors(grads, group, bound) for grads in brute]
+    if patterns:
+        assert len(set(group)) == 2 and all(min(f.values()) < 1.0 for f in factors)
+        whole = [float(torch.cat([g.flatten() for g in grads]).norm()) for grads in brute]
+        merger = [f[0] for f in factors]
+        assert any(abs(m - CLIP / n) > 0.1 * m for m, n in zip(merger, whole, strict=True)), (
+            "group-wise clipping must differ from clipping the whole gradient here"
+        )
     lr = 0.5
     config = TrainConfig(
         steps=1,
@@ -142,7 +162,6 @@ def test_one_dp_step_update_matches_hand_computation(tiny_spec, frozen_a: bool) 
     trainer.train(samples, units, config, progress=False)
 
     after = adapter.arrays()
-    names = [n for n, _ in adapter.trainable_parameters()]
     assert len(names) == (len(before) // 2 if frozen_a else len(before))
     assert all(".lora_B." in name for name in names) == frozen_a
     for name in set(before) - set(names):
@@ -150,8 +169,8 @@ def test_one_dp_step_update_matches_hand_computation(tiny_spec, frozen_a: bool) 
     for position, name in enumerate(names):
         expected_grad = (
             sum(
-                grads[position] * min(1.0, CLIP / norm)
-                for grads, norm in zip(brute, norms, strict=True)
+                grads[position] * unit_factors[group[position]]
+                for grads, unit_factors in zip(brute, factors, strict=True)
             )
             / 3.0
         )
@@ -160,6 +179,20 @@ def test_one_dp_step_update_matches_hand_computation(tiny_spec, frozen_a: bool) 
     for name, parameter in adapter.model.named_parameters():
         if not parameter.requires_grad:
             assert torch.equal(parameter, frozen_before[name]), name
+
+
+def group_factors(grads: list[torch.Tensor], group: list[int], bound: float) -> dict[int, float]:
+    """``min(1, bound / norm)`` of each clip group of one unit's gradient."""
+    return {
+        g: min(
+            1.0,
+            bound
+            / float(
+                torch.cat([x.flatten() for x, h in zip(grads, group, strict=True) if h == g]).norm()
+            ),
+        )
+        for g in set(group)
+    }
 
 
 def _double_copy(adapter: StageAdapter, spec) -> StageAdapter:

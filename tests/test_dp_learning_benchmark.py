@@ -76,3 +76,29 @@ def test_step_signal_is_the_mean_gradient_when_nothing_is_clipped(dp_learning, t
     assert clipped["clipped_share"] == 1.0
     assert 0.0 < clipped["signal"] <= 1.0 + 1e-6
     assert clipped["median_norm"] == pytest.approx(unclipped["median_norm"])
+
+
+def test_signal_by_module_splits_the_clipped_signal_over_the_lora_matrices(
+    dp_learning, tiny_spec
+) -> None:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "signal_by_module.py"
+    spec = importlib.util.spec_from_file_location("signal_by_module_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    adapter, processor = stage_model(tiny_spec, "instruct")
+    for name, parameter in adapter.trainable_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.05)
+    trainer = LocalTrainer(adapter, processor, tiny_spec, torch.device("cpu"))
+    mean, _ = dp_learning.clipped_mean(trainer, records(), max_grad_norm=1e-3)
+
+    modules = module.by_module(trainer, mean)
+    named = adapter.trainable_parameters()
+    assert sum(m["d"] for m in modules.values()) == sum(p.numel() for _, p in named)
+    assert sum(m["sq"] for m in modules.values()) == pytest.approx(
+        sum(float((part**2).sum()) for part in mean)
+    )
+    assert module.module_of(named[0][0]) == "merger.0 A"
+    assert {"L0 q_proj B", "L2 down_proj A", "merger.2 B"} <= set(modules)
+    assert all(m["sq"] > 0 for name, m in modules.items() if name.endswith(" B"))

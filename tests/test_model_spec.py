@@ -27,6 +27,7 @@ alpha = 8.0
 rank = 8
 dropout = 0.05
 frozen_a = true
+clip_groups = ['visual\\.']
 """,
         encoding="utf-8",
     )
@@ -35,6 +36,7 @@ frozen_a = true
     assert spec.align.target_modules == ModelSpec(base=Path(".")).align.target_modules
     assert spec.instruct.rank == 8 and spec.instruct.dropout == 0.05
     assert spec.instruct.frozen_a and not spec.align.frozen_a
+    assert spec.instruct.clip_groups == (r"visual\.",) and spec.align.clip_groups == ()
     assert ModelSpec.from_dict(spec.to_dict()) == spec
 
 
@@ -45,6 +47,7 @@ frozen_a = true
         ({"volume_slices": 3}, "even"),
         ({"colour": 1}, "unknown model spec keys"),
         ({"align": {"rank": 0}}, "rank"),
+        ({"instruct": {"clip_groups": ["visual\\.(merger"]}}, "not a regular expression"),
     ],
 )
 def test_spec_rejects_bad_values(data: dict, message: str) -> None:
@@ -67,8 +70,10 @@ def test_fingerprint_reads_layout_not_weight_bytes(tmp_path: Path, tiny_spec: Mo
     assert replace(spec, canvas=224).fingerprint() != before
     frozen = replace(spec, instruct=replace(spec.instruct, frozen_a=True))
     assert frozen.fingerprint() != before
-    # a layout without the option hashes as it did before the option existed
-    assert "frozen_a" not in spec.layout()["instruct"]
+    grouped = replace(spec, instruct=replace(spec.instruct, clip_groups=(r"visual\.",)))
+    assert grouped.fingerprint() not in (before, frozen.fingerprint())
+    # a layout without the options hashes as it did before the options existed
+    assert not {"frozen_a", "clip_groups"} & set(spec.layout()["instruct"])
 
 
 def test_fingerprint_needs_weights(tmp_path: Path) -> None:

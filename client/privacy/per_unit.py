@@ -23,8 +23,9 @@ micro-batch exactly.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from opacus.grad_sample import GradSampleModule
@@ -194,16 +195,31 @@ def sum_per_unit(
 
 
 def clip_and_sum(
-    unit_grads: dict[nn.Parameter, torch.Tensor], max_norm: float
+    unit_grads: dict[nn.Parameter, torch.Tensor],
+    max_norm: float,
+    groups: Mapping[nn.Parameter, int] | None = None,
 ) -> tuple[dict[nn.Parameter, torch.Tensor], torch.Tensor]:
     """Clip each unit's gradient to ``max_norm`` over all parameters together, then sum.
 
-    Returns the summed clipped gradient per parameter and each unit's norm before clipping.
+    With ``groups`` (a parameter's clip group, ``0 .. G-1``), each unit's gradient is clipped
+    group by group to ``max_norm / sqrt(G)`` instead, so its whole clipped gradient still has
+    norm at most ``max_norm``. Returns the summed clipped gradient per parameter and each
+    unit's norm before clipping (over all parameters).
     """
-    squares = [g.flatten(1).pow(2).sum(1) for g in unit_grads.values()]
-    norms = torch.stack(squares).sum(0).sqrt()
-    factors = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-    summed = {p: torch.einsum("u,u...->...", factors, g) for p, g in unit_grads.items()}
+    group_of = {} if groups is None else groups
+    count = 1 + max(group_of.values(), default=0)
+    squares = {p: g.flatten(1).pow(2).sum(1) for p, g in unit_grads.items()}
+    first = next(iter(squares.values()))
+    group_squares = first.new_zeros((count, first.shape[0]))
+    for parameter, square in squares.items():
+        group_squares[group_of.get(parameter, 0)] += square
+    bound = max_norm / math.sqrt(count)
+    factors = (bound / (group_squares.sqrt() + 1e-6)).clamp(max=1.0)
+    summed = {
+        p: torch.einsum("u,u...->...", factors[group_of.get(p, 0)], g)
+        for p, g in unit_grads.items()
+    }
+    norms = group_squares.sum(0).sqrt()
     return summed, norms
 
 
@@ -216,8 +232,14 @@ class StreamingClipper:
     (none when each unit brings one record a step, the default).
     """
 
-    def __init__(self, unit_slots: Sequence[torch.Tensor], max_norm: float) -> None:
+    def __init__(
+        self,
+        unit_slots: Sequence[torch.Tensor],
+        max_norm: float,
+        groups: Mapping[nn.Parameter, int] | None = None,
+    ) -> None:
         self.max_norm = max_norm
+        self.groups = groups
         self._remaining = Counter(slot for slots in unit_slots for slot in slots.tolist())
         self._open: dict[int, dict[nn.Parameter, torch.Tensor]] = {}
         self.total: dict[nn.Parameter, torch.Tensor] = {}
@@ -242,7 +264,9 @@ class StreamingClipper:
         if not done:
             return
         rows = torch.tensor(done, dtype=torch.long)
-        clipped, norms = clip_and_sum({p: g[rows] for p, g in sums.items()}, self.max_norm)
+        clipped, norms = clip_and_sum(
+            {p: g[rows] for p, g in sums.items()}, self.max_norm, self.groups
+        )
         self.norms.extend(norms.tolist())
         for parameter, summed in clipped.items():
             if parameter in self.total:
