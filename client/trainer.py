@@ -69,9 +69,9 @@ class TrainConfig:
         instead of keeping them: far less activation memory for about a third more time.
         Per-sample gradients are the same with and without it.
     max_records_per_unit:
-        Most records a sampled unit contributes to one step (default one: the unit's gradient
-        is clipped, so a second record of the same patient doubles the step's cost for little
-        more signal; more patients a step is the cheaper way to more signal).
+        Most records a sampled unit contributes to one step, drawn at random (default one: the
+        unit's gradient is clipped, so a second record of the same patient doubles the step's
+        cost for a quarter more signal; measured in :mod:`simulations.defaults`).
     projector_lr_scale:
         The patch merger's learning rate as a fraction of ``learning_rate``. LoRA matrices start
         at zero and take large steps well; the merger is a full pretrained weight (entries of
