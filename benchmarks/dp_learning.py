@@ -214,12 +214,16 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def start(seed: int) -> tuple[Console, Path]:
+    """A benchmark's start: CPU threads configured, torch seeded, the console, the tiny base."""
+    configure_cpu_threads()
+    torch.manual_seed(seed)
+    return Console(), ensure_tiny_base(progress=False)
+
+
 def main() -> None:
     args = parse_args()
-    configure_cpu_threads()
-    torch.manual_seed(args.seed)
-    console = Console()
-    base = ensure_tiny_base(progress=False)
+    console, base = start(args.seed)
     sites = pooled_hospitals(args, base)
     spec = tiny_spec(base)
     spec = replace(

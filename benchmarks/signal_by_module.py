@@ -31,12 +31,11 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dp_learning import clipped_mean, pooled_hospitals
+from dp_learning import clipped_mean, pooled_hospitals, start
 
 from client.trainer import LocalTrainer, TrainConfig
-from shared_model.device import configure_cpu_threads
 from shared_model.loading import stage_model
-from shared_model.tiny import ensure_tiny_base, tiny_spec
+from shared_model.tiny import tiny_spec
 from simulations.heldout import pooled_samples
 
 MODULE = re.compile(r"(?:merger\.mlp\.(\d)|layers\.(\d+)\.(?:self_attn|mlp)\.(\w+?))\.lora_([AB])")
@@ -96,16 +95,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=float, default=96, help="expected patients a step")
     parser.add_argument("--clip-groups", nargs="*", default=None, help="instead of the spec's")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    return args
+    return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    configure_cpu_threads()
-    torch.manual_seed(args.seed)
-    console = Console()
-    base = ensure_tiny_base(progress=False)
+    console, base = start(args.seed)
     spec = tiny_spec(base)
     if args.clip_groups is not None:
         spec = replace(spec, instruct=replace(spec.instruct, clip_groups=tuple(args.clip_groups)))
