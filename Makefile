@@ -27,7 +27,7 @@ simulate: base
 	HF_HUB_OFFLINE=1 $(BIN)/fedumit simulate
 
 test: base
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest --durations=15
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
