@@ -119,8 +119,13 @@ def main() -> None:
 
     results = {"base": measurement(trainer, probe, args)}
     print_table("at the base", results["base"], console)
-    config = TrainConfig(steps=args.steps, sample_rate=min(1.0, 96 / len(by_patient)), dp=False)
-    trainer.train(train, [s.patient_id for s in train], replace(config, learning_rate=args.lr))
+    config = TrainConfig(
+        steps=args.steps,
+        sample_rate=min(1.0, args.batch / len(by_patient)),
+        learning_rate=args.lr,
+        dp=False,
+    )
+    trainer.train(train, [s.patient_id for s in train], config)
     results["trained"] = measurement(trainer, probe, args)
     print_table(f"after {args.steps} steps without noise", results["trained"], console)
     settings = {

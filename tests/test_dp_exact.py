@@ -183,16 +183,11 @@ def test_one_dp_step_update_matches_hand_computation(tiny_spec, layout: str) -> 
 
 def group_factors(grads: list[torch.Tensor], group: list[int], bound: float) -> dict[int, float]:
     """``min(1, bound / norm)`` of each clip group of one unit's gradient."""
-    return {
-        g: min(
-            1.0,
-            bound
-            / float(
-                torch.cat([x.flatten() for x, h in zip(grads, group, strict=True) if h == g]).norm()
-            ),
-        )
+    norms = {
+        g: torch.cat([x.flatten() for x, h in zip(grads, group, strict=True) if h == g]).norm()
         for g in set(group)
     }
+    return {g: min(1.0, bound / float(norm)) for g, norm in norms.items()}
 
 
 def _double_copy(adapter: StageAdapter, spec) -> StageAdapter:
