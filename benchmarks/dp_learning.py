@@ -60,7 +60,7 @@ from simulations.cli import DATASETS
 from simulations.datasets import PARTITIONS
 from simulations.defaults import SIMULATION_DEFAULTS
 from simulations.experiment import Consortium, site_archives
-from simulations.heldout import pooled_samples, test_samples
+from simulations.heldout import held_out_samples, pooled_samples
 
 PROBE_RECORDS = 96
 SIGNAL_ROWS = (
@@ -137,19 +137,19 @@ def step_signal(
     }
 
 
-def evaluate(trainer: LocalTrainer, test: list[Sample]) -> dict[str, float]:
-    """Each group's strict headline score and well-formed share on the test records, and the
-    option AUC of its closed questions."""
+def evaluate(trainer: LocalTrainer, held_out: list[Sample]) -> dict[str, float]:
+    """Each group's strict headline score and well-formed share on the held-out records, and
+    the option AUC of its closed questions."""
     model = trainer.adapter.model
     answerer = Answerer(model, trainer.processor, trainer.spec.canvas)
-    scores = evaluate_samples(answerer, test)
+    scores = evaluate_samples(answerer, held_out)
     kept = {
         key: value
         for key, value in scores.items()
         if key.split("/")[2] in (get_task(key.split("/")[0]).headline, "well_formed")
     }
-    likelihoods = option_log_likelihoods(model, trainer.processor, trainer.spec, test)
-    return {**kept, **option_auc(test, likelihoods)}
+    likelihoods = option_log_likelihoods(model, trainer.processor, trainer.spec, held_out)
+    return {**kept, **option_auc(held_out, likelihoods)}
 
 
 def print_table(rows: list[dict], groups: list[tuple[str, str]], console: Console) -> None:
@@ -201,11 +201,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--targets", default=INSTRUCT_TARGETS, help="LoRA target modules")
     parser.add_argument("--frozen-a", action="store_true", help="train LoRA's B matrices only")
     parser.add_argument(
+        "--clip-groups", nargs="*", default=[], help="regexes of the clip groups (model spec)"
+    )
+    parser.add_argument(
         "--per-group",
         type=int,
         default=None,
-        help="test records a group (default: "
+        help="held-out records a group (default: "
         f"{SIMULATION_DEFAULTS['test-per-group']} synthetic, all of a public dataset's)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("val", "test"),
+        default="val",
+        help="the held-out split scored (choose settings on val; the test split only reports)",
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -234,6 +243,7 @@ def main() -> None:
             target_modules=args.targets,
             modules_to_save=(),
             frozen_a=args.frozen_a,
+            clip_groups=tuple(args.clip_groups),
         ),
     )
     train = pooled_samples(sites, spec, "train")
@@ -245,9 +255,9 @@ def main() -> None:
             target_epsilon=args.epsilon, delta=args.delta, sample_rate=rate, steps=args.steps
         )
     sigma = sigma if args.dp else 0.0
-    test = test_samples(sites, spec, per_group=args.per_group)
+    held_out = held_out_samples(sites, spec, per_group=args.per_group, split=args.split)
     groups = sorted(
-        {(s.task, s.lang) for s in test}, key=lambda g: (STAGE_TASKS["instruct"].index(g[0]), g)
+        {(s.task, s.lang) for s in held_out}, key=lambda g: (STAGE_TASKS["instruct"].index(g[0]), g)
     )
     adapter, processor = stage_model(spec, "instruct")
     trainer = LocalTrainer(adapter, processor, spec, torch.device("cpu"))
@@ -255,7 +265,8 @@ def main() -> None:
     trainable = sum(p.numel() for _, p in adapter.trainable_parameters())
     noise = sigma * trainable**0.5 / (rate * len(patients))
     console.print(
-        f"{len(train)} training records of {len(patients)} patients, {len(test)} test records; "
+        f"{len(train)} training records of {len(patients)} patients, "
+        f"{len(held_out)} {args.split} records; "
         f"{trainable} trainable parameters; q {rate:.3f}, sigma {sigma:.3f}, lr {args.lr:g}; "
         f"noise on a step's mean gradient {noise:.3f} C"
     )
@@ -264,7 +275,7 @@ def main() -> None:
         return {
             "step": step,
             "probe_loss": probe_loss(trainer, probe),
-            "scores": evaluate(trainer, test),
+            "scores": evaluate(trainer, held_out),
             "signal": step_signal(trainer, probe, args.max_grad_norm),
         }
 

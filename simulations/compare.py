@@ -48,7 +48,7 @@ from simulations.experiment import (
     prepare_consortium,
     run_overrides,
 )
-from simulations.heldout import ModelAnswers, answer_and_rank, test_samples
+from simulations.heldout import ModelAnswers, answer_and_rank, held_out_samples
 from simulations.majority import MAJORITY, VS_MAJORITY, add_majority
 from simulations.pooling import pool_archives
 from simulations.report import INTERVAL, Change, add_intervals, closed_form, print_metric_table
@@ -101,7 +101,7 @@ def run_compare(args: argparse.Namespace) -> int:
     central = [arm(CENTRALIZED, [pooled], dp=False, seed=seed, scale=sites) for seed in seeds]
     spec = consortium.spec
     first_arm = central[0].parent.name
-    samples = test_samples(_site_configs_of(consortium, first_arm), spec)
+    samples = held_out_samples(_site_configs_of(consortium, first_arm), spec)
 
     def evaluate(export: Path) -> ModelAnswers:
         return answer_and_rank(export, samples, spec)

@@ -20,7 +20,7 @@ from shared_model.tasks import score_rows
 from simulations.bootstrap import paired_intervals
 from simulations.datasets import public_archives
 from simulations.defaults import SIMULATION_DEFAULTS
-from simulations.heldout import ModelAnswers, answer_and_rank, answer_heldout, test_samples
+from simulations.heldout import ModelAnswers, answer_and_rank, answer_heldout, held_out_samples
 from simulations.majority import MAJORITY, VS_MAJORITY, add_majority
 from simulations.report import Change, add_intervals, print_answers, print_metric_table
 from simulations.runner import simulate, write_site_config
@@ -223,7 +223,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         return 1
     spec = consortium.spec
     console.print("held-out test split: the base (round 0) and the exported model")
-    samples = test_samples(sites, spec, per_group=test_per_group(args))
+    samples = held_out_samples(sites, spec, per_group=test_per_group(args))
     before, after = (
         answer_and_rank(spec.base, samples, spec),
         answer_and_rank(export, samples, spec),

@@ -39,13 +39,14 @@ def pooled_samples(site_configs: Sequence[Path], spec: ModelSpec, split: str) ->
     return samples
 
 
-def test_samples(
-    site_configs: Sequence[Path], spec: ModelSpec, per_group: int | None = None
+def held_out_samples(
+    site_configs: Sequence[Path], spec: ModelSpec, per_group: int | None = None, split: str = "test"
 ) -> list[Sample]:
-    """Every usable test-split sample of the ``instruct`` tasks of every site, pooled; with
-    ``per_group``, at most that many of each task and language, spread evenly over the sites'
-    records (answering thousands of test records would take longer than training)."""
-    samples = pooled_samples(site_configs, spec, "test")
+    """Every usable ``split`` sample (the test split unless told) of the ``instruct`` tasks of
+    every site, pooled; with ``per_group``, at most that many of each task and language, spread
+    evenly over the sites' records (answering thousands of records would take longer than
+    training)."""
+    samples = pooled_samples(site_configs, spec, split)
     if per_group is None:
         return samples
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)

@@ -33,7 +33,8 @@ def round_zero(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> dic
         "formats", archives, epsilon=8.0, dp=False, seed=3
     )
     spec = tiny_spec(tiny_base)
-    samples = [s for s in heldout.test_samples(sites, spec, per_group=20) if s.task in FORMAT_TASKS]
+    held_out = heldout.held_out_samples(sites, spec, per_group=20)
+    samples = [s for s in held_out if s.task in FORMAT_TASKS]
     answers = load_answerer(tiny_base, spec.canvas).answer(
         [Question(s.images, s.task, s.lang, s.fields) for s in samples]
     )
