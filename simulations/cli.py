@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from simulations.datasets import PARTITIONS, PUBLIC_DATASETS
-from simulations.defaults import SIMULATION_DEFAULTS
+from simulations.defaults import DATASET_DEFAULTS, SIMULATION_DEFAULTS, fill_schedule_defaults
 
 DATASETS = ("synthetic", *PUBLIC_DATASETS)
 
@@ -78,29 +78,23 @@ def add_consortium_arguments(simulate: argparse.ArgumentParser) -> None:
         help="patients of the middle synthetic hospital (the others have 0.7x and 1.3x)",
     )
     for stage in ("align", "instruct"):
-        simulate.add_argument(
-            f"--{stage}-rounds", type=int, default=SIMULATION_DEFAULTS[f"{stage}.rounds"]
-        )
+        simulate.add_argument(f"--{stage}-rounds", type=int, help=_default(f"{stage}.rounds"))
         simulate.add_argument(
             f"--{stage}-steps",
             type=int,
-            default=SIMULATION_DEFAULTS[f"{stage}.steps"],
-            help="local DP-SGD steps per round",
+            help="local DP-SGD steps per round" + _default(f"{stage}.steps", ";"),
         )
         simulate.add_argument(
             f"--{stage}-batch",
             type=int,
-            default=SIMULATION_DEFAULTS[f"{stage}.batch"],
-            help="expected patients per step (Poisson sampling at rate batch / patients)",
+            help="expected patients per step (Poisson sampling at rate batch / patients)"
+            + _default(f"{stage}.batch", ";"),
         )
-        simulate.add_argument(
-            f"--{stage}-lr", type=float, default=SIMULATION_DEFAULTS[f"{stage}.lr"]
-        )
+        simulate.add_argument(f"--{stage}-lr", type=float, help=_default(f"{stage}.lr"))
     simulate.add_argument(
         "--max-grad-norm",
         type=float,
-        default=SIMULATION_DEFAULTS["max-grad-norm"],
-        help="DP-SGD clipping norm of each patient's gradient",
+        help="DP-SGD clipping norm of each patient's gradient" + _default("max-grad-norm", ";"),
     )
     simulate.add_argument(
         "--eval-every",
@@ -131,13 +125,24 @@ def add_consortium_arguments(simulate: argparse.ArgumentParser) -> None:
     simulate.add_argument("--json", action="store_true", help="print the final table as JSON")
 
 
+def _default(key: str, separator: str = "") -> str:
+    """The help text's note of ``key``'s default, and of the datasets whose default differs."""
+    differing = [
+        f"{dataset} {values[key]:g}"
+        for dataset, values in DATASET_DEFAULTS.items()
+        if key in values
+    ]
+    note = f"default {SIMULATION_DEFAULTS[key]:g}" + "".join(f", {d}" for d in differing)
+    return f"{separator} {note}" if separator else note
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from simulations.experiment import run_experiment
 
-    return run_experiment(args)
+    return run_experiment(fill_schedule_defaults(args))
 
 
 def _compare(args: argparse.Namespace) -> int:
     from simulations.compare import run_compare
 
-    return run_compare(args)
+    return run_compare(fill_schedule_defaults(args))
