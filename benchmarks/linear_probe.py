@@ -2,7 +2,9 @@
 
 For the classification records of a dataset's hospitals (split as ``fedumit simulate`` splits
 them), a logistic regression is fitted on the training split to each kind of feature, its L2
-strength chosen on the validation split, and scored on the validation and test splits:
+strength chosen on the validation split, and scored on the validation and test splits (the
+records whose images have the most common shape, so that radiographs and CT volumes are not
+mixed):
 
 - ``pixels``: the images as the model gets them (the canvas, grey levels);
 - ``visual tokens``: the patch merger's output, the image as the language model reads it;
@@ -22,6 +24,7 @@ writes JSON.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import sys
 from collections.abc import Sequence
@@ -140,6 +143,17 @@ def own_answer(model, processor, spec: ModelSpec, samples, labels: torch.Tensor)
     return scores(np.array(likelihoods), labels.numpy())
 
 
+def classification_records(sites: Sequence[Path], spec: ModelSpec, split: str) -> list[Sample]:
+    """The pooled classification records of ``split``."""
+    return [s for s in pooled_samples(sites, spec, split) if s.task == "classification"]
+
+
+def image_shapes(sample: Sample) -> tuple[tuple[int, ...], ...]:
+    """The shapes of a sample's images: records probed together must share them (a hospital's
+    radiographs and CT volumes are probed apart; the most common kind is kept)."""
+    return tuple(image.shape for image in sample.images)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=DATASETS, default="pneumoniamnist")
@@ -161,11 +175,16 @@ def main() -> None:
     answerer = load_answerer(args.model or base, spec.canvas, device="cpu")
     model, processor = answerer.model, answerer.processor
     sites = pooled_hospitals(args, base)
-    samples, found, labels = {}, {}, {}
+    samples = {split: classification_records(sites, spec, split) for split in SPLITS}
+    shape = collections.Counter(image_shapes(s) for s in samples["train"]).most_common(1)[0][0]
+    samples = {
+        split: [s for s in kept if image_shapes(s) == shape] for split, kept in samples.items()
+    }
+    console.print(
+        f"classification records whose images are {shape}: {[len(s) for s in samples.values()]}"
+    )
+    found, labels = {}, {}
     for split in SPLITS:
-        samples[split] = [
-            s for s in pooled_samples(sites, spec, split) if s.task == "classification"
-        ]
         labels[split] = torch.tensor([get_task(s.task).reference(s.fields) for s in samples[split]])
         found[split] = features(model, processor, spec, samples[split])
     classes = int(max(int(labels[split].max()) for split in SPLITS)) + 1

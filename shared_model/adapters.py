@@ -23,6 +23,12 @@ from shared_model.spec import LORA_A, ModelSpec
 ADAPTER = "default"
 
 
+def _state(model: PeftModel) -> dict[str, torch.Tensor]:
+    """The adapter's state: LoRA matrices and saved modules, never a targeted embedding or
+    ``lm_head``'s frozen base weights (which peft would include for such a target)."""
+    return get_peft_model_state_dict(model, save_embedding_layers=False)
+
+
 class AdapterMismatchError(ValueError):
     """Arrays that do not fit this model's stage layout; nothing was loaded."""
 
@@ -55,7 +61,7 @@ class StageAdapter:
 
     def __init__(self, model: PeftModel, stage: str, fingerprint: str) -> None:
         self.model, self.stage, self.fingerprint = model, stage, fingerprint
-        self._names = list(get_peft_model_state_dict(model).keys())
+        self._names = list(_state(model).keys())
         by_name = {
             _array_name(name): parameter
             for name, parameter in model.named_parameters()
@@ -107,7 +113,7 @@ class StageAdapter:
 
     def arrays(self) -> OrderedDict[str, np.ndarray]:
         """The stage's trainable state as float32 numpy arrays, in :attr:`names` order."""
-        state = get_peft_model_state_dict(self.model)
+        state = _state(self.model)
         return OrderedDict(
             (name, state[name].detach().to("cpu", torch.float32).numpy().copy())
             for name in self._names
@@ -136,7 +142,7 @@ class StageAdapter:
                 f"stage {self.stage!r} arrays differ in names: missing {missing[:3]}, "
                 f"unexpected {extra[:3]}"
             )
-        state = get_peft_model_state_dict(self.model)
+        state = _state(self.model)
         for name in self._names:
             array = arrays[name]
             if not isinstance(array, np.ndarray) or array.dtype != np.float32:
@@ -155,7 +161,7 @@ class StageAdapter:
     def save(self, directory: str | Path) -> Path:
         """Save the adapter in peft's standard format (``adapter_config.json`` + safetensors)."""
         directory = Path(directory)
-        self.model.save_pretrained(directory)
+        self.model.save_pretrained(directory, save_embedding_layers=False)
         return directory
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 from shared_model.adapters import AdapterMismatchError, StageAdapter
 from shared_model.export import export_merged, read_export_info
@@ -37,6 +39,27 @@ def test_arrays_round_trip_exactly(tiny_spec, stage: str) -> None:
     for name in arrays:
         assert back[name].dtype == np.float32
         np.testing.assert_array_equal(back[name], arrays[name])
+
+
+def test_a_layout_targeting_lm_head_moves_its_lora_and_never_the_output_layer(
+    tiny_spec, tmp_path: Path
+) -> None:
+    layout = replace(tiny_spec.instruct, target_modules="lm_head")
+    spec = replace(tiny_spec, instruct=layout)
+    model, _ = load_base(spec)
+    adapter = StageAdapter.attach(model, spec, "instruct")
+    assert adapter.names == [
+        "base_model.model.lm_head.lora_A.weight",
+        "base_model.model.lm_head.lora_B.weight",
+    ]
+    arrays = random_arrays(adapter, seed=3)
+    adapter.load_arrays(arrays, spec.fingerprint())
+    adapter.save(tmp_path / "adapter")
+    with safe_open(tmp_path / "adapter" / "adapter_model.safetensors", "pt") as saved:
+        assert sorted(saved.keys()) == [
+            "base_model.model.lm_head.lora_A.weight",
+            "base_model.model.lm_head.lora_B.weight",
+        ]
 
 
 def mismatches(arrays: dict) -> dict[str, tuple[dict, str]]:
