@@ -126,11 +126,14 @@ def add_consortium_arguments(simulate: argparse.ArgumentParser) -> None:
 
 
 def _default(key: str, separator: str = "") -> str:
-    """The help text's note of ``key``'s default, and of the datasets whose default differs."""
+    """The help text's note of ``key``'s default, and of the datasets whose default differs
+    (a learning rate's with DP as well)."""
+    dp_key = key.removesuffix(".lr") + ".dp-lr"
     differing = [
-        f"{dataset} {values[key]:g}"
+        f"{dataset}{' with DP' if name == dp_key else ''} {values[name]:g}"
         for dataset, values in DATASET_DEFAULTS.items()
-        if key in values
+        for name in (key, dp_key)
+        if name in values
     ]
     note = f"default {SIMULATION_DEFAULTS[key]:g}" + "".join(f", {d}" for d in differing)
     return f"{separator} {note}" if separator else note

@@ -19,7 +19,7 @@ from shared_model.spec import SPEC_FILE, ModelSpec
 from shared_model.tasks import score_rows
 from simulations.bootstrap import paired_intervals
 from simulations.datasets import public_archives
-from simulations.defaults import SIMULATION_DEFAULTS
+from simulations.defaults import SIMULATION_DEFAULTS, learning_rate
 from simulations.heldout import ModelAnswers, answer_and_rank, answer_heldout, held_out_samples
 from simulations.majority import MAJORITY, VS_MAJORITY, add_majority
 from simulations.report import Change, add_intervals, print_answers, print_metric_table
@@ -156,12 +156,12 @@ def run_overrides(
         "align.rounds": args.align_rounds,
         "align.local-steps": args.align_steps * steps_scale,
         "align.batch-size": args.align_batch,
-        "align.lr": args.align_lr,
+        "align.lr": learning_rate(args, "align", dp),
         "align.lr-decay": 1.0,
         "instruct.rounds": args.instruct_rounds,
         "instruct.local-steps": args.instruct_steps * steps_scale,
         "instruct.batch-size": args.instruct_batch,
-        "instruct.lr": args.instruct_lr,
+        "instruct.lr": learning_rate(args, "instruct", dp),
         "instruct.lr-decay": 1.0,
     }
 
