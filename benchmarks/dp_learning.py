@@ -176,15 +176,29 @@ def print_table(rows: list[dict], groups: list[tuple[str, str]], console: Consol
     console.print(table)
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/dp_learning"))
-    parser.add_argument("--dataset", choices=DATASETS, default="synthetic")
+def add_hospital_arguments(parser: argparse.ArgumentParser, dataset: str = "synthetic") -> None:
+    """The options that choose the hospitals, as ``fedumit simulate``'s."""
+    parser.add_argument("--dataset", choices=DATASETS, default=dataset)
     parser.add_argument("--data-root", type=Path, default=None, help="as fedumit simulate")
     parser.add_argument("--partition", choices=PARTITIONS, default="iid")
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--limit", type=int, default=None, help="items per split of a dataset")
     parser.add_argument("--patients", type=int, default=400, help="per hospital, as simulate")
+
+
+def write_result(out: Path, result: dict, console: Console) -> Path:
+    """Write a benchmark's ``result`` as JSON at ``out`` with a ``.json`` suffix."""
+    path = out.with_suffix(".json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    console.print(f"written to {path}")
+    return path
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/dp_learning"))
+    add_hospital_arguments(parser)
     parser.add_argument("--steps", type=int, default=135)
     parser.add_argument("--every", type=int, default=45)
     parser.add_argument("--batch", type=int, default=96, help="expected patients a step")
@@ -299,10 +313,7 @@ def main() -> None:
     settings = {**vars(args), "out": str(args.out), "sigma": sigma, "sample_rate": rate}
     settings["data_root"] = None if args.data_root is None else str(args.data_root)
     result = {"settings": settings, "trainable": trainable, "noise_over_c": noise, "rows": rows}
-    path = args.out.with_suffix(".json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
-    console.print(f"written to {path}")
+    write_result(args.out, result, console)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +35,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dp_learning import pooled_hospitals, start
+from dp_learning import add_hospital_arguments, pooled_hospitals, start, write_result
 
 from shared_model.inference import load_answerer
 from shared_model.inputs import collate, encode_sample
@@ -45,8 +44,6 @@ from shared_model.sample import Sample
 from shared_model.spec import ModelSpec
 from shared_model.tasks import get_task
 from shared_model.tiny import tiny_spec
-from simulations.cli import DATASETS
-from simulations.datasets import PARTITIONS
 from simulations.heldout import pooled_samples
 
 SPLITS = ("train", "val", "test")
@@ -156,12 +153,7 @@ def image_shapes(sample: Sample) -> tuple[tuple[int, ...], ...]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=DATASETS, default="pneumoniamnist")
-    parser.add_argument("--data-root", type=Path, default=None, help="as fedumit simulate")
-    parser.add_argument("--partition", choices=PARTITIONS, default="iid")
-    parser.add_argument("--alpha", type=float, default=0.5)
-    parser.add_argument("--limit", type=int, default=None, help="items per split of a dataset")
-    parser.add_argument("--patients", type=int, default=400, help="per hospital, as simulate")
+    add_hospital_arguments(parser, dataset="pneumoniamnist")
     parser.add_argument("--model", type=Path, default=None, help="default: the tiny base")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/linear_probe"))
     parser.add_argument("--seed", type=int, default=0)
@@ -226,10 +218,8 @@ def main() -> None:
         "class_counts": counts,
         "probes": rows,
     }
-    path = args.out.with_suffix(".json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
-    console.print(f"class counts (train, val, test): {counts}; written to {path}")
+    console.print(f"class counts (train, val, test): {counts}")
+    write_result(args.out, result, console)
 
 
 if __name__ == "__main__":
