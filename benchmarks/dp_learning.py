@@ -184,6 +184,7 @@ def add_hospital_arguments(parser: argparse.ArgumentParser, dataset: str = "synt
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--limit", type=int, default=None, help="items per split of a dataset")
     parser.add_argument("--patients", type=int, default=400, help="per hospital, as simulate")
+    parser.add_argument("--seed", type=int, default=0, help="the hospitals' and training's")
 
 
 def write_result(out: Path, result: dict, console: Console) -> Path:
@@ -230,7 +231,6 @@ def parse_args() -> argparse.Namespace:
         default="val",
         help="the held-out split scored (choose settings on val; the test split only reports)",
     )
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.per_group is None and args.dataset == "synthetic":
         args.per_group = int(SIMULATION_DEFAULTS["test-per-group"])

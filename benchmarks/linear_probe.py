@@ -156,7 +156,6 @@ def parse_args() -> argparse.Namespace:
     add_hospital_arguments(parser, dataset="pneumoniamnist")
     parser.add_argument("--model", type=Path, default=None, help="default: the tiny base")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/linear_probe"))
-    parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
 
 
