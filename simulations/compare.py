@@ -88,13 +88,14 @@ def run_compare(args: argparse.Namespace) -> int:
     def arm(name: str, archives: Sequence[Path], dp: bool, seed: int, scale: int = 1) -> Path:
         label = name if len(seeds) == 1 else f"{name}-seed{seed}"
         arm_id = f"{run_id}-{label}"
-        console.rule(f"{label}: {len(archives)} site(s), DP {'on' if dp else 'off'}")
         configs = consortium.site_configs(
             arm_id, archives, epsilon=args.epsilon, dp=dp, seed=seed, delta=args.delta
         )
         overrides = run_overrides(
             args, consortium, arm_id, sites=len(configs), dp=dp, steps_scale=scale, seed=seed
         )
+        console.rule(f"{label}: {len(archives)} site(s), DP {'on' if dp else 'off'}")
+        console.print(arm_schedule(overrides))
         export = simulate(configs, overrides).root / "export"
         if not export.is_dir():
             raise RuntimeError(f"the {label} run stopped early: no export in {export.parent}")
@@ -149,6 +150,17 @@ def run_compare(args: argparse.Namespace) -> int:
     )
     console.print(f"table: {report.with_suffix('.json')}\nplot: {plot}")
     return 0
+
+
+def arm_schedule(overrides: Mapping[str, Any]) -> str:
+    """One line per stage of an arm's run config: rounds, local steps, patients a step and
+    learning rate (the rate may differ between the arms with and without DP)."""
+    return "\n".join(
+        f"{stage}: {overrides[f'{stage}.rounds']} round(s) of "
+        f"{overrides[f'{stage}.local-steps']} steps, {overrides[f'{stage}.batch-size']} "
+        f"patients a step, learning rate {overrides[f'{stage}.lr']:g}"
+        for stage in ("align", "instruct")
+    )
 
 
 def comparison_rows(

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from fedumit.cli import build_parser
+from simulations.compare import arm_schedule
 from simulations.defaults import (
     DATASET_DEFAULTS,
     SIMULATION_DEFAULTS,
     fill_schedule_defaults,
     learning_rate,
 )
+from simulations.experiment import Consortium, run_overrides
 
 PNEUMONIA = DATASET_DEFAULTS["pneumoniamnist"]
 
@@ -53,3 +55,16 @@ def test_a_flag_wins_over_the_datasets_default() -> None:
 
 def test_the_held_out_sample_size_is_not_a_schedule_option() -> None:
     assert parsed("--dataset", "pneumoniamnist").test_per_group is None
+
+
+def test_compare_names_each_arms_learning_rate(tmp_path) -> None:
+    args = parsed("--dataset", "pneumoniamnist", command="compare")
+    consortium = Consortium(out=tmp_path, spec_file=tmp_path / "spec.toml", archives=[])
+    lines = {
+        dp: arm_schedule(run_overrides(args, consortium, "arm", sites=3, dp=dp)).splitlines()
+        for dp in (True, False)
+    }
+    assert lines[True][0] == lines[False][0]
+    assert lines[True][1].endswith(f"learning rate {PNEUMONIA['instruct.dp-lr']:g}")
+    assert lines[False][1].endswith(f"learning rate {SIMULATION_DEFAULTS['instruct.lr']:g}")
+    assert f"{PNEUMONIA['instruct.rounds']} round(s)" in lines[True][1]
