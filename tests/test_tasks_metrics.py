@@ -32,6 +32,12 @@ RECORDS = {
     "detection": {"target": "nodule", "boxes": [[10, 20, 30, 40]]},
     "landmark": {"landmark": "sella", "point": [10, 20]},
 }
+CHINESE_TEXT = {
+    "caption": {"text": "胸部X光正位片。"},
+    "compare": {"text": "结节增大。"},
+    "report": {"report": "心肺未见急性异常。"},
+}
+"""A Chinese record's free text is Chinese (free text is well-formed in its own language)."""
 
 
 def read(values: Sequence[object]) -> list[Reading]:
@@ -255,7 +261,7 @@ def test_score_refuses_length_mismatch(name: str) -> None:
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_rendered_targets_score_perfectly(name: str, lang: str) -> None:
     task = get_task(name)
-    fields = RECORDS[name]
+    fields = {**RECORDS[name], **(CHINESE_TEXT.get(name, {}) if lang == "zh" else {})}
     reference = task.reference(fields)
     reading = task.read(task.target(fields, lang), fields, lang)
     scores = task.score([reading], [reference], lang)

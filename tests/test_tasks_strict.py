@@ -214,4 +214,25 @@ def test_strict_reading_of_every_formatted_option_is_its_index(
 def test_free_text_is_well_formed_when_not_empty() -> None:
     task = get_task("report")
     assert task.read(" No effusion. ", {}, "en").strict == "No effusion."
+    assert task.read("所见：双肺清晰。CT 正常。", {}, "zh").strict == "所见：双肺清晰。CT 正常。"
     assert not task.read("  \n", {}, "en").well_formed
+
+
+@pytest.mark.parametrize("name", ["report", "caption", "compare"])
+@pytest.mark.parametrize(
+    ("answer", "lang"),
+    [
+        ("[500,220]", "zh"),  # a point an exported model wrote for a Chinese report request
+        ("[500,220]", "en"),
+        (f"{REF}{box('(1,2),(3,4)')}", "en"),  # a grounded box, not prose
+        ("<|object_ref_start|>病灶<|object_ref_end|>", "zh"),
+        ("Findings: lungs are clear.", "zh"),  # an English answer to a Chinese request
+        ("所见：双肺清晰。", "en"),
+        ("1：是", "en"),
+        ("12 / 34.", "en"),
+    ],
+)
+def test_free_text_in_another_tasks_format_or_language_is_malformed(name, answer, lang) -> None:
+    reading = get_task(name).read(answer, {}, lang)
+    assert not reading.well_formed
+    assert reading.lenient == answer.strip()  # the lenient twin still scores it

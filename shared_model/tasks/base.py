@@ -118,7 +118,7 @@ class Task(ABC):
 
     def _parse_lenient(self, text: str, fields: Mapping[str, Any]) -> Any:
         """What a lenient reader finds where the strict reading found nothing; by default
-        nothing (free text has one reading)."""
+        nothing."""
         return None
 
     @abstractmethod

@@ -1,8 +1,12 @@
 """Tasks whose answer is free text: report generation, captioning and image comparison.
 
-Free text has one reading: any non-empty answer is well-formed. Scores are sacrebleu's BLEU
-with the tokenizer right for the record's language (``13a`` for English, ``zh`` for Chinese:
-one token per character) and ROUGE-L on the same tokens; the headline is ``bleu4``.
+Free text is well-formed when it is prose in the record's language: it holds a word of that
+language (a Chinese character in a Chinese record, a Latin letter in an English one) and none of
+the model's special tokens. So a point ``[500,220]`` or a grounded box written for a report
+request is malformed, as is an English report to a Chinese request; the lenient reading takes
+any non-empty text. Scores are sacrebleu's BLEU with the tokenizer right for the record's
+language (``13a`` for English, ``zh`` for Chinese: one token per character) and ROUGE-L on the
+same tokens; the headline is ``bleu4``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from shared_model.metrics import corpus_bleu, rouge_l
 from shared_model.tasks.base import Task, Templates, check_lang, pick_template
 from shared_model.tasks.fields import require_text
 from shared_model.tasks.scoring import Metric
+from shared_model.tasks.text import has_cjk
 
 
 class FreeTextTask(Task):
@@ -26,7 +31,7 @@ class FreeTextTask(Task):
 
     field: ClassVar[str]
     templates: ClassVar[Templates]
-    metrics = (Metric("bleu4"), Metric("bleu1"), Metric("rouge_l"))
+    metrics = (Metric("bleu4", lenient=True), Metric("bleu1", lenient=True), Metric("rouge_l"))
     headline = "bleu4"
 
     def validate(self, fields: Mapping[str, Any]) -> None:
@@ -47,6 +52,10 @@ class FreeTextTask(Task):
         return str(fields[self.field]).strip()
 
     def _parse(self, text: str, fields: Mapping[str, Any], lang: str) -> str | None:
+        prose = text.strip()
+        return prose if is_prose_in(prose, lang) else None
+
+    def _parse_lenient(self, text: str, fields: Mapping[str, Any]) -> str | None:
         return text.strip() or None
 
     def _scores(
@@ -63,3 +72,17 @@ class FreeTextTask(Task):
             "bleu1": corpus_bleu(predictions, references, max_order=1, lang=lang),
             "rouge_l": rouge_l(predictions, references, lang),
         }
+
+
+SPECIAL_TOKEN_MARK = "<|"
+"""How Qwen2-VL's special tokens (``<|box_start|>``, ``<|im_end|>`` ...) begin."""
+
+
+def is_prose_in(text: str, lang: str) -> bool:
+    """``text`` holds a word of ``lang`` (a Chinese character for ``zh``, a Latin letter for
+    ``en``) and no special token."""
+    if SPECIAL_TOKEN_MARK in text:
+        return False
+    if check_lang(lang) == "zh":
+        return has_cjk(text)
+    return any(char.isascii() and char.isalpha() for char in text)
