@@ -25,6 +25,7 @@ from simulations.majority import MAJORITY, VS_MAJORITY, add_majority
 from simulations.report import Change, add_intervals, print_answers, print_metric_table
 from simulations.runner import simulate, write_site_config
 from simulations.synthetic import generate_consortium
+from simulations.verdict import verdict, verdict_lines
 
 ROUND_0 = "round 0"
 FINAL = "final"
@@ -230,11 +231,13 @@ def run_experiment(args: argparse.Namespace) -> int:
     )
     rows = scored_rows(samples, before, after)
     answers = answer_heldout(samples, after)
+    learned = verdict(rows, ROUND_0, FINAL)
     summary = {
         "run": str(folder.root),
         "export": str(export),
         "replayable_noise_seed": args.seed,
         "table": rows,
+        "verdict": learned.as_dict(),
         "answers": answers,
     }
     write_json_atomically(folder.root / "summary.json", summary)
@@ -248,6 +251,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         "common answer, the best any constant answer scores.[/]"
     )
     print_answers(answers, console)
+    console.print("[bold]what the consortium learned[/]\n" + "\n".join(verdict_lines(learned)))
     console.print(
         f"run folder: {folder.root}\nexported model: {export}\nplots: {folder.plots}\n"
         f"summary: {folder.root / 'summary.json'}"

@@ -26,6 +26,7 @@ from client.privacy import PrivacyLedger
 from fedumit.cli import main
 from protocol import ARRAYS
 from simulations.report import closed_form, established
+from simulations.verdict import judged_rows
 
 CJK = re.compile(r"[\u4e00-\u9fff：]")
 LANGS = ("en", "zh")
@@ -193,3 +194,18 @@ def test_site_audit_lists_every_reply_and_detects_an_edit(simulation, capsys) ->
         assert f"does not follow line {line + 1} (one of the two was edited)" in out
     finally:
         audit.path.write_bytes(original)
+
+
+def test_summary_says_what_the_consortium_learned(simulation: dict[str, Any]) -> None:
+    """The verdict is the table read: one judged row per task and language (closed-form
+    headlines, report BLEU-1), each in exactly one of improved, worse or unsettled."""
+    summary = simulation["summary"]
+    result = summary["verdict"]
+    judged = {f"{r['task']}/{r['lang']}": r for r in judged_rows(summary["table"])}
+    assert {row["metric"] for key, row in judged.items() if key.startswith("report/")} == {"bleu1"}
+    groups = result["improved"] + result["worse"] + result["unsettled"]
+    assert sorted(groups) == sorted(judged)
+    for group in result["improved"]:
+        assert established(judged[group]) == 1
+    assert set(result["chinese_gap"]) == {key.split("/")[0] for key in judged}
+    assert 0.0 <= result["well_formed"] <= 1.0

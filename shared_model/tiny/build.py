@@ -111,6 +111,13 @@ class TinyShape:
       after, classification unchanged), and at 3e-3 every box and most points lost their
       format (0.00 of detection answers and 0.03 en / 0.61 zh of landmark answers well-formed
       at the end) while classification fell to 0.
+    - This recipe with three wordings a language that ask for a short report of the image,
+      answered with the scene's description (this base writes a point for a Chinese report
+      request: of its report answers at round 0, prose in the request's language are 0.24 en
+      and 0.00 zh at seed 0). Round 0 prose 0.94 / 0.96 en and 0.50 / 0.40 zh (seeds 0 / 1),
+      English report BLEU-1 0.18 / 0.21; but training under the noise wore it down (BLEU-1
+      0.05 / 0.15 at the end, prose 0.71 / 0.76 en), Chinese BLEU-1 stayed at 0.03 / 0.01, and
+      of the ten scores the main job must raise it raised 4 and 2 (this base: 3 and 2).
     """
 
     text_hidden: int = 128
