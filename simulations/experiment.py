@@ -30,22 +30,28 @@ from simulations.verdict import verdict, verdict_lines
 ROUND_0 = "round 0"
 FINAL = "final"
 CHANGES = (Change(ROUND_0, FINAL), Change(MAJORITY, FINAL, VS_MAJORITY))
+CONSORTIUM_SPEC = "model.toml"
 
 
 def model_spec_file(out: Path, base: Path | None) -> Path:
-    """The model spec TOML: a given checkpoint's own spec beside it (a tiny base written with
-    ``fedumit model tiny --out DIR`` has one: its canvas, slices and LoRA layout), else the
-    checkpoint with the default layout; without a checkpoint, the tiny base's own (a tiny base
-    already in ``out/tiny-base``, else the user-level cache's, built once)."""
+    """The consortium's own copy of its model spec, ``out/model.toml``: a given checkpoint's
+    spec beside it (a tiny base written with ``fedumit model tiny --out DIR`` has one: its
+    canvas, slices and LoRA layout), else the checkpoint with the default layout; without a
+    checkpoint, the tiny base's (a tiny base already in ``out/tiny-base``, else the user-level
+    cache's, built once). A copy, because the file beside a cached base is rewritten by
+    whichever FedUMIT version last used the cache, and a run must keep the layout it began
+    with."""
     from shared_model.tiny import ensure_tiny_base
 
     if base is not None:
         beside = base / SPEC_FILE
-        if beside.is_file():
-            return beside.resolve()
-        return ModelSpec(base=base.resolve()).write_toml(out / "model.toml")
-    local = out / "tiny-base"
-    return ensure_tiny_base(local if (local / "config.json").is_file() else None) / SPEC_FILE
+        spec = ModelSpec.from_toml(beside) if beside.is_file() else ModelSpec(base=base.resolve())
+    else:
+        local = out / "tiny-base"
+        spec = ModelSpec.from_toml(
+            ensure_tiny_base(local if (local / "config.json").is_file() else None) / SPEC_FILE
+        )
+    return spec.write_toml(out / CONSORTIUM_SPEC)
 
 
 def site_archives(args: argparse.Namespace) -> list[Path]:
