@@ -13,9 +13,11 @@ the records it has (the site's ``[policy] derive_stage1``):
 One derived caption per image and language joins the phrases of every record about that image,
 in the records' order: a report as it is, a class as ``Finding: pneumonia.`` (``所见：肺炎。``),
 a question with its answer (``Is there a lesion? yes``), a box's target as ``lesion present.``
-(``可见病灶。``). Landmark records carry no words about the image and add nothing. Derived
-samples keep their records' patient, split and language, so the privacy unit and the splits are
-the archive's; they never leave the site and are never written anywhere.
+(``可见病灶。``) or, without boxes, ``no lesion.`` (``未见病灶。``); each task says its own phrase
+(:meth:`shared_model.tasks.Task.stage1_phrase`). Landmark records carry no words about the
+image and add nothing. Derived samples keep their records' patient, split and language, so the
+privacy unit and the splits are the archive's; they never leave the site and are never written
+anywhere.
 
 What it cost on the embedded tiny base at the former ``align`` learning rate of 2e-3, measured
 with ``fedumit simulate --dataset NAME`` (epsilon 8) against the same with ``--align-rounds 0``:
@@ -33,33 +35,21 @@ for a site whose own runs show the same loss.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from shared_model.sample import Sample
+from shared_model.tasks import get_task
 
 DERIVE_MODES = ("when-missing", "always", "never")
 DERIVED_SUFFIX = "#stage1"
 
-_FINDING = {"en": "Finding: {}.", "zh": "所见：{}。"}
-_PRESENT = {"en": "{} present.", "zh": "可见{}。"}
 _JOIN = {"en": " ", "zh": ""}
 
 
 def phrase(sample: Sample) -> str | None:
-    """What ``sample``'s record says about its image, in its language; ``None`` when nothing."""
-    fields: Mapping[str, Any] = sample.fields
-    lang = sample.lang
-    if sample.task == "report":
-        return str(fields["report"]).strip() or None
-    if sample.task == "classification":
-        return _FINDING[lang].format(str(fields["options"][int(fields["label"])]).strip())
-    if sample.task == "vqa":
-        question, answer = str(fields["question"]).strip(), str(fields["answer"]).strip()
-        return f"{question}{_JOIN[lang]}{answer}" if question and answer else None
-    if sample.task == "detection":
-        return _PRESENT[lang].format(str(fields["target"]).strip())
-    return None
+    """What ``sample``'s record says about its image, in its language (its task's
+    :meth:`~shared_model.tasks.Task.stage1_phrase`); ``None`` when nothing."""
+    return get_task(sample.task).stage1_phrase(sample.fields, sample.lang)
 
 
 def derive_captions(samples: Sequence[Sample]) -> list[Sample]:

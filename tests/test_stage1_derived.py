@@ -60,6 +60,14 @@ def test_chinese_records_give_chinese_captions() -> None:
     assert captions[0].lang == "zh"
 
 
+@pytest.mark.parametrize(
+    ("lang", "target", "said"), [("en", "lesion", "no lesion."), ("zh", "病灶", "未见病灶。")]
+)
+def test_a_detection_without_boxes_says_its_target_is_absent(lang, target, said) -> None:
+    captions = derive_captions([record("detection", {"target": target, "boxes": []}, lang=lang)])
+    assert [c.fields["text"] for c in captions] == [said]
+
+
 def test_landmarks_alone_say_nothing() -> None:
     assert derive_captions([record("landmark", MARK)]) == []
 

@@ -3,9 +3,10 @@
 A task owns, for its records: the manifest fields it needs and their validation, how its
 coordinates move between source pixels (voxels) and Qwen2-VL's 0-1000 grid, the instruction per
 language, the answer text the model learns, a strict and a lenient reading of generated text,
-its metrics, which of them is the headline, and which direction is better for each.
-Instruction templates are chosen deterministically from the fields, so every site renders the
-same record the same way.
+its metrics, which of them is the headline, which direction is better for each, and what a
+record says about its image in words (the stage-1 caption a site derives from it). Instruction
+templates are chosen deterministically from the fields, so every site renders the same record
+the same way.
 """
 
 from __future__ import annotations
@@ -142,6 +143,11 @@ class Task(ABC):
     def to_source(self, value: Any, fields: Mapping[str, Any], geometry: Geometry) -> Any:
         """A structured answer for people: coordinates in source units, options by name."""
         return value
+
+    def stage1_phrase(self, fields: Mapping[str, Any], lang: str) -> str | None:
+        """What the record says about its image in words, in ``lang``, for the stage-1 caption a
+        site derives from its records (:mod:`client.stage1`); ``None`` when it says nothing."""
+        return None
 
     def missing(self, given: Mapping[str, Any]) -> list[str]:
         """The keys of :attr:`asks` that a question asked at inference leaves empty."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from shared_model.metrics import accuracy, balanced_accuracy, macro_f1
 from shared_model.sample import Geometry
-from shared_model.tasks.base import Task, pick_template
+from shared_model.tasks.base import Task, check_lang, pick_template
 from shared_model.tasks.choices import (
     choice_texts,
     choice_to_source,
@@ -27,6 +27,8 @@ from shared_model.tasks.scoring import OPTION_AUC, Metric
 
 OPTION_BASE = 0
 """Classification numbers its classes from 0."""
+FINDING = {"en": "Finding: {}.", "zh": "所见：{}。"}
+"""A class as a finding, in a derived stage-1 caption."""
 
 TEMPLATES = {
     "en": (
@@ -74,6 +76,11 @@ class ClassificationTask(Task):
     def to_source(self, value: Any, fields: Mapping[str, Any], geometry: Geometry) -> Any:
         """The class as ``{"index": i, "option": name}``."""
         return choice_to_source(value, _options(fields))
+
+    def stage1_phrase(self, fields: Mapping[str, Any], lang: str) -> str | None:
+        """The class as a finding: ``Finding: pneumonia.`` (``所见：肺炎。``)."""
+        name = _options(fields)[self.reference(fields)].strip()
+        return FINDING[check_lang(lang)].format(name) if name else None
 
     def _question_fields(self, given: Mapping[str, Any], geometry: Geometry) -> dict[str, Any]:
         return {"question": given["question"], "options": list(given["options"])}

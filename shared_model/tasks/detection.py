@@ -93,6 +93,11 @@ def _without_reference(text: str) -> str | None:
     return rest
 
 
+PRESENT = {"en": "{} present.", "zh": "可见{}。"}
+ABSENT = {"en": "no {}.", "zh": "未见{}。"}
+"""A target with boxes and one without, in a derived stage-1 caption."""
+
+
 class DetectionTask(Task):
     """Box every instance of the record's ``target``; ``boxes`` are on the 0-1000 grid."""
 
@@ -125,6 +130,13 @@ class DetectionTask(Task):
         require_inside([corner for pair in half for corner in pair], geometry)
         grid = [list(geometry.box_to_grid(box)) for box in boxes]
         return {**fields, "boxes": grid, "dimension": 3 if geometry.is_volume else 2}
+
+    def stage1_phrase(self, fields: Mapping[str, Any], lang: str) -> str | None:
+        """Whether the target is there: ``lesion present.`` (``可见病灶。``), or ``no lesion.``
+        (``未见病灶。``) for a record without boxes."""
+        target = str(fields["target"]).strip()
+        words = PRESENT if fields.get("boxes") else ABSENT
+        return words[check_lang(lang)].format(target) if target else None
 
     def to_source(self, value: Any, fields: Mapping[str, Any], geometry: Geometry) -> Any:
         """Boxes in source pixels (voxels), to two decimals."""

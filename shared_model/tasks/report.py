@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from shared_model.tasks.base import Templates
 from shared_model.tasks.freetext import FreeTextTask
@@ -14,6 +15,11 @@ class ReportTask(FreeTextTask):
     name = "report"
     stage = "instruct"
     field = "report"
+
+    def stage1_phrase(self, fields: Mapping[str, Any], lang: str) -> str | None:
+        """The report as it is."""
+        return self.reference(fields) or None
+
     templates: ClassVar[Templates] = {
         "en": (
             "Please write a radiology report for this image.",

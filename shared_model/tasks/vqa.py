@@ -87,6 +87,12 @@ class VQATask(Task):
         """A closed answer as ``{"index": i, "option": text}``, an open one as it is."""
         return choice_to_source(value, _options(fields) or [])
 
+    def stage1_phrase(self, fields: Mapping[str, Any], lang: str) -> str | None:
+        """The question followed by its answer: ``Is there a lesion? yes``."""
+        question, answer = str(fields["question"]).strip(), str(fields["answer"]).strip()
+        joint = "" if lang == "zh" else " "
+        return f"{question}{joint}{answer}" if question and answer else None
+
     def _question_fields(self, given: Mapping[str, Any], geometry: Geometry) -> dict[str, Any]:
         fields: dict[str, Any] = {"question": given["question"]}
         if given.get("options"):
