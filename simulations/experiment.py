@@ -21,6 +21,7 @@ from simulations.bootstrap import paired_intervals
 from simulations.datasets import public_archives
 from simulations.defaults import SIMULATION_DEFAULTS, learning_rate
 from simulations.heldout import ModelAnswers, answer_and_rank, answer_heldout, held_out_samples
+from simulations.heldout_plot import draw_heldout
 from simulations.majority import MAJORITY, VS_MAJORITY, add_majority
 from simulations.report import Change, add_intervals, print_answers, print_metric_table
 from simulations.runner import simulate, write_site_config
@@ -238,12 +239,14 @@ def run_experiment(args: argparse.Namespace) -> int:
     rows = scored_rows(samples, before, after)
     answers = answer_heldout(samples, after)
     learned = verdict(rows, ROUND_0, FINAL)
+    picture = draw_heldout(rows, ROUND_0, FINAL, folder.plots / "heldout.png")
     summary = {
         "run": str(folder.root),
         "export": str(export),
         "replayable_noise_seed": args.seed,
         "table": rows,
         "verdict": learned.as_dict(),
+        "heldout_plot": str(picture) if picture else None,
         "answers": answers,
     }
     write_json_atomically(folder.root / "summary.json", summary)

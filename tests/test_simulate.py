@@ -209,3 +209,4 @@ def test_summary_says_what_the_consortium_learned(simulation: dict[str, Any]) ->
         assert established(judged[group]) == 1
     assert set(result["chinese_gap"]) == {key.split("/")[0] for key in judged}
     assert 0.0 <= result["well_formed"] <= 1.0
+    assert Path(summary["heldout_plot"]).read_bytes().startswith(b"\x89PNG")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from simulations.heldout_plot import draw_heldout
 from simulations.majority import VS_MAJORITY
 from simulations.verdict import judged_rows, verdict, verdict_lines
 
@@ -55,3 +56,11 @@ def test_a_row_without_an_interval_is_unsettled_and_no_gap_without_both_language
     result = verdict([row("detection", "zh", "map50", 0.0, 0.4, None, True)], "round 0", "final")
     assert (result.improved, result.unsettled) == ([], ["detection/zh"])
     assert result.chinese_gap == {} and result.well_formed is None
+
+
+def test_the_heldout_plot_draws_the_judged_rows(tmp_path) -> None:
+    picture = draw_heldout(TABLE, "round 0", "final", tmp_path / "plots" / "heldout.png")
+    assert picture is not None and picture.read_bytes().startswith(b"\x89PNG")
+    captions_only = [row("caption", "en", "bleu1", 0.1, 0.3, (0.1, 0.3))]
+    assert draw_heldout(captions_only, "round 0", "final", tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
