@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from shared_model.tasks import get_task
-from simulations.majority import VS_MAJORITY
+from simulations.majority import MAJORITY, VS_MAJORITY
 from simulations.report import INTERVAL, established
 
 JUDGED_BY = {"report": "bleu1"}
@@ -34,6 +34,9 @@ class Verdict:
     worse: list[str]
     unsettled: list[str]
     above_majority: list[str]
+    improved_to_at_most_majority: list[str]
+    """Improved, yet ending at or below the majority answer's score: what a model scores that
+    learned to answer the most common answer, not to read its images."""
     well_formed: float | None
     """The mean over task and language groups of the share of answers in their format."""
     chinese_gap: dict[str, float]
@@ -77,6 +80,14 @@ def verdict(rows: Sequence[Mapping[str, Any]], before: str, after: str) -> Verdi
         above_majority=[
             _group(r) for r in judged if VS_MAJORITY in r and established(r, VS_MAJORITY) > 0
         ],
+        improved_to_at_most_majority=[
+            _group(r)
+            for r in judged
+            if moves[_group(r)] > 0
+            and r.get(MAJORITY) is not None
+            and r.get(after) is not None
+            and r[after] <= r[MAJORITY]
+        ],
         well_formed=round(sum(shares) / len(shares), 4) if shares else None,
         chinese_gap=gaps,
     )
@@ -88,6 +99,8 @@ def verdict_lines(result: Verdict) -> list[str]:
     lines = [
         f"improved beyond its 95% interval: {len(result.improved)} of {judged} "
         f"({_listing(result.improved)})",
+        f"of these, at or below the majority answer: "
+        f"{_listing(result.improved_to_at_most_majority)}",
         f"worse beyond it: {_listing(result.worse)}",
         f"above the majority answer beyond it: {_listing(result.above_majority)}",
     ]

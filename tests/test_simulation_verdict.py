@@ -18,7 +18,17 @@ def row(task, lang, metric, before, after, interval=None, headline=False, **extr
 
 
 TABLE = [
-    row("vqa", "en", "closed_accuracy", 0.2, 0.6, (0.1, 0.5), True, **{VS_MAJORITY: [0.01, 0.2]}),
+    row(
+        "vqa",
+        "en",
+        "closed_accuracy",
+        0.2,
+        0.6,
+        (0.1, 0.5),
+        True,
+        majority=0.5,
+        **{VS_MAJORITY: [0.01, 0.2]},
+    ),
     row("vqa", "en", "well_formed", 0.7, 1.0, (0.1, 0.4)),
     row("vqa", "zh", "closed_accuracy", 0.1, 0.5, (-0.1, 0.5), True, **{VS_MAJORITY: [-0.2, 0.1]}),
     row("vqa", "zh", "well_formed", 0.7, 0.5, (-0.3, -0.1)),
@@ -46,10 +56,18 @@ def test_the_verdict_reads_the_intervals_the_gaps_and_the_formats() -> None:
     assert result.worse == ["landmark/en"]
     assert result.unsettled == ["vqa/zh"]
     assert result.above_majority == ["vqa/en"]
+    assert result.improved_to_at_most_majority == []
     assert result.well_formed == pytest.approx(0.75)
     assert result.chinese_gap == {"vqa": pytest.approx(-0.1)}
     text = "\n".join(verdict_lines(result))
     assert "2 of 4 (vqa/en, report/en)" in text and "vqa -0.100" in text
+
+
+def test_an_improvement_to_the_majority_answer_is_told_apart() -> None:
+    table = [row("classification", "en", "accuracy", 0.37, 0.625, (0.2, 0.3), True, majority=0.625)]
+    result = verdict(table, "round 0", "final")
+    assert result.improved == result.improved_to_at_most_majority == ["classification/en"]
+    assert "at or below the majority answer: classification/en" in "\n".join(verdict_lines(result))
 
 
 def test_a_row_without_an_interval_is_unsettled_and_no_gap_without_both_languages() -> None:
