@@ -44,6 +44,7 @@ from rich.table import Table
 
 from client.privacy.accounting import calibrate_noise
 from client.privacy.per_unit import clip_and_sum
+from client.privacy.subspace import GradientSubspace, top_directions
 from client.trainer import LocalTrainer, TrainConfig
 from shared_model.device import configure_cpu_threads
 from shared_model.evaluation import evaluate_samples
@@ -121,6 +122,29 @@ def clipped_mean(
         for total, parameter in zip(summed, parameters, strict=True):
             total.add_(clipped[parameter])
     return [total / len(records) for total in summed], norms
+
+
+def public_subspace(
+    trainer: LocalTrainer, records: list[Sample], k: int, by_task: bool = False
+) -> GradientSubspace:
+    """PROTOTYPE: top-k directions of public records' gradients."""
+    parameters = [parameter for _, parameter in trainer.adapter.trainable_parameters()]
+    rows = []
+    for example in trainer.encode(records):
+        loss = answer_losses(trainer, [example]).sum()
+        grads = torch.autograd.grad(loss, parameters, allow_unused=True)
+        rows.append(
+            torch.cat(
+                [
+                    (torch.zeros_like(p) if g is None else g).flatten()
+                    for g, p in zip(grads, parameters, strict=True)
+                ]
+            )
+        )
+    return GradientSubspace(
+        parameters,
+        top_directions(torch.stack(rows), k, [r.task for r in records] if by_task else None),
+    )
 
 
 def step_signal(
@@ -219,6 +243,12 @@ def parse_args() -> argparse.Namespace:
         "--clip-groups", nargs="*", default=[], help="regexes of the clip groups (model spec)"
     )
     parser.add_argument(
+        "--subspace", type=int, default=0, help="noise in k directions of public gradients (0: off)"
+    )
+    parser.add_argument("--public-records", type=int, default=128)
+    parser.add_argument("--by-task", action="store_true")
+    parser.add_argument("--public-seed", type=int, default=1000)
+    parser.add_argument(
         "--per-group",
         type=int,
         default=None,
@@ -293,9 +323,24 @@ def main() -> None:
             "signal": step_signal(trainer, probe, args.max_grad_norm),
         }
 
+    public = []
+    if args.subspace:
+        public_args = argparse.Namespace(
+            **{
+                **vars(args),
+                "seed": args.public_seed,
+                "out": args.out.with_name(args.out.name + "-public"),
+            }
+        )
+        public_train = pooled_samples(pooled_hospitals(public_args, base), spec, "train")
+        public = random.Random(args.public_seed).sample(public_train, args.public_records)
+
     rows = [evaluation(0)]
     done = 0
     while done < args.steps:
+        subspace = None
+        if args.subspace:
+            subspace = public_subspace(trainer, public, args.subspace, args.by_task)
         steps = min(args.every, args.steps - done)
         config = TrainConfig(
             steps=steps,
@@ -306,7 +351,9 @@ def main() -> None:
             max_grad_norm=args.max_grad_norm,
             max_records_per_unit=args.records_per_unit,
         )
-        trainer.train(train, [s.patient_id for s in train], config, progress=True)
+        trainer.train(
+            train, [s.patient_id for s in train], config, subspace=subspace, progress=True
+        )
         done += steps
         rows.append(evaluation(done))
     print_table(rows, groups, console)

@@ -126,6 +126,36 @@ class Policy:
     derive_stage1: str = "when-missing"
 
 
+@dataclass(frozen=True)
+class SubspaceConfig:
+    """DP-SGD in a gradient subspace found on public records (:mod:`client.privacy.subspace`).
+
+    Before each DP round the site computes the gradients of up to ``records`` records of
+    ``public_archive`` at the round's global adapter and keeps their ``directions`` leading
+    directions, ``by_task`` an equal share for each task; the round's clipping and noise then
+    act on those coordinates only, so the noise grows with ``directions`` instead of the
+    adapter's size. The public archive must hold only records anyone may see (a public
+    dataset in the manifest format): its records decide the directions and are never covered
+    by the site's budget. The privacy guarantee of the site's own records is the same.
+
+    Parameters
+    ----------
+    public_archive:
+        An archive of public records, in the site archive's format.
+    directions:
+        ``k``, the number of directions; the noise on a step's sum has norm ``sigma C sqrt(k)``.
+    records:
+        Most public records whose gradients are computed each round (at least ``directions``).
+    by_task:
+        Give each task of the public records an equal share of the directions.
+    """
+
+    public_archive: Path
+    directions: int = 128
+    records: int = 256
+    by_task: bool = True
+
+
 SECTIONS: dict[str, tuple[str, ...]] = {
     "site": (
         "name",
@@ -140,6 +170,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "model": ("spec",),
     "imaging": tuple(f.name for f in fields(ImagingConfig)),
     "policy": tuple(f.name for f in fields(Policy)),
+    "subspace": tuple(f.name for f in fields(SubspaceConfig)),
 }
 
 
@@ -188,6 +219,7 @@ class SiteConfig:
     token_budget: int = DEFAULT_TOKEN_BUDGET
     imaging: ImagingConfig = field(default_factory=ImagingConfig)
     policy: Policy = field(default_factory=Policy)
+    subspace: SubspaceConfig | None = None
 
     @property
     def cache_dir(self) -> Path:
@@ -260,6 +292,7 @@ def site_config_from_dict(data: Mapping[str, Any], path: Path) -> SiteConfig:
         token_budget=budget,
         imaging=_imaging(reader),
         policy=_policy(reader),
+        subspace=_subspace(reader, archive) if "subspace" in data else None,
     )
 
 
@@ -315,6 +348,31 @@ def _imaging(reader: _Reader) -> ImagingConfig:
         nifti_volume_index=index,
         intensity_percentiles=(float(low), float(high)),
         **limits,
+    )
+
+
+def _subspace(reader: _Reader, archive: Path) -> SubspaceConfig:
+    default = SubspaceConfig(Path())
+    public = reader.path("subspace", "public_archive")
+    if public.is_relative_to(archive) or archive.is_relative_to(public):
+        reader.fail(
+            "subspace.public_archive", "must not be the site's archive, inside it or hold it"
+        )
+    if not public.is_dir():
+        reader.fail("subspace.public_archive", f"{public} is not a directory")
+    directions = reader.get("subspace", "directions", int, default.directions)
+    records = reader.get("subspace", "records", int, default.records)
+    if directions < 1:
+        reader.fail("subspace.directions", f"must be at least 1, got {directions}")
+    if records < directions:
+        reader.fail(
+            "subspace.records", f"must be at least directions ({directions}), got {records}"
+        )
+    return SubspaceConfig(
+        public_archive=public,
+        directions=directions,
+        records=records,
+        by_task=reader.get("subspace", "by_task", bool, default.by_task),
     )
 
 

@@ -116,12 +116,20 @@ def train_round(
         precision=site.config.precision,
         proximal_mu=request.proximal_mu,
     )
+    subspace = site.public_subspace(trainer, train_config) if request.dp else None
+    if subspace is not None:
+        site.log.info(
+            "round %s: clipping and noise in %d directions of public records' gradients",
+            server_round,
+            subspace.dimension,
+        )
     result = trainer.train(
         samples,
         unit_keys,
         train_config,
         randomness=site.randomness(request.stage, server_round),
         epsilon_at=epsilon_curve(history, mechanism, delta=policy.delta) if request.dp else None,
+        subspace=subspace,
         progress=site.progress,
     )
     with journal_refusals(Refusal.LEDGER_MISSING, Refusal.LEDGER_DAMAGED):

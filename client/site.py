@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -18,13 +19,14 @@ import torch
 from transformers import Qwen2VLForConditionalGeneration
 
 from client.audit import AuditLog
-from client.config import SiteConfig, SiteConfigError, load_site_config
+from client.config import SiteConfig, SiteConfigError, SubspaceConfig, load_site_config
 from client.privacy.ledger import PrivacyLedger
 from client.privacy.randomness import SiteRandomness
+from client.privacy.subspace import GradientSubspace, top_directions
 from client.records import site_logger
 from client.stage1 import stage1_samples
 from client.stage1_store import Stage1Store
-from client.trainer import LocalTrainer
+from client.trainer import LocalTrainer, TrainConfig
 from protocol import arrays_hash
 from shared_model.adapters import StageAdapter
 from shared_model.device import configure_cpu_threads, resolve_device, weights_dtype
@@ -57,6 +59,7 @@ class Site:
         if self.device.type == "cpu":
             configure_cpu_threads()  # in a simulation's worker process too
         self._samples: dict[str, list[Sample]] = {}
+        self._public: dict[str, list[Sample]] = {}
         self._trainers: dict[tuple[str, str], LocalTrainer] = {}
         self.stage1_store = Stage1Store(config.work_dir / "stage1")  # frozen global align
         self.ledger = PrivacyLedger(config.ledger_path)
@@ -100,6 +103,55 @@ class Site:
             usable = [s for s in self._samples[split] if s.task in policy.tasks]
             return stage1_samples(usable, policy.derive_stage1, sorted(allowed))
         return [s for s in self._samples[split] if s.task in allowed]
+
+    def public_subspace(
+        self, trainer: LocalTrainer, config: TrainConfig
+    ) -> GradientSubspace | None:
+        """The round's gradient subspace (``[subspace]`` of the site config), from public
+        records only and the trainer's current (global) adapter; ``None`` without the section
+        or without a public record of the trainer's stage."""
+        settings = self.config.subspace
+        if settings is None:
+            return None
+        records = self._public_records(trainer.adapter.stage, settings)
+        if not records:
+            self.log.info("no public %s records: noise on every parameter", trainer.adapter.stage)
+            return None
+        gradients = trainer.record_gradients(records, config)
+        groups = [s.task for s in records] if settings.by_task else None
+        directions = min(settings.directions, len(records))
+        basis = top_directions(gradients, directions, groups)
+        parameters = [p for _, p in trainer.adapter.trainable_parameters()]
+        return GradientSubspace(parameters, basis)
+
+    def _public_records(self, stage: str, settings: SubspaceConfig) -> list[Sample]:
+        """Up to ``settings.records`` records of the public archive for ``stage``, spread
+        evenly over its records in id order (every split: all of them are public)."""
+        if stage not in self._public:
+            from client.archive import load_site_samples
+
+            public = replace(
+                self.config,
+                archive=settings.public_archive,
+                work_dir=self.config.work_dir / "public",
+            )
+            loaded, _ = load_site_samples(
+                public,
+                canvas=self.spec.canvas,
+                slices=self.spec.volume_slices,
+                progress=self.progress,
+            )
+            allowed = set(STAGE_TASKS[stage])
+            if stage == "align":
+                usable = stage1_samples(loaded, self.config.policy.derive_stage1, sorted(allowed))
+            else:
+                usable = [s for s in loaded if s.task in allowed]
+            usable.sort(key=lambda s: s.record_id)
+            stride = max(1.0, len(usable) / settings.records)
+            self._public[stage] = [
+                usable[int(i * stride)] for i in range(min(len(usable), settings.records))
+            ]
+        return self._public[stage]
 
     def unit_keys(self, samples: list[Sample]) -> list[str]:
         """The privacy unit of each sample: its patient, or the record itself."""

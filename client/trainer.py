@@ -26,9 +26,10 @@ import torch
 from tqdm import tqdm
 from transformers import ProcessorMixin
 
-from client.batching import Step, UnitIndex, sample_step
+from client.batching import Step, UnitIndex, pack, sample_step
 from client.privacy.per_unit import PerSampleGradients, StreamingClipper
 from client.privacy.randomness import SiteRandomness
+from client.privacy.subspace import GradientSubspace
 from shared_model.adapters import StageAdapter
 from shared_model.device import autocast, weights_dtype
 from shared_model.inputs import Encoded, collate, encode_sample
@@ -183,6 +184,46 @@ class LocalTrainer:
         """Records already encoded, by record id (a benchmark's synthetic records)."""
         self._encoded.update(encoded)
 
+    def record_gradients(self, samples: Sequence[Sample], config: TrainConfig) -> torch.Tensor:
+        """Each sample's exact gradient of its answer loss at the current adapter, flattened
+        over the trainable parameters in order: ``(len(samples), d)``, float32 on the CPU.
+        Micro-batches are packed within the config's row and token limits, as a step's are."""
+        encoded = _LazyEncoded(self, samples)
+        model = _frozen_in(self.adapter.model, weights_dtype(self.device, config.precision))
+        model = model.to(self.device).train()
+        parameters = [p for _, p in self.adapter.trainable_parameters()]
+        rows = [(len(encoded[i].input_ids), i, i) for i in range(len(samples))]
+        out = torch.zeros(len(samples), sum(p.numel() for p in parameters))
+        hooks = PerSampleGradients(model)
+        try:
+            for chunk in pack(rows, config.physical_batch_size, config.token_budget):
+                positions = [record for _, record, _ in chunk]
+                examples = [encoded[i] for i in positions]
+                inputs = collate(examples, self.processor.tokenizer.pad_token_id)
+                inputs = inputs.to(self.device).inputs
+                labels = inputs.pop("labels")
+                with hooks.capture(examples):
+                    window = answer_window(labels)
+                    with autocast(self.device):
+                        logits = model(**inputs, logits_to_keep=window).logits
+                    answer_token_loss(logits, labels[:, -window:]).sum().backward()
+                out[positions] = torch.cat(
+                    [
+                        hooks.grad_samples[p].flatten(1).float().cpu()
+                        if p in hooks.grad_samples
+                        else torch.zeros(len(positions), p.numel())
+                        for p in parameters
+                    ],
+                    dim=1,
+                )
+                hooks.grad_samples = {}
+        finally:
+            hooks.remove()
+            for parameter in parameters:
+                parameter.grad = None
+            model.eval()
+        return out
+
     def train(
         self,
         samples: Sequence[Sample],
@@ -191,13 +232,18 @@ class LocalTrainer:
         *,
         randomness: SiteRandomness | None = None,
         epsilon_at: Callable[[int], float] | None = None,
+        subspace: GradientSubspace | None = None,
         progress: bool = True,
     ) -> TrainResult:
         """Run ``config.steps`` logical steps over ``samples``; ``unit_keys`` name each one's unit.
 
         ``randomness`` draws the sampling and the noise (default: a fresh secure stream, so
-        nobody can replay them); ``epsilon_at(steps_done)`` (optional) feeds the progress bar.
+        nobody can replay them); ``epsilon_at(steps_done)`` (optional) feeds the progress bar;
+        ``subspace`` (DP only, :mod:`client.privacy.subspace`) clips and noises each step's
+        gradient in a basis found on public records.
         """
+        if subspace is not None and not config.dp:
+            raise ValueError("a gradient subspace is a DP-SGD setting; this round has no DP")
         start = time.perf_counter()
         encoded = _LazyEncoded(self, samples)
         index = UnitIndex.build(unit_keys)
@@ -229,7 +275,7 @@ class LocalTrainer:
                     randomness=randomness,
                 )
                 loss = self._accumulate(
-                    encoded, step, hooks, parameters, expected_units, config, randomness
+                    encoded, step, hooks, parameters, expected_units, config, randomness, subspace
                 )
                 if anchor is not None:
                     for parameter, start_value in zip(parameters, anchor, strict=True):
@@ -266,11 +312,15 @@ class LocalTrainer:
         expected_units: float,
         config: TrainConfig,
         randomness: SiteRandomness,
+        subspace: GradientSubspace | None = None,
     ) -> float | None:
         """Set every trainable parameter's ``.grad`` for one logical step; return its mean loss."""
         clipper = (
             StreamingClipper(
-                [m.unit_slots for m in step.micro_batches], config.max_grad_norm, self.clip_groups
+                [m.unit_slots for m in step.micro_batches],
+                config.max_grad_norm,
+                self.clip_groups,
+                subspace,
             )
             if hooks is not None
             else None
@@ -295,26 +345,34 @@ class LocalTrainer:
                 clipper.add(hooks.grad_samples, micro.unit_slots)
                 hooks.grad_samples = {}
         if clipper is not None:
-            self._privatize(clipper.total, parameters, expected_units, config, randomness)
+            summed = clipper.total
+            if subspace is not None:
+                summed = subspace.lift(
+                    _noisy(summed.get(subspace), subspace.dimension, config, randomness)
+                )
+            else:
+                summed = {p: _noisy(summed.get(p), p.shape, config, randomness) for p in parameters}
+            for parameter in parameters:
+                parameter.grad = (summed[parameter].cpu() / expected_units).to(
+                    parameter.device, parameter.dtype
+                )
         for parameter in parameters:
             if parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
         return total_loss / step.n_records if step.n_records else None
 
-    def _privatize(
-        self,
-        summed: dict[torch.nn.Parameter, torch.Tensor],
-        parameters: list[torch.nn.Parameter],
-        expected_units: float,
-        config: TrainConfig,
-        randomness: SiteRandomness,
-    ) -> None:
-        """``.grad = (sum of clipped unit gradients + N(0, (sigma C)^2)) / (q N)``."""
-        std = config.noise_multiplier * config.max_grad_norm
-        for parameter in parameters:
-            noise = randomness.gaussian(parameter.shape, std)
-            total = summed.get(parameter, torch.zeros(parameter.shape)).cpu() + noise
-            parameter.grad = (total / expected_units).to(parameter.device, parameter.dtype)
+
+def _noisy(
+    summed: torch.Tensor | None,
+    shape: torch.Size | int,
+    config: TrainConfig,
+    randomness: SiteRandomness,
+) -> torch.Tensor:
+    """A sum of clipped unit gradients (zeros where no unit was sampled) plus
+    ``N(0, (sigma C)^2)`` noise on every entry."""
+    shape = torch.Size([shape]) if isinstance(shape, int) else shape
+    noise = randomness.gaussian(shape, config.noise_multiplier * config.max_grad_norm)
+    return noise if summed is None else summed.cpu() + noise
 
 
 def _frozen_in(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:

@@ -104,6 +104,13 @@ def add_consortium_arguments(simulate: argparse.ArgumentParser) -> None:
     )
     simulate.add_argument("--dp", action=argparse.BooleanOptionalAction, default=True)
     simulate.add_argument(
+        "--subspace",
+        type=int,
+        default=SIMULATION_DEFAULTS["subspace"],
+        help="DP noise in this many directions of public records' gradients (0: on every "
+        "parameter; synthetic hospitals only)" + _default("subspace", ";"),
+    )
+    simulate.add_argument(
         "--epsilon", type=float, default=8.0, help="each site's privacy budget (epsilon)"
     )
     simulate.add_argument("--delta", type=float, default=1e-5, help="each site's delta")

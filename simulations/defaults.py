@@ -116,6 +116,7 @@ SIMULATION_DEFAULTS: dict[str, float | int] = {
     "instruct.lr": 3e-3,
     "max-grad-norm": 0.1,
     "test-per-group": 80,
+    "subspace": 0,
 }
 
 DATASET_DEFAULTS: dict[str, dict[str, float | int]] = {

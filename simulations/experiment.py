@@ -25,7 +25,7 @@ from simulations.heldout_plot import draw_heldout
 from simulations.majority import MAJORITY, VS_MAJORITY, add_majority
 from simulations.report import Change, add_intervals, print_answers, print_metric_table
 from simulations.runner import simulate, write_site_config
-from simulations.synthetic import generate_consortium
+from simulations.synthetic import generate_consortium, generate_public_archive
 from simulations.verdict import verdict, verdict_lines
 
 ROUND_0 = "round 0"
@@ -82,6 +82,8 @@ class Consortium:
     out: Path
     spec_file: Path
     archives: list[Path]
+    subspace: dict[str, Any] | None = None
+    """Every site's ``[subspace]`` table (a public archive and ``directions``), or none."""
 
     @property
     def spec(self) -> ModelSpec:
@@ -114,6 +116,7 @@ class Consortium:
                 require_dp=dp,
                 replayable_noise_seed=seed,
                 send_train_loss=True,
+                subspace=self.subspace,
             )
             for archive in archives
         ]
@@ -134,7 +137,23 @@ def prepare_consortium(args: argparse.Namespace, console: Console) -> Consortium
     spec_file = model_spec_file(out, args.base)
     console.print("hospitals")
     archives = site_archives(argparse.Namespace(**{**vars(args), "out": out}))
-    return Consortium(out, spec_file, archives)
+    return Consortium(out, spec_file, archives, subspace_table(args, out, console))
+
+
+def subspace_table(args: argparse.Namespace, out: Path, console: Console) -> dict[str, Any] | None:
+    """The sites' ``[subspace]`` table for ``--subspace k`` (none for 0): a public archive of
+    the synthetic hospitals' kind, generated under ``out``, whose gradients give the ``k``
+    directions DP noise is added in."""
+    if not args.subspace:
+        return None
+    if args.dataset != "synthetic" or args.archives:
+        raise SystemExit(
+            "--subspace needs public records of the hospitals' kind: only the synthetic "
+            "hospitals have them here (--subspace 0 for a public dataset or --archives)"
+        )
+    public = generate_public_archive(out / "public", seed=args.seed)
+    console.print(f"public records for the gradient subspace: {public}")
+    return {"public_archive": str(public), "directions": args.subspace}
 
 
 def run_overrides(

@@ -68,6 +68,27 @@ def generate_consortium(
     ]
 
 
+PUBLIC_SEED = 7919
+"""Keys the public archive's generator apart from every hospital's (``seed * 1000 + index``)."""
+
+
+def generate_public_archive(out_dir: Path, patients: int = 64, seed: int = 0) -> Path:
+    """A small archive of public records, as a public dataset would be: the hospitals' kinds
+    of images and tasks, half of the records Chinese, every class equally likely, and no
+    patient of any hospital. Sites use it only to find gradient directions
+    (:mod:`client.privacy.subspace`)."""
+    classes = len(LESION_CLASSES) + 1
+    profile = HospitalProfile(
+        name="public",
+        patients=patients,
+        chinese_fraction=0.5,
+        ct_fraction=0.3,
+        class_weights=(1.0 / classes,) * classes,
+        seed=PUBLIC_SEED + seed,
+    )
+    return write_hospital(out_dir, profile)
+
+
 def write_hospital(archive: Path, profile: HospitalProfile) -> Path:
     """One hospital's images and ``manifest.jsonl``."""
     rng = np.random.default_rng(profile.seed)

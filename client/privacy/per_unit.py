@@ -31,6 +31,8 @@ import torch
 from opacus.grad_sample import GradSampleModule
 from torch import nn
 
+from client.privacy.subspace import GradientSubspace
+
 VISION_PREFIX = "visual."
 VISION_TOWER = "visual"
 
@@ -230,6 +232,10 @@ class StreamingClipper:
     it is clipped and added to :attr:`total` at once, so memory holds the micro-batch's
     per-sample gradients, the running sum and only the units whose records are still to come
     (none when each unit brings one record a step, the default).
+
+    With a ``subspace``, each finished unit's gradient is projected onto it first and its
+    coordinates are clipped: :attr:`total` then maps the subspace to the summed ``(k,)``
+    coordinates.
     """
 
     def __init__(
@@ -237,9 +243,13 @@ class StreamingClipper:
         unit_slots: Sequence[torch.Tensor],
         max_norm: float,
         groups: Mapping[nn.Parameter, int] | None = None,
+        subspace: GradientSubspace | None = None,
     ) -> None:
+        if groups is not None and subspace is not None:
+            raise ValueError("clip groups and a gradient subspace do not combine")
         self.max_norm = max_norm
         self.groups = groups
+        self.subspace = subspace
         self._remaining = Counter(slot for slots in unit_slots for slot in slots.tolist())
         self._open: dict[int, dict[nn.Parameter, torch.Tensor]] = {}
         self.total: dict[nn.Parameter, torch.Tensor] = {}
@@ -264,9 +274,10 @@ class StreamingClipper:
         if not done:
             return
         rows = torch.tensor(done, dtype=torch.long)
-        clipped, norms = clip_and_sum(
-            {p: g[rows] for p, g in sums.items()}, self.max_norm, self.groups
-        )
+        finished = {p: g[rows] for p, g in sums.items()}
+        if self.subspace is not None:
+            finished = {self.subspace: self.subspace.project(finished)}
+        clipped, norms = clip_and_sum(finished, self.max_norm, self.groups)
         self.norms.extend(norms.tolist())
         for parameter, summed in clipped.items():
             if parameter in self.total:
