@@ -42,9 +42,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from client.config import load_site_config
 from client.privacy.accounting import calibrate_noise
 from client.privacy.per_unit import clip_and_sum
-from client.privacy.subspace import GradientSubspace, top_directions
+from client.site import public_records
 from client.trainer import LocalTrainer, TrainConfig
 from shared_model.device import configure_cpu_threads
 from shared_model.evaluation import evaluate_samples
@@ -62,6 +63,7 @@ from simulations.datasets import PARTITIONS
 from simulations.defaults import SIMULATION_DEFAULTS
 from simulations.experiment import Consortium, site_archives
 from simulations.heldout import held_out_samples, pooled_samples
+from simulations.synthetic import generate_public_archive
 
 PROBE_RECORDS = 96
 SIGNAL_ROWS = (
@@ -71,12 +73,19 @@ SIGNAL_ROWS = (
 )
 
 
-def pooled_hospitals(args: argparse.Namespace, base: Path) -> list[Path]:
+def pooled_hospitals(args: argparse.Namespace, base: Path, subspace: int = 0) -> list[Path]:
     """Site configs of three hospitals over ``base`` (synthetic, or ``args.dataset`` split as
     ``fedumit simulate`` splits it), written under ``args.out`` as ``fedumit simulate`` writes
-    them (their budgets unused: this process draws its own noise)."""
+    them (their budgets unused: this process draws its own noise); with ``subspace``, a
+    ``[subspace]`` section of that many directions over a public archive generated beside."""
     archives = site_archives(argparse.Namespace(**vars(args), archives=None, sites=3))
-    consortium = Consortium(args.out, base / SPEC_FILE, archives)
+    table = None
+    if subspace:
+        public = generate_public_archive(
+            args.out.with_name(f"{args.out.name}-public"), seed=args.seed
+        )
+        table = {"public_archive": str(public), "directions": subspace}
+    consortium = Consortium(args.out, base / SPEC_FILE, archives, table)
     return consortium.site_configs("pooled", archives, epsilon=8.0, dp=False, seed=args.seed)
 
 
@@ -122,29 +131,6 @@ def clipped_mean(
         for total, parameter in zip(summed, parameters, strict=True):
             total.add_(clipped[parameter])
     return [total / len(records) for total in summed], norms
-
-
-def public_subspace(
-    trainer: LocalTrainer, records: list[Sample], k: int, by_task: bool = False
-) -> GradientSubspace:
-    """PROTOTYPE: top-k directions of public records' gradients."""
-    parameters = [parameter for _, parameter in trainer.adapter.trainable_parameters()]
-    rows = []
-    for example in trainer.encode(records):
-        loss = answer_losses(trainer, [example]).sum()
-        grads = torch.autograd.grad(loss, parameters, allow_unused=True)
-        rows.append(
-            torch.cat(
-                [
-                    (torch.zeros_like(p) if g is None else g).flatten()
-                    for g, p in zip(grads, parameters, strict=True)
-                ]
-            )
-        )
-    return GradientSubspace(
-        parameters,
-        top_directions(torch.stack(rows), k, [r.task for r in records] if by_task else None),
-    )
 
 
 def step_signal(
@@ -243,11 +229,12 @@ def parse_args() -> argparse.Namespace:
         "--clip-groups", nargs="*", default=[], help="regexes of the clip groups (model spec)"
     )
     parser.add_argument(
-        "--subspace", type=int, default=0, help="noise in k directions of public gradients (0: off)"
+        "--subspace",
+        type=int,
+        default=0,
+        help="clip and noise in k directions of public records' gradients (0: off), as a "
+        "site with a [subspace] section does",
     )
-    parser.add_argument("--public-records", type=int, default=128)
-    parser.add_argument("--by-task", action="store_true")
-    parser.add_argument("--public-seed", type=int, default=1000)
     parser.add_argument(
         "--per-group",
         type=int,
@@ -277,7 +264,7 @@ def start(seed: int) -> tuple[Console, Path]:
 def main() -> None:
     args = parse_args()
     console, base = start(args.seed)
-    sites = pooled_hospitals(args, base)
+    sites = pooled_hospitals(args, base, args.subspace)
     spec = tiny_spec(base)
     spec = replace(
         spec,
@@ -323,24 +310,10 @@ def main() -> None:
             "signal": step_signal(trainer, probe, args.max_grad_norm),
         }
 
-    public = []
-    if args.subspace:
-        public_args = argparse.Namespace(
-            **{
-                **vars(args),
-                "seed": args.public_seed,
-                "out": args.out.with_name(args.out.name + "-public"),
-            }
-        )
-        public_train = pooled_samples(pooled_hospitals(public_args, base), spec, "train")
-        public = random.Random(args.public_seed).sample(public_train, args.public_records)
-
+    public = public_records(load_site_config(sites[0]), spec, "instruct")
     rows = [evaluation(0)]
     done = 0
     while done < args.steps:
-        subspace = None
-        if args.subspace:
-            subspace = public_subspace(trainer, public, args.subspace, args.by_task)
         steps = min(args.every, args.steps - done)
         config = TrainConfig(
             steps=steps,
@@ -351,6 +324,7 @@ def main() -> None:
             max_grad_norm=args.max_grad_norm,
             max_records_per_unit=args.records_per_unit,
         )
+        subspace = trainer.gradient_subspace(public, args.subspace, config) if public else None
         trainer.train(
             train, [s.patient_id for s in train], config, subspace=subspace, progress=True
         )

@@ -19,10 +19,10 @@ import torch
 from transformers import Qwen2VLForConditionalGeneration
 
 from client.audit import AuditLog
-from client.config import SiteConfig, SiteConfigError, SubspaceConfig, load_site_config
+from client.config import SiteConfig, SiteConfigError, load_site_config
 from client.privacy.ledger import PrivacyLedger
 from client.privacy.randomness import SiteRandomness
-from client.privacy.subspace import GradientSubspace, top_directions
+from client.privacy.subspace import GradientSubspace
 from client.records import site_logger
 from client.stage1 import stage1_samples
 from client.stage1_store import Stage1Store
@@ -113,44 +113,15 @@ class Site:
         settings = self.config.subspace
         if settings is None:
             return None
-        records = self._public_records(trainer.adapter.stage, settings)
+        records = self._public_records(trainer.adapter.stage)
         if not records:
             self.log.info("no public %s records: noise on every parameter", trainer.adapter.stage)
             return None
-        gradients = trainer.record_gradients(records, config)
-        groups = [s.task for s in records] if settings.by_task else None
-        directions = min(settings.directions, len(records))
-        basis = top_directions(gradients, directions, groups)
-        parameters = [p for _, p in trainer.adapter.trainable_parameters()]
-        return GradientSubspace(parameters, basis)
+        return trainer.gradient_subspace(records, settings.directions, config, settings.by_task)
 
-    def _public_records(self, stage: str, settings: SubspaceConfig) -> list[Sample]:
-        """Up to ``settings.records`` records of the public archive for ``stage``, spread
-        evenly over its records in id order (every split: all of them are public)."""
+    def _public_records(self, stage: str) -> list[Sample]:
         if stage not in self._public:
-            from client.archive import load_site_samples
-
-            public = replace(
-                self.config,
-                archive=settings.public_archive,
-                work_dir=self.config.work_dir / "public",
-            )
-            loaded, _ = load_site_samples(
-                public,
-                canvas=self.spec.canvas,
-                slices=self.spec.volume_slices,
-                progress=self.progress,
-            )
-            allowed = set(STAGE_TASKS[stage])
-            if stage == "align":
-                usable = stage1_samples(loaded, self.config.policy.derive_stage1, sorted(allowed))
-            else:
-                usable = [s for s in loaded if s.task in allowed]
-            usable.sort(key=lambda s: s.record_id)
-            stride = max(1.0, len(usable) / settings.records)
-            self._public[stage] = [
-                usable[int(i * stride)] for i in range(min(len(usable), settings.records))
-            ]
+            self._public[stage] = public_records(self.config, self.spec, stage, self.progress)
         return self._public[stage]
 
     def unit_keys(self, samples: list[Sample]) -> list[str]:
@@ -183,6 +154,31 @@ class Site:
         merged = merge_stage(model, self.spec, "align", align_arrays, self.fingerprint)
         _save_atomically(merged, cached)
         return merged, processor
+
+
+def public_records(
+    config: SiteConfig, spec: ModelSpec, stage: str, progress: bool = False
+) -> list[Sample]:
+    """Up to ``[subspace] records`` records of the site's public archive for ``stage``
+    (every split: all of them are public), spread evenly over its records in id order; stage-1
+    captions derived as the site's policy derives its own."""
+    from client.archive import load_site_samples
+
+    settings = config.subspace
+    if settings is None:
+        return []
+    public = replace(config, archive=settings.public_archive, work_dir=config.work_dir / "public")
+    loaded, _ = load_site_samples(
+        public, canvas=spec.canvas, slices=spec.volume_slices, progress=progress
+    )
+    allowed = sorted(STAGE_TASKS[stage])
+    if stage == "align":
+        usable = stage1_samples(loaded, config.policy.derive_stage1, allowed)
+    else:
+        usable = [s for s in loaded if s.task in allowed]
+    usable.sort(key=lambda s: s.record_id)
+    stride = max(1.0, len(usable) / settings.records)
+    return [usable[int(i * stride)] for i in range(min(len(usable), settings.records))]
 
 
 def _save_atomically(model: torch.nn.Module, directory: Path) -> None:

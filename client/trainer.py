@@ -29,7 +29,7 @@ from transformers import ProcessorMixin
 from client.batching import Step, UnitIndex, pack, sample_step
 from client.privacy.per_unit import PerSampleGradients, StreamingClipper
 from client.privacy.randomness import SiteRandomness
-from client.privacy.subspace import GradientSubspace
+from client.privacy.subspace import GradientSubspace, top_directions
 from shared_model.adapters import StageAdapter
 from shared_model.device import autocast, weights_dtype
 from shared_model.inputs import Encoded, collate, encode_sample
@@ -223,6 +223,21 @@ class LocalTrainer:
                 parameter.grad = None
             model.eval()
         return out
+
+    def gradient_subspace(
+        self,
+        records: Sequence[Sample],
+        directions: int,
+        config: TrainConfig,
+        by_task: bool = True,
+    ) -> GradientSubspace:
+        """The leading ``directions`` of ``records``' gradients at the current adapter
+        (:func:`~client.privacy.subspace.top_directions`; ``by_task``, an equal share for each
+        task), as the subspace a DP round clips and noises in. ``records`` must be public."""
+        gradients = self.record_gradients(records, config)
+        groups = [record.task for record in records] if by_task else None
+        basis = top_directions(gradients, min(directions, len(records)), groups)
+        return GradientSubspace([p for _, p in self.adapter.trainable_parameters()], basis)
 
     def train(
         self,

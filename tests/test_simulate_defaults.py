@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fedumit.cli import build_parser
@@ -68,3 +70,35 @@ def test_compare_names_each_arms_learning_rate(tmp_path) -> None:
     assert lines[True][1].endswith(f"learning rate {PNEUMONIA['instruct.dp-lr']:g}")
     assert lines[False][1].endswith(f"learning rate {SIMULATION_DEFAULTS['instruct.lr']:g}")
     assert f"{PNEUMONIA['instruct.rounds']} round(s)" in lines[True][1]
+
+
+def test_subspace_sites_share_a_public_archive_of_no_hospitals_patients(tmp_path) -> None:
+    from rich.console import Console
+
+    from client.config import load_site_config
+    from simulations.experiment import subspace_table
+    from simulations.synthetic import generate_consortium
+
+    assert subspace_table(parsed(), tmp_path, Console()) is None  # off by default
+    with pytest.raises(SystemExit, match="only the synthetic hospitals"):
+        subspace_table(
+            parsed("--dataset", "pneumoniamnist", "--subspace", "8"), tmp_path, Console()
+        )
+    table = subspace_table(parsed("--subspace", "8"), tmp_path, Console(quiet=True))
+    archives = generate_consortium(tmp_path / "archives", n_sites=2, patients=6)
+    consortium = Consortium(tmp_path, tmp_path / "spec.toml", archives, table)
+    (tmp_path / "spec.toml").touch()
+    configs = [
+        load_site_config(p)
+        for p in consortium.site_configs("run", archives, epsilon=8.0, dp=True, seed=0)
+    ]
+    public = {c.subspace.public_archive for c in configs}
+    assert len(public) == 1 and all(c.subspace.directions == 8 for c in configs)
+    public_patients = patients_of(public.pop())
+    hospital_patients = set().union(*(patients_of(archive) for archive in archives))
+    assert public_patients and hospital_patients and public_patients.isdisjoint(hospital_patients)
+
+
+def patients_of(archive) -> set[str]:
+    lines = (archive / "manifest.jsonl").read_text().splitlines()
+    return {json.loads(line)["patient_id"] for line in lines}
