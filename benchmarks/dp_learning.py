@@ -21,7 +21,9 @@ Prints a table and writes JSON.
 
 The noise multiplier is calibrated to ``--epsilon`` at ``--delta`` for the run's sample rate and
 steps over the pooled patients (``--sigma`` sets it instead; ``--sigma 0`` clips without noise,
-``--no-dp`` neither clips nor adds noise). A federation of three sites that averages its sites'
+``--no-dp`` neither clips nor adds noise; ``--subspace k`` clips and noises in ``k`` directions of
+a generated public archive's gradients, found again every ``--every`` steps, as a site with a
+``[subspace]`` section does each round). A federation of three sites that averages its sites'
 updates adds a site's noise divided by about the square root of three to the same signal: pass
 the sigma that matches the federation to compare.
 

@@ -253,3 +253,28 @@ def test_the_subspace_section_is_checked(tmp_path: Path, tiny_base: Path) -> Non
     loaded = load_site_config(config(public_archive=str(public)))
     assert loaded.subspace == SubspaceConfig(public.resolve(), directions=128, records=256)
     assert loaded.subspace.by_task
+
+
+def test_record_gradients_are_each_records_own(tiny_spec) -> None:
+    """Packed into micro-batches of two, each row is its record's gradient alone."""
+    torch.manual_seed(0)
+    model, processor = load_base(tiny_spec)
+    adapter = StageAdapter.attach(model, tiny_spec, "instruct", init_lora_weights=False)
+    trainer = LocalTrainer(adapter, processor, tiny_spec, torch.device("cpu"))
+    samples, _ = site_samples()
+    rows = trainer.record_gradients(
+        samples, TrainConfig(steps=1, sample_rate=1.0, physical_batch_size=2)
+    )
+    parameters = [p for _, p in adapter.trainable_parameters()]
+    assert rows.shape == (len(samples), sum(p.numel() for p in parameters))
+    brute = unit_gradients_brute_force(
+        _double_copy(adapter, tiny_spec),
+        trainer.encode(samples),
+        list(range(len(samples))),
+        processor.tokenizer.pad_token_id,
+    )
+    expected = torch.stack([torch.cat([g.flatten() for g in grads]) for grads in brute]).float()
+    relative = (rows - expected).norm(dim=1) / expected.norm(dim=1)
+    assert relative.max() < 1e-4  # float32 against a float64 brute force
+    assert (expected.norm(dim=1) > 0).all()
+    assert all(p.grad is None for p in parameters)
