@@ -14,13 +14,14 @@ import torch
 from client.batching import UnitIndex, sample_step
 from client.privacy.per_unit import PerSampleGradients, StreamingClipper, sum_per_unit
 from client.privacy.randomness import SiteRandomness
-from client.trainer import LocalTrainer, TrainConfig, _Checkpointing
+from client.trainer import LocalTrainer, _Checkpointing
 from shared_model.adapters import StageAdapter
 from shared_model.inputs import collate, encode_example
 from shared_model.loading import load_base
 from shared_model.loss import answer_token_loss
 from shared_model.sample import Geometry, Sample
 from tests.conftest import lesion_image, lesion_volume
+from tests.test_dp_exact import EXACT_STEP
 
 RECORDS = [  # (patient, volume, side, question, answer)
     (0, False, "left", "Which side?", "left"),
@@ -167,18 +168,9 @@ def test_trainer_step_is_the_same_with_checkpointing_and_a_small_budget(tiny_spe
         for i, (unit, volume, side, question, answer) in enumerate(RECORDS)
     ]
     units = [s.patient_id for s in samples]
-    config = TrainConfig(
-        steps=1,
-        sample_rate=1.0,
-        learning_rate=0.5,
-        noise_multiplier=0.0,
-        max_grad_norm=CLIP,
-        optimizer="sgd",
-        max_records_per_unit=8,
-        projector_lr_scale=1.0,
-    )
     results = []
-    for variant in (config, replace(config, gradient_checkpointing=True, token_budget=64)):
+    checkpointed = replace(EXACT_STEP, gradient_checkpointing=True, token_budget=64)
+    for variant in (EXACT_STEP, checkpointed):
         torch.manual_seed(0)
         model, processor = load_base(tiny_spec)
         adapter = StageAdapter.attach(model, tiny_spec, "instruct", init_lora_weights=False)

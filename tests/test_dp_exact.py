@@ -26,6 +26,29 @@ ROWS = [  # (unit, side, question, answer): several records per patient, mixed l
     (1, "left", "病灶在哪里？", "左侧"),
 ]
 CLIP = 0.05
+EXACT_STEP = TrainConfig(
+    steps=1,
+    sample_rate=1.0,
+    learning_rate=0.5,
+    noise_multiplier=0.0,
+    max_grad_norm=CLIP,
+    optimizer="sgd",
+    max_records_per_unit=8,  # every record of a unit, as the brute force takes them
+    projector_lr_scale=1.0,  # one learning rate, as the hand computation uses
+)
+"""One noise-free SGD step that the hand computations of these tests take over the five rows
+of three patients (``site_samples``)."""
+PURE_NOISE_STEP = TrainConfig(
+    steps=1,
+    sample_rate=1e-9,  # rate ~0: an empty batch, the update is pure noise
+    learning_rate=1.0,
+    noise_multiplier=1.3,
+    max_grad_norm=0.7,
+    optimizer="sgd",
+    projector_lr_scale=1.0,
+)
+PURE_NOISE_STD = 1.3 * 0.7 / (1e-9 * 3)
+"""The standard deviation of the update's noise: ``sigma C / (q N)`` over three patients."""
 
 
 def double_inputs(batch) -> tuple[dict, torch.Tensor]:
@@ -148,18 +171,7 @@ def test_one_dp_step_update_matches_hand_computation(tiny_spec, layout: str) -> 
         assert any(abs(m - CLIP / n) > 0.1 * m for m, n in zip(merger, whole, strict=True)), (
             "group-wise clipping must differ from clipping the whole gradient here"
         )
-    lr = 0.5
-    config = TrainConfig(
-        steps=1,
-        sample_rate=1.0,
-        learning_rate=lr,
-        noise_multiplier=0.0,
-        max_grad_norm=CLIP,
-        optimizer="sgd",
-        max_records_per_unit=8,  # every record of a unit, as the brute force takes them
-        projector_lr_scale=1.0,  # one learning rate, as the hand computation uses
-    )
-    trainer.train(samples, units, config, progress=False)
+    trainer.train(samples, units, EXACT_STEP, progress=False)
 
     after = adapter.arrays()
     assert len(names) == (len(before) // 2 if frozen_a else len(before))
@@ -174,7 +186,7 @@ def test_one_dp_step_update_matches_hand_computation(tiny_spec, layout: str) -> 
             )
             / 3.0
         )
-        expected = before[name] - lr * expected_grad.float().numpy()
+        expected = before[name] - EXACT_STEP.learning_rate * expected_grad.float().numpy()
         np.testing.assert_allclose(after[name], expected, atol=1e-6, rtol=1e-4, err_msg=name)
     for name, parameter in adapter.model.named_parameters():
         if not parameter.requires_grad:
@@ -210,19 +222,9 @@ def test_noise_has_the_calibrated_scale(tiny_spec) -> None:
     samples, units = site_samples()
     trainer = LocalTrainer(adapter, processor, tiny_spec, torch.device("cpu"))
     before = adapter.arrays()
-    sigma, clip, rate = 1.3, 0.7, 1e-9  # rate ~0: an empty batch, the update is pure noise
-    config = TrainConfig(
-        steps=1,
-        sample_rate=rate,
-        learning_rate=1.0,
-        noise_multiplier=sigma,
-        max_grad_norm=clip,
-        optimizer="sgd",
-        projector_lr_scale=1.0,
-    )
-    trainer.train(samples, units, config, progress=False)
+    trainer.train(samples, units, PURE_NOISE_STEP, progress=False)
     deltas = np.concatenate([(adapter.arrays()[n] - before[n]).ravel() for n in before])
-    expected_std = sigma * clip / (rate * 3)
+    expected_std = PURE_NOISE_STD
     # five standard errors of the sample's std and mean over the adapter's coordinates
     assert abs(deltas.std() / expected_std - 1.0) < 5 / np.sqrt(2 * deltas.size)
     assert abs(deltas.mean()) < 5 * expected_std / np.sqrt(deltas.size)

@@ -18,7 +18,15 @@ from shared_model.loading import load_base
 from shared_model.tiny import SPEC_FILE
 from simulations.runner import write_site_config
 from simulations.synthetic import generate_consortium, generate_public_archive
-from tests.test_dp_exact import CLIP, _double_copy, site_samples, unit_gradients_brute_force
+from tests.test_dp_exact import (
+    CLIP,
+    EXACT_STEP,
+    PURE_NOISE_STD,
+    PURE_NOISE_STEP,
+    _double_copy,
+    site_samples,
+    unit_gradients_brute_force,
+)
 
 
 def orthonormal(rows: int, columns: int, seed: int) -> torch.Tensor:
@@ -103,19 +111,8 @@ def test_one_dp_step_in_a_subspace_matches_hand_computation(tiny_spec) -> None:
     )
     expected_flat = (basis @ clipped) / 3.0
 
-    lr = 0.5
-    config = TrainConfig(
-        steps=1,
-        sample_rate=1.0,
-        learning_rate=lr,
-        noise_multiplier=0.0,
-        max_grad_norm=CLIP,
-        optimizer="sgd",
-        max_records_per_unit=8,
-        projector_lr_scale=1.0,
-    )
     subspace = GradientSubspace(parameters, basis.float())
-    trainer.train(samples, units, config, subspace=subspace, progress=False)
+    trainer.train(samples, units, EXACT_STEP, subspace=subspace, progress=False)
 
     after = adapter.arrays()
     offset = 0
@@ -123,7 +120,7 @@ def test_one_dp_step_in_a_subspace_matches_hand_computation(tiny_spec) -> None:
         size = parameter.numel()
         expected_grad = expected_flat[offset : offset + size].reshape(parameter.shape)
         offset += size
-        expected = before[name] - lr * expected_grad.float().numpy()
+        expected = before[name] - EXACT_STEP.learning_rate * expected_grad.float().numpy()
         np.testing.assert_allclose(after[name], expected, atol=1e-6, rtol=1e-4, err_msg=name)
 
 
@@ -137,19 +134,8 @@ def test_subspace_noise_is_calibrated_and_stays_in_the_subspace(tiny_spec) -> No
     k = 400
     basis = orthonormal(d, k, seed=4)
     before = adapter.arrays()
-    sigma, clip, rate = 1.3, 0.7, 1e-9  # an empty batch: the update is pure noise
-    config = TrainConfig(
-        steps=1,
-        sample_rate=rate,
-        learning_rate=1.0,
-        noise_multiplier=sigma,
-        max_grad_norm=clip,
-        optimizer="sgd",
-        projector_lr_scale=1.0,
-    )
-    trainer.train(
-        samples, units, config, subspace=GradientSubspace(parameters, basis.float()), progress=False
-    )
+    subspace = GradientSubspace(parameters, basis.float())
+    trainer.train(samples, units, PURE_NOISE_STEP, subspace=subspace, progress=False)
     after = adapter.arrays()
     names = [n for n, _ in adapter.trainable_parameters()]
     delta = torch.from_numpy(np.concatenate([(after[n] - before[n]).ravel() for n in names]))
@@ -157,11 +143,10 @@ def test_subspace_noise_is_calibrated_and_stays_in_the_subspace(tiny_spec) -> No
     coordinates = basis.T @ delta
     outside = delta - basis @ coordinates
     assert outside.norm() < 1e-4 * delta.norm()
-    expected_std = sigma * clip / (rate * 3)
-    std = float(coordinates.std()) / expected_std
+    std = float(coordinates.std()) / PURE_NOISE_STD
     assert abs(std - 1.0) < 5 / math.sqrt(2 * k)
     # the noise's norm is that of k coordinates, not of d
-    assert delta.norm() < 2 * expected_std * math.sqrt(k) < expected_std * math.sqrt(d) / 4
+    assert delta.norm() < 2 * PURE_NOISE_STD * math.sqrt(k) < PURE_NOISE_STD * math.sqrt(d) / 4
 
 
 def test_no_subspace_without_dp(tiny_spec) -> None:
