@@ -10,7 +10,7 @@ import difflib
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +220,15 @@ class SiteConfig:
     imaging: ImagingConfig = field(default_factory=ImagingConfig)
     policy: Policy = field(default_factory=Policy)
     subspace: SubspaceConfig | None = None
+
+    def public_archive_config(self) -> SiteConfig:
+        """This config reading ``[subspace] public_archive`` in place of the site's archive,
+        with a cache of its own in the work folder."""
+        if self.subspace is None:
+            raise SiteConfigError(self.path, "subspace", "no [subspace] section")
+        return replace(
+            self, archive=self.subspace.public_archive, work_dir=self.work_dir / "public"
+        )
 
     @property
     def cache_dir(self) -> Path:

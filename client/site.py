@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -167,9 +166,11 @@ def public_records(
     settings = config.subspace
     if settings is None:
         return []
-    public = replace(config, archive=settings.public_archive, work_dir=config.work_dir / "public")
     loaded, _ = load_site_samples(
-        public, canvas=spec.canvas, slices=spec.volume_slices, progress=progress
+        config.public_archive_config(),
+        canvas=spec.canvas,
+        slices=spec.volume_slices,
+        progress=progress,
     )
     allowed = sorted(STAGE_TASKS[stage])
     if stage == "align":

@@ -118,3 +118,22 @@ def test_an_unexpected_reader_error_is_one_records_problem(tmp_path: Path, monke
     assert sorted(s.record_id for s in samples) == sorted(r["id"] for r in good)
     failed = [p for p in report.problems if "ZeroDivisionError" in p.reason]
     assert failed and all("unexpected error while reading" in p.reason for p in failed)
+
+
+def test_site_check_reads_the_public_archive_too(tmp_path: Path, capsys) -> None:
+    archive, _ = bad_archive(tmp_path)
+    public = tmp_path / "public"
+    public_records = good_archive(public)
+    toml = site_toml(tmp_path, archive)
+    with toml.open("a", encoding="utf-8") as file:
+        file.write(f'[subspace]\npublic_archive = "{public}"\ndirections = 2\nrecords = 4\n')
+    report_path = tmp_path / "report.json"
+    assert main(["site", "check", "--site", str(toml), "--json", str(report_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "public archive" in printed
+    assert "2 patient ids of the public archive are also in the site's archive" in printed
+    report = json.loads(report_path.read_text())
+    assert report["public_archive"]["usable"] == len(public_records)
+    assert report["public_archive"]["shared_patient_ids"] == 2
+    write_manifest(public, [], extra_lines=["not json"])
+    assert main(["site", "check", "--site", str(toml)]) == 1  # no usable public record

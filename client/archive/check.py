@@ -19,20 +19,36 @@ EXAMPLES_PER_REASON = 3
 
 
 def run_site_check(site_path: Path, json_path: Path | None = None) -> int:
-    """Read the whole archive, print a summary; 0 when at least one record is usable."""
+    """Read the whole archive (and the ``[subspace]`` public archive, if any), print a summary;
+    0 when at least one record of each is usable."""
     config = load_site_config(site_path)
     canvas, slices = DEFAULT_CANVAS, DEFAULT_SLICES
     if config.model_spec is not None:
         spec = ModelSpec.from_toml(config.model_spec)
         canvas, slices = spec.canvas, spec.volume_slices
-    _, report = load_site_samples(config, canvas=canvas, slices=slices, progress=True)
-    print_report(config.name, report, Console())
+    console = Console()
+    samples, report = load_site_samples(config, canvas=canvas, slices=slices, progress=True)
+    print_report(config.name, report, console)
+    summary, usable = report.to_dict(), bool(report.usable)
+    if config.subspace is not None:
+        public, public_report = load_site_samples(
+            config.public_archive_config(), canvas=canvas, slices=slices, progress=True
+        )
+        console.rule("[subspace] public archive: gradient directions only, never trained on")
+        print_report(f"{config.name} public archive", public_report, console)
+        shared = sorted({s.patient_id for s in samples} & {s.patient_id for s in public})
+        if shared:
+            console.print(
+                f"[bold yellow]{len(shared)} patient ids of the public archive are also in the "
+                f"site's archive (such as {', '.join(shared[:3])}): make sure its records are "
+                "public, not the site's own[/]"
+            )
+        summary["public_archive"] = {**public_report.to_dict(), "shared_patient_ids": len(shared)}
+        usable = usable and bool(public_report.usable)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(
-            json.dumps(report.to_dict(), indent=2, default=str) + "\n", encoding="utf-8"
-        )
-    return 0 if report.usable else 1
+        json_path.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    return 0 if usable else 1
 
 
 def print_report(name: str, report: ArchiveReport, console: Console) -> None:
