@@ -199,14 +199,8 @@ class LocalTrainer:
             for chunk in pack(rows, config.physical_batch_size, config.token_budget):
                 positions = [record for _, record, _ in chunk]
                 examples = [encoded[i] for i in positions]
-                inputs = collate(examples, self.processor.tokenizer.pad_token_id)
-                inputs = inputs.to(self.device).inputs
-                labels = inputs.pop("labels")
                 with hooks.capture(examples):
-                    window = answer_window(labels)
-                    with autocast(self.device):
-                        logits = model(**inputs, logits_to_keep=window).logits
-                    answer_token_loss(logits, labels[:, -window:]).sum().backward()
+                    self._row_losses(examples).sum().backward()
                 out[positions] = torch.cat(
                     [
                         hooks.grad_samples[p].flatten(1).float().cpu()
@@ -318,6 +312,16 @@ class LocalTrainer:
             seconds=time.perf_counter() - start,
         )
 
+    def _row_losses(self, examples: list[Encoded]) -> torch.Tensor:
+        """Each example's answer loss (the mean over its answer tokens) under the current
+        adapter: one forward pass of the collated examples."""
+        inputs = collate(examples, self.processor.tokenizer.pad_token_id).to(self.device).inputs
+        labels = inputs.pop("labels")
+        window = answer_window(labels)
+        with autocast(self.device):
+            logits = self.adapter.model(**inputs, logits_to_keep=window).logits
+        return answer_token_loss(logits, labels[:, -window:])
+
     def _accumulate(
         self,
         encoded: _LazyEncoded,
@@ -343,16 +347,9 @@ class LocalTrainer:
         total_loss = 0.0
         for micro in step.micro_batches:
             examples = [encoded[i] for i in micro.records]
-            batch = collate(examples, self.processor.tokenizer.pad_token_id)
-            inputs = batch.to(self.device).inputs
-            labels = inputs.pop("labels")
             capture = hooks.capture(examples) if hooks is not None else contextlib.nullcontext()
             with capture:
-                window = answer_window(labels)
-                with autocast(self.device):
-                    logits = self.adapter.model(**inputs, logits_to_keep=window).logits
-                row_loss = answer_token_loss(logits, labels[:, -window:])
-                del logits
+                row_loss = self._row_losses(examples)
                 total_loss += row_loss.detach().sum().item()
                 scale = 1.0 if hooks is not None else 1.0 / max(step.n_records, 1)
                 (row_loss.sum() * scale).backward()
