@@ -227,7 +227,10 @@ class SiteConfig:
         if self.subspace is None:
             raise SiteConfigError(self.path, "subspace", "no [subspace] section")
         return replace(
-            self, archive=self.subspace.public_archive, work_dir=self.work_dir / "public"
+            self,
+            name=f"{self.name} public archive",
+            archive=self.subspace.public_archive,
+            work_dir=self.work_dir / "public",
         )
 
     @property

@@ -130,7 +130,7 @@ def test_site_check_reads_the_public_archive_too(tmp_path: Path, capsys) -> None
     report_path = tmp_path / "report.json"
     assert main(["site", "check", "--site", str(toml), "--json", str(report_path)]) == 0
     printed = capsys.readouterr().out
-    assert "public archive" in printed
+    assert "[subspace] public archive" in printed and "hospital-test public archive:" in printed
     assert "2 patient ids of the public archive are also in the site's archive" in printed
     report = json.loads(report_path.read_text())
     assert report["public_archive"]["usable"] == len(public_records)

@@ -31,11 +31,12 @@ def run_site_check(site_path: Path, json_path: Path | None = None) -> int:
     print_report(config.name, report, console)
     summary, usable = report.to_dict(), bool(report.usable)
     if config.subspace is not None:
+        public_config = config.public_archive_config()
         public, public_report = load_site_samples(
-            config.public_archive_config(), canvas=canvas, slices=slices, progress=True
+            public_config, canvas=canvas, slices=slices, progress=True
         )
-        console.rule("[subspace] public archive: gradient directions only, never trained on")
-        print_report(f"{config.name} public archive", public_report, console)
+        console.rule(r"\[subspace] public archive: gradient directions only, never trained on")
+        print_report(public_config.name, public_report, console)
         shared = sorted({s.patient_id for s in samples} & {s.patient_id for s in public})
         if shared:
             console.print(
