@@ -52,9 +52,7 @@ from client.trainer import LocalTrainer, TrainConfig
 from shared_model.device import configure_cpu_threads
 from shared_model.evaluation import evaluate_samples
 from shared_model.inference import Answerer
-from shared_model.inputs import Encoded, collate
 from shared_model.loading import stage_model
-from shared_model.loss import answer_token_loss, answer_window
 from shared_model.option_scores import option_auc, option_log_likelihoods
 from shared_model.sample import Sample
 from shared_model.spec import LoraSpec
@@ -91,22 +89,12 @@ def pooled_hospitals(args: argparse.Namespace, base: Path, subspace: int = 0) ->
     return consortium.site_configs("pooled", archives, epsilon=8.0, dp=False, seed=args.seed)
 
 
-def answer_losses(trainer: LocalTrainer, examples: list[Encoded]) -> torch.Tensor:
-    """Each example's answer loss under the trainer's current adapter, as the trainer's
-    loss: one forward pass over the collated examples."""
-    inputs = collate(examples, trainer.processor.tokenizer.pad_token_id).inputs
-    labels = inputs.pop("labels")
-    window = answer_window(labels)
-    logits = trainer.adapter.model(**inputs, logits_to_keep=window).logits
-    return answer_token_loss(logits, labels[:, -window:])
-
-
 def probe_loss(trainer: LocalTrainer, records: list[Sample]) -> float:
     """Mean answer loss of ``records`` under the trainer's current adapter."""
     encoded = trainer.encode(records)
     with torch.no_grad():
         total = sum(
-            answer_losses(trainer, encoded[start : start + 16]).sum().item()
+            trainer.answer_losses(encoded[start : start + 16]).sum().item()
             for start in range(0, len(encoded), 16)
         )
     return total / len(encoded)
@@ -122,7 +110,7 @@ def clipped_mean(
     summed = [torch.zeros_like(parameter) for parameter in parameters]
     norms = []
     for example in trainer.encode(records):
-        loss = answer_losses(trainer, [example]).sum()
+        loss = trainer.answer_losses([example]).sum()
         grads = torch.autograd.grad(loss, parameters, allow_unused=True)
         unit = {
             parameter: (torch.zeros_like(parameter) if grad is None else grad).unsqueeze(0)

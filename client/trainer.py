@@ -189,8 +189,7 @@ class LocalTrainer:
         over the trainable parameters in order: ``(len(samples), d)``, float32 on the CPU.
         Micro-batches are packed within the config's row and token limits, as a step's are."""
         encoded = _LazyEncoded(self, samples)
-        model = _frozen_in(self.adapter.model, weights_dtype(self.device, config.precision))
-        model = model.to(self.device).train()
+        model = self._training_model(config)
         parameters = [p for _, p in self.adapter.trainable_parameters()]
         rows = [(len(encoded[i].input_ids), i, i) for i in range(len(samples))]
         out = torch.zeros(len(samples), sum(p.numel() for p in parameters))
@@ -200,7 +199,7 @@ class LocalTrainer:
                 positions = [record for _, record, _ in chunk]
                 examples = [encoded[i] for i in positions]
                 with hooks.capture(examples):
-                    self._row_losses(examples).sum().backward()
+                    self.answer_losses(examples).sum().backward()
                 out[positions] = torch.cat(
                     [
                         hooks.grad_samples[p].flatten(1).float().cpu()
@@ -256,8 +255,7 @@ class LocalTrainer:
         start = time.perf_counter()
         encoded = _LazyEncoded(self, samples)
         index = UnitIndex.build(unit_keys)
-        model = _frozen_in(self.adapter.model, weights_dtype(self.device, config.precision))
-        model = model.to(self.device).train()
+        model = self._training_model(config)
         named = self.adapter.trainable_parameters()
         parameters = [p for _, p in named]
         anchor = [p.detach().clone() for p in parameters] if config.proximal_mu else None
@@ -312,7 +310,13 @@ class LocalTrainer:
             seconds=time.perf_counter() - start,
         )
 
-    def _row_losses(self, examples: list[Encoded]) -> torch.Tensor:
+    def _training_model(self, config: TrainConfig) -> torch.nn.Module:
+        """The adapter's model on the device in training mode, its frozen base in the
+        config's precision."""
+        model = _frozen_in(self.adapter.model, weights_dtype(self.device, config.precision))
+        return model.to(self.device).train()
+
+    def answer_losses(self, examples: list[Encoded]) -> torch.Tensor:
         """Each example's answer loss (the mean over its answer tokens) under the current
         adapter: one forward pass of the collated examples."""
         inputs = collate(examples, self.processor.tokenizer.pad_token_id).to(self.device).inputs
@@ -349,7 +353,7 @@ class LocalTrainer:
             examples = [encoded[i] for i in micro.records]
             capture = hooks.capture(examples) if hooks is not None else contextlib.nullcontext()
             with capture:
-                row_loss = self._row_losses(examples)
+                row_loss = self.answer_losses(examples)
                 total_loss += row_loss.detach().sum().item()
                 scale = 1.0 if hooks is not None else 1.0 / max(step.n_records, 1)
                 (row_loss.sum() * scale).backward()
