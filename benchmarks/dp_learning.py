@@ -57,7 +57,13 @@ from shared_model.option_scores import option_auc, option_log_likelihoods
 from shared_model.sample import Sample
 from shared_model.spec import LoraSpec
 from shared_model.tasks import STAGE_TASKS, get_task
-from shared_model.tiny import INSTRUCT_TARGETS, SPEC_FILE, ensure_tiny_base, tiny_spec
+from shared_model.tiny import (
+    INSTRUCT_TARGETS,
+    SPEC_FILE,
+    TINY_ANSWER_VOCABULARY,
+    ensure_tiny_base,
+    tiny_spec,
+)
 from simulations.cli import DATASETS
 from simulations.datasets import PARTITIONS
 from simulations.defaults import SIMULATION_DEFAULTS
@@ -216,6 +222,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--targets", default=INSTRUCT_TARGETS, help="LoRA target modules")
     parser.add_argument("--frozen-a", action="store_true", help="train LoRA's B matrices only")
     parser.add_argument(
+        "--answer-rows",
+        action="store_true",
+        help="train lm_head's rows of the tiny base's answer vocabulary as well",
+    )
+    parser.add_argument(
         "--clip-groups", nargs="*", default=[], help="regexes of the clip groups (model spec)"
     )
     parser.add_argument(
@@ -265,6 +276,7 @@ def main() -> None:
             modules_to_save=(),
             frozen_a=args.frozen_a,
             clip_groups=tuple(args.clip_groups),
+            answer_vocabulary=TINY_ANSWER_VOCABULARY if args.answer_rows else (),
         ),
     )
     train = pooled_samples(sites, spec, "train")

@@ -31,6 +31,7 @@ from client.privacy.per_unit import PerSampleGradients, StreamingClipper
 from client.privacy.randomness import SiteRandomness
 from client.privacy.subspace import GradientSubspace, top_directions
 from shared_model.adapters import StageAdapter
+from shared_model.answer_rows import ROWS_MARKER
 from shared_model.device import autocast, weights_dtype
 from shared_model.inputs import Encoded, collate, encode_sample
 from shared_model.loss import answer_token_loss, answer_window
@@ -132,11 +133,11 @@ def steps_for_epochs(epochs: float, sample_rate: float) -> int:
 def parameter_groups(
     named: Sequence[tuple[str, torch.nn.Parameter]], config: TrainConfig
 ) -> list[dict]:
-    """Optimizer groups: LoRA matrices at the round's learning rate, the rest (the merger) at
-    ``projector_lr_scale`` times it."""
-    lora = [p for name, p in named if LORA_MARKER in name]
-    projector = [p for name, p in named if LORA_MARKER not in name]
-    groups = [{"params": lora}] if lora else []
+    """Optimizer groups: LoRA matrices and trained output rows (:mod:`shared_model.answer_rows`)
+    at the round's learning rate, the rest (the merger) at ``projector_lr_scale`` times it."""
+    adapted = [p for name, p in named if LORA_MARKER in name or ROWS_MARKER in name]
+    projector = [p for name, p in named if LORA_MARKER not in name and ROWS_MARKER not in name]
+    groups = [{"params": adapted}] if adapted else []
     if projector:
         groups.append({"params": projector, "lr": config.learning_rate * config.projector_lr_scale})
     return groups

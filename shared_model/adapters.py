@@ -18,6 +18,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
+from shared_model.answer_rows import OUTPUT_LAYER, base_answer_token_ids
 from shared_model.spec import LORA_A, ModelSpec
 
 ADAPTER = "default"
@@ -34,8 +35,13 @@ class AdapterMismatchError(ValueError):
 
 
 def lora_config(spec: ModelSpec, stage: str, *, init_lora_weights: bool = True) -> LoraConfig:
-    """peft ``LoraConfig`` for ``stage`` of ``spec``."""
+    """peft ``LoraConfig`` for ``stage`` of ``spec`` (with its answer vocabulary's output rows
+    as trainable tokens, :mod:`shared_model.answer_rows`)."""
     layout = spec.stage(stage)
+    rows = None
+    if layout.answer_vocabulary:
+        ids = base_answer_token_ids(spec.base, layout.answer_vocabulary)
+        rows = {OUTPUT_LAYER: ids}
     return LoraConfig(
         r=layout.rank,
         lora_alpha=layout.alpha,
@@ -43,6 +49,7 @@ def lora_config(spec: ModelSpec, stage: str, *, init_lora_weights: bool = True) 
         target_modules=layout.target_modules,
         modules_to_save=list(layout.modules_to_save),
         init_lora_weights=init_lora_weights,
+        trainable_token_indices=rows,
     )
 
 
@@ -166,5 +173,7 @@ class StageAdapter:
 
 
 def _array_name(parameter_name: str) -> str:
-    """peft's adapter state-dict name of a trainable parameter (adapter name dropped)."""
-    return parameter_name.replace(f".modules_to_save.{ADAPTER}.", ".").replace(f".{ADAPTER}.", ".")
+    """peft's adapter state-dict name of a trainable parameter (adapter name dropped: inside
+    the name, or at its end for a trainable-token delta)."""
+    name = parameter_name.replace(f".modules_to_save.{ADAPTER}.", ".").replace(f".{ADAPTER}.", ".")
+    return name.removesuffix(f".{ADAPTER}")

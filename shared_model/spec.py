@@ -33,6 +33,10 @@ LORA_A = ".lora_A."
 exchanged array (``...lora_A.weight``)."""
 
 
+LISTED_FIELDS = ("modules_to_save", "clip_groups", "answer_vocabulary")
+"""The :class:`LoraSpec` fields that are tuples of strings (TOML and JSON lists)."""
+
+
 @dataclass(frozen=True)
 class LoraSpec:
     """LoRA layout of one stage (peft ``LoraConfig`` fields FedUMIT fixes per consortium).
@@ -58,6 +62,11 @@ class LoraSpec:
         the noise and accounting are unchanged (group-wise clipping, McMahan et al. 2018,
         arXiv 1710.06963). Empty: one group, every parameter clipped together (the tiny
         base's measured choice, :func:`shared_model.tiny.tiny_spec`).
+    answer_vocabulary:
+        Words and format strings whose tokens' output rows (``lm_head``) train in full beside
+        the LoRA matrices (peft's trainable tokens; :mod:`shared_model.answer_rows`). The
+        consortium's public answer vocabulary (option names, yes/no, digits, box syntax), never
+        read from a site's records. Empty: ``lm_head`` stays frozen.
     """
 
     rank: int = 16
@@ -67,14 +76,16 @@ class LoraSpec:
     modules_to_save: tuple[str, ...] = ("merger",)
     frozen_a: bool = False
     clip_groups: tuple[str, ...] = ()
+    answer_vocabulary: tuple[str, ...] = ()
 
     def layout(self) -> dict[str, Any]:
-        """The fields as plain data; ``frozen_a`` and ``clip_groups`` only when set, so that
-        the fingerprints of layouts written before they existed stay the same."""
+        """The fields as plain data; ``frozen_a``, ``clip_groups`` and ``answer_vocabulary``
+        only when set, so that the fingerprints of layouts written before they existed stay
+        the same."""
         data = asdict(self)
-        data["modules_to_save"] = list(self.modules_to_save)
-        data["clip_groups"] = list(self.clip_groups)
-        for optional in ("frozen_a", "clip_groups"):
+        for listed in LISTED_FIELDS:
+            data[listed] = list(getattr(self, listed))
+        for optional in ("frozen_a", "clip_groups", "answer_vocabulary"):
             if not data[optional]:
                 del data[optional]
         return data
@@ -90,6 +101,14 @@ class LoraSpec:
             except re.error as error:
                 message = f"clip group {pattern!r} is not a regular expression: {error}"
                 raise ValueError(message) from error
+        blank = [word for word in self.answer_vocabulary if not word.strip()]
+        if blank:
+            raise ValueError(f"answer_vocabulary holds {len(blank)} empty entries")
+        if self.answer_vocabulary and re.fullmatch(self.target_modules, "lm_head"):
+            raise ValueError(
+                "answer_vocabulary trains lm_head's rows, so target_modules must not put LoRA "
+                "on lm_head as well (peft cannot stack the two on one layer)"
+            )
 
 
 @dataclass(frozen=True)
@@ -179,7 +198,7 @@ class ModelSpec:
         for stage in STAGES:
             if stage in data:
                 stage_data = dict(data[stage])
-                for listed in ("modules_to_save", "clip_groups"):
+                for listed in LISTED_FIELDS:
                     if listed in stage_data:
                         stage_data[listed] = tuple(stage_data[listed])
                 values[stage] = replace(cls(base=base).stage(stage), **stage_data)

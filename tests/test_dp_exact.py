@@ -12,10 +12,12 @@ import torch
 from client.privacy.per_unit import PerSampleGradients, clip_and_sum, sum_per_unit
 from client.trainer import LocalTrainer, TrainConfig, parameter_groups
 from shared_model.adapters import StageAdapter
+from shared_model.answer_rows import ROWS_MARKER
 from shared_model.inputs import collate, encode_example
 from shared_model.loading import load_base
 from shared_model.loss import answer_token_loss
 from shared_model.sample import Geometry, Sample
+from shared_model.tiny import TINY_ANSWER_VOCABULARY
 from tests.conftest import lesion_image, lesion_volume
 
 ROWS = [  # (unit, side, question, answer): several records per patient, mixed languages
@@ -135,6 +137,7 @@ LAYOUTS = {
     "lora": {},
     "frozen-a": {"frozen_a": True},
     "clip-groups": {"clip_groups": (r"visual\.",)},
+    "answer-rows": {"answer_vocabulary": TINY_ANSWER_VOCABULARY},
 }
 
 
@@ -142,7 +145,8 @@ LAYOUTS = {
 def test_one_dp_step_update_matches_hand_computation(tiny_spec, layout: str) -> None:
     """Guards against silently corrupted LoRA updates (cf. Opacus issue 820). With a frozen-A
     layout only the B matrices are clipped and move; every A array comes back bit for bit.
-    With clip groups each unit's gradient is clipped group by group to ``C / sqrt(G)``."""
+    With clip groups each unit's gradient is clipped group by group to ``C / sqrt(G)``. With
+    an answer vocabulary its ``lm_head`` rows are clipped with the LoRA matrices and move."""
     torch.manual_seed(0)
     spec = replace(tiny_spec, instruct=replace(tiny_spec.instruct, **LAYOUTS[layout]))
     frozen_a, patterns = spec.instruct.frozen_a, spec.instruct.clip_groups
@@ -174,8 +178,11 @@ def test_one_dp_step_update_matches_hand_computation(tiny_spec, layout: str) -> 
     trainer.train(samples, units, EXACT_STEP, progress=False)
 
     after = adapter.arrays()
-    assert len(names) == (len(before) // 2 if frozen_a else len(before))
-    assert all(".lora_B." in name for name in names) == frozen_a
+    lora = [name for name in names if ROWS_MARKER not in name]
+    lora_before = [name for name in before if ROWS_MARKER not in name]
+    assert len(names) - len(lora) == (1 if spec.instruct.answer_vocabulary else 0)
+    assert len(lora) == (len(lora_before) // 2 if frozen_a else len(lora_before))
+    assert all(".lora_B." in name for name in lora) == frozen_a
     for name in set(before) - set(names):
         np.testing.assert_array_equal(after[name], before[name], err_msg=name)
     for position, name in enumerate(names):
@@ -232,14 +239,20 @@ def test_noise_has_the_calibrated_scale(tiny_spec) -> None:
 
 def test_the_merger_learns_at_a_fraction_of_the_lora_rate(tiny_spec) -> None:
     # a layout that trains the merger in full (the tiny base's own keeps it frozen)
-    spec = replace(tiny_spec, instruct=replace(tiny_spec.instruct, modules_to_save=("merger",)))
+    layout = replace(
+        tiny_spec.instruct, modules_to_save=("merger",), answer_vocabulary=TINY_ANSWER_VOCABULARY
+    )
+    spec = replace(tiny_spec, instruct=layout)
     model, _ = load_base(spec)
     adapter = StageAdapter.attach(model, spec, "instruct")
     config = TrainConfig(steps=1, sample_rate=1.0, learning_rate=2e-3, projector_lr_scale=0.05)
     groups = parameter_groups(adapter.trainable_parameters(), config)
     names = {id(p): n for n, p in adapter.trainable_parameters()}
-    lora, projector = groups
-    assert "lr" not in lora and all("lora_" in names[id(p)] for p in lora["params"])
+    adapted, projector = groups
+    adapted_names = [names[id(p)] for p in adapted["params"]]
+    assert "lr" not in adapted
+    assert all("lora_" in name or ROWS_MARKER in name for name in adapted_names)
+    assert any(ROWS_MARKER in name for name in adapted_names), "output rows at the LoRA rate"
     assert projector["lr"] == pytest.approx(1e-4)
     assert all("merger" in names[id(p)] for p in projector["params"])
-    assert len(lora["params"]) + len(projector["params"]) == len(names)
+    assert len(adapted["params"]) + len(projector["params"]) == len(names)

@@ -48,6 +48,11 @@ clip_groups = ['visual\\.']
         ({"colour": 1}, "unknown model spec keys"),
         ({"align": {"rank": 0}}, "rank"),
         ({"instruct": {"clip_groups": ["visual\\.(merger"]}}, "not a regular expression"),
+        ({"instruct": {"answer_vocabulary": ["yes", " "]}}, "empty entries"),
+        (
+            {"instruct": {"answer_vocabulary": ["yes"], "target_modules": "lm_head"}},
+            "must not put LoRA on lm_head",
+        ),
     ],
 )
 def test_spec_rejects_bad_values(data: dict, message: str) -> None:
@@ -72,8 +77,10 @@ def test_fingerprint_reads_layout_not_weight_bytes(tmp_path: Path, tiny_spec: Mo
     assert frozen.fingerprint() != before
     grouped = replace(spec, instruct=replace(spec.instruct, clip_groups=(r"visual\.",)))
     assert grouped.fingerprint() not in (before, frozen.fingerprint())
+    rows = replace(spec, instruct=replace(spec.instruct, answer_vocabulary=("yes", "no")))
+    assert rows.fingerprint() not in (before, frozen.fingerprint(), grouped.fingerprint())
     # a layout without the options hashes as it did before the options existed
-    assert not {"frozen_a", "clip_groups"} & set(spec.layout()["instruct"])
+    assert not {"frozen_a", "clip_groups", "answer_vocabulary"} & set(spec.layout()["instruct"])
 
 
 def test_fingerprint_needs_weights(tmp_path: Path) -> None:

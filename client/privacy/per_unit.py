@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from opacus.grad_sample import GradSampleModule
+from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
 from torch import nn
 
 from client.privacy.subspace import GradientSubspace
@@ -72,15 +73,22 @@ class PerSampleGradients:
         self._rows: torch.Tensor | None = None  # patches per sample in the current vision call
         self._handles = []
         self.parameters: list[nn.Parameter] = []
+        claimed: set[nn.Parameter] = set()
         for name, module in model.named_modules():
             if name.endswith(VISION_TOWER) and name.split(".")[-1] == VISION_TOWER:
                 self._handles.append(
                     module.register_forward_pre_hook(self._vision_call, with_kwargs=True)
                 )
-            own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+            if isinstance(module, TrainableTokensLayer):
+                own = [p for p in module.trainable_tokens_delta.parameters() if p.requires_grad]
+                sampler = _output_rows_grad_sample
+            else:
+                own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+                sampler = GradSampleModule.GRAD_SAMPLERS.get(type(module))
+            own = [p for p in own if p not in claimed]
             if not own:
                 continue
-            sampler = GradSampleModule.GRAD_SAMPLERS.get(type(module))
+            claimed.update(own)
             if sampler is None:
                 raise UnsupportedLayerError(
                     f"trainable layer {name!r} of type {type(module).__name__} has no "
@@ -132,7 +140,7 @@ class PerSampleGradients:
         return hook
 
     def _collect(self, module, sampler, layout, activation, backprop) -> None:
-        dtype = next(module.parameters()).dtype
+        dtype = next(p for p in module.parameters() if p.requires_grad).dtype
         activation, backprop = activation.to(dtype), backprop.to(dtype)
         if layout is not None:
             activation, backprop = (
@@ -157,6 +165,26 @@ class PerSampleGradients:
         padded = tensor.new_zeros(len(patches), int(per_sample.max()), *tensor.shape[1:])
         padded[owner, position.to(tensor.device)] = tensor
         return padded
+
+
+def _output_rows_grad_sample(
+    layer: TrainableTokensLayer, activations: list[torch.Tensor], backprops: torch.Tensor
+) -> dict[nn.Parameter, torch.Tensor]:
+    """Per-sample gradients of an output layer's trained rows (peft trainable tokens over a
+    linear ``lm_head``, :mod:`shared_model.answer_rows`): row ``j`` is the weight of token
+    ``ids[j]``, so its gradient is the sum over positions of that token's logit gradient
+    times the layer's input."""
+    if not isinstance(layer.base_layer, nn.Linear):
+        raise UnsupportedLayerError(
+            f"trainable rows of a {type(layer.base_layer).__name__} have no per-sample rule"
+        )
+    grads = {}
+    for adapter in layer.active_adapters:
+        ids = torch.tensor(layer.token_indices[adapter], device=backprops.device)
+        grads[layer.trainable_tokens_delta[adapter]] = torch.einsum(
+            "b...v,b...h->bvh", backprops.index_select(-1, ids), activations[0]
+        )
+    return grads
 
 
 class _Tap(torch.autograd.Function):
