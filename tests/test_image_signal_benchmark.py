@@ -1,0 +1,82 @@
+"""``benchmarks/image_signal.py``: the part of a step's clipped signal that the image adds."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from client.trainer import LocalTrainer
+from shared_model.loading import stage_model
+from shared_model.sample import Geometry, Sample
+from tests.conftest import lesion_image
+
+
+@pytest.fixture(scope="module")
+def image_signal() -> ModuleType:
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(
+        "image_signal_benchmark", folder / "image_signal.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def classification(sides: list[str]) -> list[Sample]:
+    """One record a side: the lesion's side is the answer."""
+    return [
+        Sample(
+            f"r{number}",
+            f"p{number}",
+            "classification",
+            "en",
+            "train",
+            (lesion_image(side, seed=number),),
+            (Geometry(112, 112, 112),),
+            {"question": "Which side?", "options": ["left", "right"], "label": side},
+        )
+        for number, side in enumerate(sides)
+    ]
+
+
+@pytest.fixture(scope="module")
+def trainer(tiny_spec) -> LocalTrainer:
+    torch.manual_seed(0)
+    adapter, processor = stage_model(tiny_spec, "instruct")
+    for name, parameter in adapter.trainable_parameters():
+        if "lora_B" in name:  # LoRA starts at B = 0; a non-zero B gives every matrix a gradient
+            torch.nn.init.normal_(parameter, std=0.05)
+    return LocalTrainer(adapter, processor, tiny_spec, torch.device("cpu"))
+
+
+def test_relabelled_records_answer_the_new_answer_under_a_new_id(image_signal) -> None:
+    (record,) = classification(["left"])
+    moved = image_signal.relabelled(record, "right", "1:right")
+    assert moved.fields["label"] == "right" and record.fields["label"] == "left"
+    assert moved.record_id != record.record_id and moved.images is record.images
+
+
+def test_the_image_part_is_what_the_images_change(image_signal, trainer) -> None:
+    records = classification(["left", "left", "right", "right"])
+    rows = image_signal.answer_rows(trainer, records, 2, 1.0, seed=0, smallest=2)
+    assert [row["answer"] for row in rows] == ["0:left", "1:right"]
+    assert all(row["image_part"] > 1e-3 and row["cosine"] < 1.0 for row in rows)
+
+    # the same image under every record: relabelling changes nothing, so nothing is the image's
+    same = [
+        dataclasses.replace(r, record_id=f"same-{r.record_id}", images=records[0].images)
+        for r in records
+    ]
+    rows = image_signal.answer_rows(trainer, same, 2, 1.0, seed=0, smallest=2)
+    assert len(rows) == 2
+    for row in rows:
+        assert row["image_part"] == pytest.approx(0.0, abs=1e-6)
+        assert row["own"] == pytest.approx(row["other_images"], rel=1e-5)
