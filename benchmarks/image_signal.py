@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 import torch
+from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,6 +45,8 @@ from simulations.heldout import pooled_samples
 ANSWER_FIELD = {"classification": "label", "vqa": "answer"}
 """The field that holds a record's answer, for the tasks measured."""
 SMALLEST_GROUP = 10
+TABLE_WIDTH = 110
+"""Characters the table needs (a log file's console is 80 wide)."""
 
 
 def relabelled(sample: Sample, answer: object, name: str) -> Sample:
@@ -117,9 +120,9 @@ def answer_rows(
 def print_table(rows: list[dict], console) -> None:
     table = Table(title="mean clipped gradient / C: own images against other records' images")
     for column in ("task", "lang", "question", "answer"):
-        table.add_column(column, max_width=18, no_wrap=True, overflow="ellipsis")
+        table.add_column(column, max_width=14, no_wrap=True, overflow="ellipsis")
     for column in ("records", "own", "other images", "image part", "cosine"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", min_width=5)
     for row in rows:
         table.add_row(
             row["task"],
@@ -146,7 +149,7 @@ def main() -> None:
     adapter, processor = stage_model(spec, "instruct")
     trainer = LocalTrainer(adapter, processor, spec, torch.device("cpu"))
     rows = answer_rows(trainer, train, args.records, args.max_grad_norm, args.seed)
-    print_table(rows, console)
+    print_table(rows, Console(width=max(console.width, TABLE_WIDTH)))
     settings = {**vars(args), "out": str(args.out)}
     settings["data_root"] = None if args.data_root is None else str(args.data_root)
     write_result(args.out, {"settings": settings, "rows": rows}, console)
