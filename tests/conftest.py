@@ -71,3 +71,23 @@ def lesion_image(side: str, canvas: int = 112, seed: int = 0) -> np.ndarray:
 def lesion_volume(side: str, slices: int = 4, canvas: int = 112) -> np.ndarray:
     """A stack of :func:`lesion_image` slices."""
     return np.stack([lesion_image(side, canvas, seed) for seed in range(slices)])
+
+
+def side_records(sides: list[str]) -> list:
+    """English classification records, one a side, each answering where its lesion is
+    (``left`` or ``right``), patient ``p{n}`` for record ``r{n}``."""
+    from shared_model.sample import Geometry, Sample
+
+    return [
+        Sample(
+            f"r{number}",
+            f"p{number}",
+            "classification",
+            "en",
+            "train",
+            (lesion_image(side, seed=number),),
+            (Geometry(112, 112, 112),),
+            {"question": "Which side?", "options": ["left", "right"], "label": side},
+        )
+        for number, side in enumerate(sides)
+    ]

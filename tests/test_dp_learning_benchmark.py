@@ -14,8 +14,7 @@ from client.trainer import LocalTrainer
 from shared_model.inputs import collate
 from shared_model.loading import stage_model
 from shared_model.loss import answer_token_loss, answer_window
-from shared_model.sample import Geometry, Sample
-from tests.conftest import lesion_image
+from tests.conftest import side_records
 
 
 @pytest.fixture(scope="module")
@@ -28,27 +27,6 @@ def dp_learning() -> ModuleType:
     return module
 
 
-def records() -> list[Sample]:
-    samples = []
-    for number, side in enumerate(("left", "right", "left", "right")):
-        fields = {"question": "Which side?", "options": ["left", "right"], "label": number % 2}
-        image = lesion_image(side, seed=number)
-        geometry = Geometry(112, 112, 112)
-        samples.append(
-            Sample(
-                f"r{number}",
-                f"p{number}",
-                "classification",
-                "en",
-                "train",
-                (image,),
-                (geometry,),
-                fields,
-            )
-        )
-    return samples
-
-
 def test_step_signal_is_the_mean_gradient_when_nothing_is_clipped(dp_learning, tiny_spec) -> None:
     torch.manual_seed(0)
     adapter, processor = stage_model(tiny_spec, "instruct")
@@ -56,7 +34,7 @@ def test_step_signal_is_the_mean_gradient_when_nothing_is_clipped(dp_learning, t
         if "lora_B" in name:  # LoRA starts at B = 0; a non-zero B gives every matrix a gradient
             torch.nn.init.normal_(parameter, std=0.05)
     trainer = LocalTrainer(adapter, processor, tiny_spec, torch.device("cpu"))
-    samples = records()
+    samples = side_records(["left", "right", "left", "right"])
 
     unclipped = dp_learning.step_signal(trainer, samples, max_grad_norm=1e6)
     batch = collate(trainer.encode(samples), processor.tokenizer.pad_token_id).inputs
@@ -91,7 +69,8 @@ def test_signal_by_module_splits_the_clipped_signal_over_the_lora_matrices(
         if "lora_B" in name:
             torch.nn.init.normal_(parameter, std=0.05)
     trainer = LocalTrainer(adapter, processor, tiny_spec, torch.device("cpu"))
-    mean, _ = dp_learning.clipped_mean(trainer, records(), max_grad_norm=1e-3)
+    samples = side_records(["left", "right", "left", "right"])
+    mean, _ = dp_learning.clipped_mean(trainer, samples, max_grad_norm=1e-3)
 
     modules = module.by_module(trainer, mean)
     named = adapter.trainable_parameters()

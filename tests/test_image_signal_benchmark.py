@@ -13,8 +13,7 @@ import torch
 
 from client.trainer import LocalTrainer
 from shared_model.loading import stage_model
-from shared_model.sample import Geometry, Sample
-from tests.conftest import lesion_image
+from tests.conftest import side_records
 
 
 @pytest.fixture(scope="module")
@@ -30,23 +29,6 @@ def image_signal() -> ModuleType:
     return module
 
 
-def classification(sides: list[str]) -> list[Sample]:
-    """One record a side: the lesion's side is the answer."""
-    return [
-        Sample(
-            f"r{number}",
-            f"p{number}",
-            "classification",
-            "en",
-            "train",
-            (lesion_image(side, seed=number),),
-            (Geometry(112, 112, 112),),
-            {"question": "Which side?", "options": ["left", "right"], "label": side},
-        )
-        for number, side in enumerate(sides)
-    ]
-
-
 @pytest.fixture(scope="module")
 def trainer(tiny_spec) -> LocalTrainer:
     torch.manual_seed(0)
@@ -58,14 +40,14 @@ def trainer(tiny_spec) -> LocalTrainer:
 
 
 def test_relabelled_records_answer_the_new_answer_under_a_new_id(image_signal) -> None:
-    (record,) = classification(["left"])
+    (record,) = side_records(["left"])
     moved = image_signal.relabelled(record, "right", "1:right")
     assert moved.fields["label"] == "right" and record.fields["label"] == "left"
     assert moved.record_id != record.record_id and moved.images is record.images
 
 
 def test_the_image_part_is_what_the_images_change(image_signal, trainer) -> None:
-    records = classification(["left", "left", "right", "right"])
+    records = side_records(["left", "left", "right", "right"])
     rows = image_signal.answer_rows(trainer, records, 2, 1.0, seed=0, smallest=2)
     assert [row["answer"] for row in rows] == ["0:left", "1:right"]
     assert all(row["image_part"] > 1e-3 and row["cosine"] < 1.0 for row in rows)
