@@ -73,7 +73,7 @@ def lesion_volume(side: str, slices: int = 4, canvas: int = 112) -> np.ndarray:
     return np.stack([lesion_image(side, canvas, seed) for seed in range(slices)])
 
 
-def side_records(sides: list[str]) -> list:
+def side_records(sides: tuple[str, ...] = ("left", "right", "left", "right")) -> list:
     """English classification records, one a side, each answering where its lesion is
     (``left`` or ``right``), patient ``p{n}`` for record ``r{n}``."""
     from shared_model.sample import Geometry, Sample

@@ -34,7 +34,7 @@ def test_step_signal_is_the_mean_gradient_when_nothing_is_clipped(dp_learning, t
         if "lora_B" in name:  # LoRA starts at B = 0; a non-zero B gives every matrix a gradient
             torch.nn.init.normal_(parameter, std=0.05)
     trainer = LocalTrainer(adapter, processor, tiny_spec, torch.device("cpu"))
-    samples = side_records(["left", "right", "left", "right"])
+    samples = side_records()
 
     unclipped = dp_learning.step_signal(trainer, samples, max_grad_norm=1e6)
     batch = collate(trainer.encode(samples), processor.tokenizer.pad_token_id).inputs
@@ -69,7 +69,7 @@ def test_signal_by_module_splits_the_clipped_signal_over_the_lora_matrices(
         if "lora_B" in name:
             torch.nn.init.normal_(parameter, std=0.05)
     trainer = LocalTrainer(adapter, processor, tiny_spec, torch.device("cpu"))
-    samples = side_records(["left", "right", "left", "right"])
+    samples = side_records()
     mean, _ = dp_learning.clipped_mean(trainer, samples, max_grad_norm=1e-3)
 
     modules = module.by_module(trainer, mean)

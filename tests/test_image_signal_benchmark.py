@@ -40,14 +40,14 @@ def trainer(tiny_spec) -> LocalTrainer:
 
 
 def test_relabelled_records_answer_the_new_answer_under_a_new_id(image_signal) -> None:
-    (record,) = side_records(["left"])
+    (record,) = side_records(("left",))
     moved = image_signal.relabelled(record, "right", "1:right")
     assert moved.fields["label"] == "right" and record.fields["label"] == "left"
     assert moved.record_id != record.record_id and moved.images is record.images
 
 
 def test_the_image_part_is_what_the_images_change(image_signal, trainer) -> None:
-    records = side_records(["left", "left", "right", "right"])
+    records = side_records(("left", "left", "right", "right"))
     rows = image_signal.answer_rows(trainer, records, 2, 1.0, seed=0, smallest=2)
     assert [row["answer"] for row in rows] == ["0:left", "1:right"]
     assert all(row["image_part"] > 1e-3 and row["cosine"] < 1.0 for row in rows)

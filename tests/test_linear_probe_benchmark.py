@@ -13,7 +13,7 @@ import torch
 
 from shared_model.inference import load_answerer
 from shared_model.inputs import collate, encode_sample
-from tests.test_dp_learning_benchmark import records
+from tests.conftest import side_records
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_features_are_read_where_the_answer_is_written_whatever_the_padding(
 ) -> None:
     answerer = load_answerer(tiny_base, tiny_spec.canvas, device="cpu")
     model, processor = answerer.model, answerer.processor
-    samples = records()
+    samples = side_records()
     samples[1].fields["question"] = "Which side is the bright lesion on, left or right?"
     together = linear_probe.features(model, processor, tiny_spec, samples)
     layers = model.config.text_config.num_hidden_layers
@@ -83,7 +83,7 @@ def test_the_last_layers_feature_is_what_writes_the_answers_first_token(
 ) -> None:
     answerer = load_answerer(tiny_base, tiny_spec.canvas, device="cpu")
     model, processor = answerer.model, answerer.processor
-    sample = records()[0]
+    sample = side_records()[0]
     encoded = encode_sample(processor, sample, tiny_spec)
     first_answer_token = int(torch.nonzero(encoded.labels != -100)[0])
     inputs = collate([encoded], processor.tokenizer.pad_token_id).inputs
