@@ -77,44 +77,47 @@ def answer_rows(
     for task_name in ANSWER_FIELD:
         task = get_task(task_name)
         for lang in ("en", "zh"):
-            pool = [s for s in train if s.task == task_name and s.lang == lang]
-            groups: dict[tuple[str, str], list[Sample]] = {}
-            for sample in pool:
-                key = (task.prompt(sample.fields, lang), task.target(sample.fields, lang))
-                groups.setdefault(key, []).append(sample)
-            for (prompt, answer), members in sorted(groups.items()):
-                others = [
-                    s
-                    for s in pool
-                    if task.prompt(s.fields, lang) == prompt
-                    and task.target(s.fields, lang) != answer
-                ]
-                if min(len(members), len(others)) < smallest:
-                    continue
-                own = rng.sample(members, min(records, len(members)))
-                value = own[0].fields[ANSWER_FIELD[task_name]]
-                swapped = [
-                    relabelled(s, value, answer)
-                    for s in rng.sample(others, min(records, len(others)))
-                ]
-                with_own = flat_mean(trainer, own, max_grad_norm)
-                with_other = flat_mean(trainer, swapped, max_grad_norm)
-                rows.append(
-                    {
-                        "task": task_name,
-                        "lang": lang,
-                        "question": prompt.splitlines()[0],
-                        "answer": answer,
-                        "records": len(own),
-                        "own": with_own.norm().item(),
-                        "other_images": with_other.norm().item(),
-                        "image_part": (with_own - with_other).norm().item(),
-                        "cosine": torch.nn.functional.cosine_similarity(
-                            with_own, with_other, dim=0
-                        ).item(),
-                    }
-                )
+            by_question: dict[str, list[tuple[str, Sample]]] = {}
+            for sample in (s for s in train if s.task == task_name and s.lang == lang):
+                prompt = task.prompt(sample.fields, lang)
+                answered = (task.target(sample.fields, lang), sample)
+                by_question.setdefault(prompt, []).append(answered)
+            for prompt, answered in sorted(by_question.items()):
+                for answer in sorted({target for target, _ in answered}):
+                    members = [s for target, s in answered if target == answer]
+                    others = [s for target, s in answered if target != answer]
+                    if min(len(members), len(others)) < smallest:
+                        continue
+                    row = compare(trainer, members, others, answer, records, max_grad_norm, rng)
+                    question = prompt.splitlines()[0]
+                    rows.append({"task": task_name, "lang": lang, "question": question, **row})
     return rows
+
+
+def compare(
+    trainer: LocalTrainer,
+    members: list[Sample],
+    others: list[Sample],
+    answer: str,
+    records: int,
+    max_grad_norm: float,
+    rng: random.Random,
+) -> dict:
+    """``answer``'s mean clipped gradient on up to ``records`` of its own records against the
+    same on as many ``others`` relabelled to it: their norms, the difference's, the cosine."""
+    own = rng.sample(members, min(records, len(members)))
+    value = own[0].fields[ANSWER_FIELD[own[0].task]]
+    swapped = [relabelled(s, value, answer) for s in rng.sample(others, min(records, len(others)))]
+    with_own = flat_mean(trainer, own, max_grad_norm)
+    with_other = flat_mean(trainer, swapped, max_grad_norm)
+    return {
+        "answer": answer,
+        "records": len(own),
+        "own": with_own.norm().item(),
+        "other_images": with_other.norm().item(),
+        "image_part": (with_own - with_other).norm().item(),
+        "cosine": torch.nn.functional.cosine_similarity(with_own, with_other, dim=0).item(),
+    }
 
 
 def print_table(rows: list[dict], console) -> None:

@@ -135,8 +135,9 @@ def parameter_groups(
 ) -> list[dict]:
     """Optimizer groups: LoRA matrices and trained output rows (:mod:`shared_model.answer_rows`)
     at the round's learning rate, the rest (the merger) at ``projector_lr_scale`` times it."""
-    adapted = [p for name, p in named if LORA_MARKER in name or ROWS_MARKER in name]
-    projector = [p for name, p in named if LORA_MARKER not in name and ROWS_MARKER not in name]
+    adapted, projector = [], []
+    for name, parameter in named:
+        (adapted if LORA_MARKER in name or ROWS_MARKER in name else projector).append(parameter)
     groups = [{"params": adapted}] if adapted else []
     if projector:
         groups.append({"params": projector, "lr": config.learning_rate * config.projector_lr_scale})
