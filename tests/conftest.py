@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -91,3 +94,18 @@ def side_records(sides: tuple[str, ...] = ("left", "right", "left", "right")) ->
         )
         for number, side in enumerate(sides)
     ]
+
+
+def load_benchmark(filename: str) -> ModuleType:
+    """The script ``benchmarks/<filename>`` imported as a module (its folder on the path, so
+    that it finds the benchmarks it imports; registered, so that its dataclasses find it)."""
+    folder = REPO_ROOT / "benchmarks"
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(
+        f"{Path(filename).stem}_benchmark", folder / filename
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -14,17 +11,12 @@ from client.trainer import LocalTrainer
 from shared_model.inputs import collate
 from shared_model.loading import stage_model
 from shared_model.loss import answer_token_loss, answer_window
-from tests.conftest import side_records
+from tests.conftest import load_benchmark, side_records
 
 
 @pytest.fixture(scope="module")
 def dp_learning() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "dp_learning.py"
-    spec = importlib.util.spec_from_file_location("dp_learning_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("dp_learning.py")
 
 
 def test_step_signal_is_the_mean_gradient_when_nothing_is_clipped(dp_learning, tiny_spec) -> None:
@@ -59,10 +51,7 @@ def test_step_signal_is_the_mean_gradient_when_nothing_is_clipped(dp_learning, t
 def test_signal_by_module_splits_the_clipped_signal_over_the_lora_matrices(
     dp_learning, tiny_spec
 ) -> None:
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "signal_by_module.py"
-    spec = importlib.util.spec_from_file_location("signal_by_module_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("signal_by_module.py")
     torch.manual_seed(0)
     adapter, processor = stage_model(tiny_spec, "instruct")
     for name, parameter in adapter.trainable_parameters():

@@ -7,26 +7,19 @@ error, says fits for every sample kind.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from client.config import DEFAULT_TOKEN_BUDGET
+from tests.conftest import load_benchmark
 
 ROW_CAP = 64  # the sizing's largest physical batch
 
 
 @pytest.fixture(scope="module")
 def full_shape_benchmark() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "full_shape.py"
-    spec = importlib.util.spec_from_file_location("full_shape_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("full_shape.py")
 
 
 def test_default_token_budget_fits_every_sample_kind_on_a_24gb_card(full_shape_benchmark) -> None:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -13,20 +10,12 @@ import torch
 
 from client.trainer import LocalTrainer
 from shared_model.loading import stage_model
-from tests.conftest import side_records
+from tests.conftest import load_benchmark, side_records
 
 
 @pytest.fixture(scope="module")
 def image_signal() -> ModuleType:
-    folder = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(folder))
-    spec = importlib.util.spec_from_file_location(
-        "image_signal_benchmark", folder / "image_signal.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("image_signal.py")
 
 
 @pytest.fixture(scope="module")

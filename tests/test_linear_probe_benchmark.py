@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -13,17 +10,12 @@ import torch
 
 from shared_model.inference import load_answerer
 from shared_model.inputs import collate, encode_sample
-from tests.conftest import side_records
+from tests.conftest import load_benchmark, side_records
 
 
 @pytest.fixture(scope="module")
 def linear_probe() -> ModuleType:
-    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(benchmarks))
-    spec = importlib.util.spec_from_file_location("linear_probe", benchmarks / "linear_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("linear_probe.py")
 
 
 def blobs(generator: torch.Generator, count: int, separation: float):
