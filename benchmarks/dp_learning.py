@@ -34,6 +34,7 @@ the sigma that matches the federation to compare.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import random
 import statistics
@@ -72,6 +73,7 @@ from simulations.heldout import held_out_samples, pooled_samples
 from simulations.synthetic import generate_public_archive
 
 PROBE_RECORDS = 96
+PUBLIC_STAND_INS = 512
 SIGNAL_ROWS = (
     ("clipped share", "clipped_share", "{:.2f}"),
     ("median gradient norm", "median_norm", "{:.3f}"),
@@ -93,6 +95,28 @@ def pooled_hospitals(args: argparse.Namespace, base: Path, subspace: int = 0) ->
         table = {"public_archive": str(public), "directions": subspace}
     consortium = Consortium(args.out, base / SPEC_FILE, archives, table)
     return consortium.site_configs("pooled", archives, epsilon=8.0, dp=False, seed=args.seed)
+
+
+def public_stand_ins(public: list[Sample], template: list[Sample], count: int) -> list[Sample]:
+    """Up to ``count`` of ``template``'s records (their prompts), each with the images of a
+    public record of the same image shapes in place of its own (public records cycle)."""
+    by_shape = collections.defaultdict(list)
+    for record in public:
+        by_shape[tuple(image.shape for image in record.images)].append(record)
+    found: list[Sample] = []
+    for record in template:
+        pool = by_shape.get(tuple(image.shape for image in record.images))
+        if pool and len(found) < count:
+            image = pool[len(found) % len(pool)]
+            found.append(
+                replace(
+                    record,
+                    record_id=f"public-{len(found)}",
+                    images=image.images,
+                    geometries=image.geometries,
+                )
+            )
+    return found
 
 
 def probe_loss(trainer: LocalTrainer, records: list[Sample]) -> float:
@@ -227,6 +251,18 @@ def parse_args() -> argparse.Namespace:
         help="train lm_head's rows of the tiny base's answer vocabulary as well",
     )
     parser.add_argument(
+        "--rows-lr-scale",
+        type=float,
+        default=1.0,
+        help="the answer rows' learning rate as a multiple of --lr (with --answer-rows)",
+    )
+    parser.add_argument(
+        "--readout-map",
+        action="store_true",
+        help="train the answer rows (--answer-rows) through a whitening map, found each "
+        "--every steps on public images under the training records' prompts",
+    )
+    parser.add_argument(
         "--clip-groups", nargs="*", default=[], help="regexes of the clip groups (model spec)"
     )
     parser.add_argument(
@@ -265,7 +301,9 @@ def start(seed: int) -> tuple[Console, Path]:
 def main() -> None:
     args = parse_args()
     console, base = start(args.seed)
-    sites = pooled_hospitals(args, base, args.subspace)
+    if args.readout_map and not args.answer_rows:
+        raise SystemExit("--readout-map trains the answer rows: add --answer-rows")
+    sites = pooled_hospitals(args, base, args.subspace or int(args.readout_map))
     spec = tiny_spec(base)
     spec = replace(
         spec,
@@ -313,6 +351,8 @@ def main() -> None:
         }
 
     public = public_records(load_site_config(sites[0]), spec, "instruct")
+    shuffled = random.Random(args.seed + 1).sample(train, len(train))
+    stand_ins = public_stand_ins(public, shuffled, PUBLIC_STAND_INS) if args.readout_map else []
     rows = [evaluation(0)]
     done = 0
     while done < args.steps:
@@ -325,10 +365,19 @@ def main() -> None:
             noise_multiplier=sigma,
             max_grad_norm=args.max_grad_norm,
             max_records_per_unit=args.records_per_unit,
+            rows_lr_scale=args.rows_lr_scale,
         )
-        subspace = trainer.gradient_subspace(public, args.subspace, config) if public else None
+        subspace = (
+            trainer.gradient_subspace(public, args.subspace, config) if args.subspace else None
+        )
+        readout_map = trainer.readout_map(stand_ins) if args.readout_map else None
         trainer.train(
-            train, [s.patient_id for s in train], config, subspace=subspace, progress=True
+            train,
+            [s.patient_id for s in train],
+            config,
+            subspace=subspace,
+            readout_map=readout_map,
+            progress=True,
         )
         done += steps
         rows.append(evaluation(done))

@@ -151,6 +151,30 @@ def image_shapes(sample: Sample) -> tuple[tuple[int, ...], ...]:
     return tuple(image.shape for image in sample.images)
 
 
+def val_test_table(
+    title: str, first: str, rows: dict[str, dict], labels: dict[str, torch.Tensor]
+) -> Table:
+    """A table of each row's validation / test accuracy, balanced accuracy and AUC, and the
+    share of the training split's majority class in each."""
+    table = Table(title=title)
+    for column in (first, "accuracy", "balanced accuracy", "AUC"):
+        table.add_column(column, justify="left" if column == first else "right")
+    for name, row in rows.items():
+        table.add_row(
+            name,
+            *(
+                f"{row['val'][key]:.3f} / {row['test'][key]:.3f}"
+                for key in ("accuracy", "balanced_accuracy", "auc")
+            ),
+        )
+    majority = int(labels["train"].mode().values)
+    shares = [float((labels[split] == majority).float().mean()) for split in ("val", "test")]
+    table.add_row(
+        "the training split's majority class", f"{shares[0]:.3f} / {shares[1]:.3f}", "", ""
+    )
+    return table
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_hospital_arguments(parser, dataset="pneumoniamnist")
@@ -187,23 +211,9 @@ def main() -> None:
         split: own_answer(model, processor, spec, samples[split], labels[split])
         for split in ("val", "test")
     }
-    majority = int(labels["train"].mode().values)
-    table = Table(title=f"linear probes, {args.dataset}: val / test")
-    for column in ("features", "accuracy", "balanced accuracy", "AUC"):
-        table.add_column(column, justify="left" if column == "features" else "right")
-    for name, row in rows.items():
-        table.add_row(
-            name,
-            *(
-                f"{row['val'][key]:.3f} / {row['test'][key]:.3f}"
-                for key in ("accuracy", "balanced_accuracy", "auc")
-            ),
-        )
-    shares = [float((labels[split] == majority).float().mean()) for split in ("val", "test")]
-    table.add_row(
-        "the training split's majority class", f"{shares[0]:.3f} / {shares[1]:.3f}", "", ""
+    console.print(
+        val_test_table(f"linear probes, {args.dataset}: val / test", "features", rows, labels)
     )
-    console.print(table)
     counts = {
         split: np.bincount(labels[split].numpy(), minlength=classes).tolist() for split in SPLITS
     }

@@ -13,8 +13,8 @@ much of the clipped norm is the image's.
 - ``raw``: ``M`` is the identity, as ``lm_head``'s rows train today
   (:mod:`shared_model.answer_rows`);
 - ``projected``: ``M`` removes the direction of the mean of ``h``;
-- ``whitened``: ``M`` removes it and whitens the rest (eigenvalues floored at ``1e-3`` of the
-  largest).
+- ``whitened``: ``M`` removes it and whitens the rest
+  (:func:`shared_model.readout_map.whitening_map`, what a site's rows train through).
 
 The statistics behind ``M`` come from the training split itself (``oracle``: what they would
 be if a site could measure them for free, which DP does not allow) and from public images
@@ -36,23 +36,34 @@ import sys
 from pathlib import Path
 
 import torch
-from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dp_learning import add_hospital_arguments, pooled_hospitals, start, write_result
-from linear_probe import SPLITS, classification_records, features, image_shapes, scores
+from dp_learning import (
+    add_hospital_arguments,
+    pooled_hospitals,
+    public_stand_ins,
+    start,
+    write_result,
+)
+from linear_probe import (
+    SPLITS,
+    classification_records,
+    features,
+    image_shapes,
+    scores,
+    val_test_table,
+)
 
 from client.config import load_site_config
 from client.site import public_records
 from shared_model.inference import load_answerer
+from shared_model.readout_map import whitening_map
 from shared_model.sample import Sample
 from shared_model.tasks import get_task
 from shared_model.tiny import tiny_spec
 
 MAPS = ("raw", "projected", "whitened")
-EIGENVALUE_FLOOR = 1e-3
-"""Whitening's floor, as a share of the largest eigenvalue."""
 
 
 def answer_hidden(model, processor, spec, samples: list[Sample]) -> torch.Tensor:
@@ -82,24 +93,7 @@ def input_map(statistics: torch.Tensor, kind: str) -> torch.Tensor:
         return torch.eye(size)
     direction = statistics.mean(0) / statistics.mean(0).norm()
     projection = torch.eye(size) - torch.outer(direction, direction)
-    if kind == "projected":
-        return projection
-    values, vectors = torch.linalg.eigh(torch.cov((statistics @ projection).T))
-    floor = EIGENVALUE_FLOOR * values.max()
-    return (vectors / (values.clamp(min=0) + floor).sqrt()).T @ projection
-
-
-def public_stand_ins(public: list[Sample], template: list[Sample]) -> list[Sample]:
-    """``template``'s records (the dataset's prompt) with ``public``'s images of the same
-    shape in place of their own."""
-    shape = image_shapes(template[0])
-    images = [s for s in public if image_shapes(s) == shape]
-    return [
-        dataclasses.replace(
-            record, record_id=f"public-{i}", images=image.images, geometries=image.geometries
-        )
-        for i, (record, image) in enumerate(zip(template, images, strict=False))
-    ]
+    return projection if kind == "projected" else whitening_map(statistics)
 
 
 def train_readout(
@@ -165,7 +159,8 @@ def main() -> None:
     config = load_site_config(sites[0])
     subspace = dataclasses.replace(config.subspace, records=args.public_records)
     config = dataclasses.replace(config, subspace=subspace)
-    stand_ins = public_stand_ins(public_records(config, spec, "instruct"), samples["train"])
+    public = public_records(config, spec, "instruct")
+    stand_ins = public_stand_ins(public, samples["train"], args.public_records)
     statistics = {"oracle": hidden["train"]}
     if len(stand_ins) > 1:
         statistics["public"] = answer_hidden(model, processor, spec, stand_ins)
@@ -190,21 +185,8 @@ def main() -> None:
                 split: scores((hidden[split] @ trained.T).numpy(), labels[split].numpy())
                 for split in ("val", "test")
             }
-    majority = int(labels["train"].mode().values)
-    table = Table(title=f"DP readout of the answer position, {args.dataset}: val / test")
-    for column in ("readout", "accuracy", "balanced accuracy", "AUC"):
-        table.add_column(column, justify="left" if column == "readout" else "right")
-    for name, row in results.items():
-        table.add_row(
-            name,
-            *(
-                f"{row['val'][key]:.3f} / {row['test'][key]:.3f}"
-                for key in ("accuracy", "balanced_accuracy", "auc")
-            ),
-        )
-    shares = [float((labels[split] == majority).float().mean()) for split in ("val", "test")]
-    table.add_row("the training split's majority class", f"{shares[0]:.3f} / {shares[1]:.3f}")
-    console.print(table)
+    title = f"DP readout of the answer position, {args.dataset}: val / test"
+    console.print(val_test_table(title, "readout", results, labels))
     settings = {**vars(args), "out": str(args.out), "data_root": str(args.data_root)}
     write_result(args.out, {"settings": settings, "readouts": results}, console)
 

@@ -35,6 +35,7 @@ from shared_model.answer_rows import ROWS_MARKER
 from shared_model.device import autocast, weights_dtype
 from shared_model.inputs import Encoded, collate, encode_sample
 from shared_model.loss import answer_token_loss, answer_window
+from shared_model.readout_map import rows_through, whitening_map
 from shared_model.sample import Sample
 from shared_model.spec import ModelSpec
 
@@ -79,6 +80,9 @@ class TrainConfig:
         at zero and take large steps well; the merger is a full pretrained weight (entries of
         about 0.02 on the tiny base), which AdamW at a LoRA learning rate would overwrite within
         a few steps, and under DP noise would random-walk away from.
+    rows_lr_scale:
+        The trained output rows' learning rate (:mod:`shared_model.answer_rows`) as a multiple
+        of ``learning_rate``.
     proximal_mu:
         FedProx proximal term weight (0 = off).
     optimizer:
@@ -97,6 +101,7 @@ class TrainConfig:
     precision: str = "auto"
     max_records_per_unit: int = 1
     projector_lr_scale: float = 0.02
+    rows_lr_scale: float = 1.0
     proximal_mu: float = 0.0
     weight_decay: float = 0.0
     optimizer: str = "adamw"
@@ -108,6 +113,8 @@ class TrainConfig:
             raise ValueError("DP needs noise_multiplier >= 0 and max_grad_norm > 0")
         if not 0.0 <= self.projector_lr_scale <= 1.0:
             raise ValueError(f"projector_lr_scale must be in [0, 1], got {self.projector_lr_scale}")
+        if self.rows_lr_scale <= 0.0:
+            raise ValueError(f"rows_lr_scale must be positive, got {self.rows_lr_scale}")
         if self.physical_batch_size < 1 or self.token_budget < 1:
             raise ValueError("physical_batch_size and token_budget must be positive")
         if self.optimizer not in OPTIMIZERS:
@@ -133,14 +140,26 @@ def steps_for_epochs(epochs: float, sample_rate: float) -> int:
 def parameter_groups(
     named: Sequence[tuple[str, torch.nn.Parameter]], config: TrainConfig
 ) -> list[dict]:
-    """Optimizer groups: LoRA matrices and trained output rows (:mod:`shared_model.answer_rows`)
-    at the round's learning rate, the rest (the merger) at ``projector_lr_scale`` times it."""
-    adapted, projector = [], []
+    """Optimizer groups: LoRA matrices at the round's learning rate, trained output rows
+    (:mod:`shared_model.answer_rows`) at ``rows_lr_scale`` times it (at it by default), the
+    rest (the merger) at ``projector_lr_scale`` times it."""
+    scales = {"lora": 1.0, "rows": config.rows_lr_scale, "projector": config.projector_lr_scale}
+    members: dict[str, list[torch.nn.Parameter]] = {kind: [] for kind in scales}
     for name, parameter in named:
-        (adapted if LORA_MARKER in name or ROWS_MARKER in name else projector).append(parameter)
-    groups = [{"params": adapted}] if adapted else []
-    if projector:
-        groups.append({"params": projector, "lr": config.learning_rate * config.projector_lr_scale})
+        kind = "lora" if LORA_MARKER in name else "rows" if ROWS_MARKER in name else "projector"
+        members[kind].append(parameter)
+    if scales["rows"] == 1.0:
+        members["lora"] += members.pop("rows")
+    groups = []
+    for kind, parameters in members.items():
+        if parameters:
+            scale = scales[kind]
+            groups.append(
+                {
+                    "params": parameters,
+                    **({} if scale == 1.0 else {"lr": config.learning_rate * scale}),
+                }
+            )
     return groups
 
 
@@ -234,6 +253,27 @@ class LocalTrainer:
         basis = top_directions(gradients, min(directions, len(records)), groups)
         return GradientSubspace([p for _, p in self.adapter.trainable_parameters()], basis)
 
+    def answer_states(self, records: Sequence[Sample], batch: int = 16) -> torch.Tensor:
+        """The final hidden state (the output layer's input) at every position where one of
+        ``records``' answer tokens is written, under the current adapter: ``(positions, H)``."""
+        model = self.adapter.model.eval()
+        encoded = self.encode(records)
+        states = []
+        for start in range(0, len(encoded), batch):
+            inputs = collate(encoded[start : start + batch], self.processor.tokenizer.pad_token_id)
+            inputs = inputs.to(self.device).inputs
+            labels = inputs.pop("labels")
+            with torch.no_grad(), autocast(self.device):
+                hidden = model(**inputs, output_hidden_states=True).hidden_states[-1]
+            writes = labels[:, 1:] != -100
+            states.append(hidden[:, :-1][writes].float().cpu())
+        return torch.cat(states)
+
+    def readout_map(self, records: Sequence[Sample]) -> torch.Tensor:
+        """The whitening map the output rows train through this round
+        (:mod:`shared_model.readout_map`), from ``records``, which must be public."""
+        return whitening_map(self.answer_states(records))
+
     def train(
         self,
         samples: Sequence[Sample],
@@ -243,6 +283,7 @@ class LocalTrainer:
         randomness: SiteRandomness | None = None,
         epsilon_at: Callable[[int], float] | None = None,
         subspace: GradientSubspace | None = None,
+        readout_map: torch.Tensor | None = None,
         progress: bool = True,
     ) -> TrainResult:
         """Run ``config.steps`` logical steps over ``samples``; ``unit_keys`` name each one's unit.
@@ -250,7 +291,8 @@ class LocalTrainer:
         ``randomness`` draws the sampling and the noise (default: a fresh secure stream, so
         nobody can replay them); ``epsilon_at(steps_done)`` (optional) feeds the progress bar;
         ``subspace`` (DP only, :mod:`client.privacy.subspace`) clips and noises each step's
-        gradient in a basis found on public records.
+        gradient in a basis found on public records; ``readout_map`` (:meth:`readout_map`)
+        trains the output rows through that map.
         """
         if subspace is not None and not config.dp:
             raise ValueError("a gradient subspace is a DP-SGD setting; this round has no DP")
@@ -258,6 +300,36 @@ class LocalTrainer:
         encoded = _LazyEncoded(self, samples)
         index = UnitIndex.build(unit_keys)
         model = self._training_model(config)
+        mapped = (
+            rows_through(model, readout_map)
+            if readout_map is not None
+            else contextlib.nullcontext()
+        )
+        with mapped:
+            losses = self._run_steps(
+                encoded, index, model, config, randomness, epsilon_at, subspace, progress
+            )
+        return TrainResult(
+            arrays=dict(self.adapter.arrays()),
+            num_examples=len(samples),
+            loss=float(np.mean(losses)) if losses else float("nan"),
+            steps=config.steps,
+            seconds=time.perf_counter() - start,
+        )
+
+    def _run_steps(
+        self,
+        encoded: _LazyEncoded,
+        index: UnitIndex,
+        model: torch.nn.Module,
+        config: TrainConfig,
+        randomness: SiteRandomness | None,
+        epsilon_at: Callable[[int], float] | None,
+        subspace: GradientSubspace | None,
+        progress: bool,
+    ) -> list[float]:
+        """The round's optimizer steps; returns each step's mean loss (steps that sampled no
+        record have none)."""
         named = self.adapter.trainable_parameters()
         parameters = [p for _, p in named]
         anchor = [p.detach().clone() for p in parameters] if config.proximal_mu else None
@@ -304,13 +376,7 @@ class LocalTrainer:
                 hooks.remove()
             checkpointing.restore()
             model.eval()
-        return TrainResult(
-            arrays=dict(self.adapter.arrays()),
-            num_examples=len(samples),
-            loss=float(np.mean(losses)) if losses else float("nan"),
-            steps=config.steps,
-            seconds=time.perf_counter() - start,
-        )
+        return losses
 
     def _training_model(self, config: TrainConfig) -> torch.nn.Module:
         """The adapter's model on the device in training mode, its frozen base in the

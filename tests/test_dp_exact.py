@@ -133,6 +133,14 @@ def site_samples() -> tuple[list[Sample], list[str]]:
     return samples, [s.patient_id for s in samples]
 
 
+def instruct_trainer(spec, init_lora_weights: bool = True) -> LocalTrainer:
+    """A CPU trainer of ``spec``'s ``instruct`` adapter on a fresh base (with
+    ``init_lora_weights`` off, LoRA's ``B`` starts random, so every matrix has a gradient)."""
+    model, processor = load_base(spec)
+    adapter = StageAdapter.attach(model, spec, "instruct", init_lora_weights=init_lora_weights)
+    return LocalTrainer(adapter, processor, spec, torch.device("cpu"))
+
+
 LAYOUTS = {
     "lora": {},
     "frozen-a": {"frozen_a": True},
@@ -150,10 +158,9 @@ def test_one_dp_step_update_matches_hand_computation(tiny_spec, layout: str) -> 
     torch.manual_seed(0)
     spec = replace(tiny_spec, instruct=replace(tiny_spec.instruct, **LAYOUTS[layout]))
     frozen_a, patterns = spec.instruct.frozen_a, spec.instruct.clip_groups
-    model, processor = load_base(spec)
-    adapter = StageAdapter.attach(model, spec, "instruct", init_lora_weights=False)
+    trainer = instruct_trainer(spec, init_lora_weights=False)
+    adapter, processor = trainer.adapter, trainer.processor
     samples, units = site_samples()
-    trainer = LocalTrainer(adapter, processor, spec, torch.device("cpu"))
     examples = trainer.encode(samples)
     before = adapter.arrays()
     frozen_before = {
@@ -224,10 +231,9 @@ def _double_copy(adapter: StageAdapter, spec) -> StageAdapter:
 
 
 def test_noise_has_the_calibrated_scale(tiny_spec) -> None:
-    model, processor = load_base(tiny_spec)
-    adapter = StageAdapter.attach(model, tiny_spec, "instruct")
+    trainer = instruct_trainer(tiny_spec)
+    adapter = trainer.adapter
     samples, units = site_samples()
-    trainer = LocalTrainer(adapter, processor, tiny_spec, torch.device("cpu"))
     before = adapter.arrays()
     trainer.train(samples, units, PURE_NOISE_STEP, progress=False)
     deltas = np.concatenate([(adapter.arrays()[n] - before[n]).ravel() for n in before])
@@ -256,3 +262,18 @@ def test_the_merger_learns_at_a_fraction_of_the_lora_rate(tiny_spec) -> None:
     assert projector["lr"] == pytest.approx(1e-4)
     assert all("merger" in names[id(p)] for p in projector["params"])
     assert len(adapted["params"]) + len(projector["params"]) == len(names)
+
+
+def test_the_output_rows_can_learn_at_a_multiple_of_the_lora_rate(tiny_spec) -> None:
+    layout = replace(tiny_spec.instruct, answer_vocabulary=TINY_ANSWER_VOCABULARY)
+    spec = replace(tiny_spec, instruct=layout)
+    model, _ = load_base(spec)
+    adapter = StageAdapter.attach(model, spec, "instruct")
+    config = TrainConfig(steps=1, sample_rate=1.0, learning_rate=2e-3, rows_lr_scale=10.0)
+    names = {id(p): n for n, p in adapter.trainable_parameters()}
+    lora, rows = parameter_groups(adapter.trainable_parameters(), config)
+    assert "lr" not in lora and all("lora_" in names[id(p)] for p in lora["params"])
+    assert rows["lr"] == pytest.approx(2e-2)
+    assert [ROWS_MARKER in names[id(p)] for p in rows["params"]] == [True]
+    with pytest.raises(ValueError, match="rows_lr_scale"):
+        TrainConfig(steps=1, sample_rate=1.0, rows_lr_scale=0.0)

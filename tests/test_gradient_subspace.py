@@ -11,10 +11,8 @@ import torch
 
 from client.config import SiteConfigError, SubspaceConfig, load_site_config
 from client.privacy.subspace import GradientSubspace, top_directions
-from client.trainer import LocalTrainer, TrainConfig
+from client.trainer import TrainConfig
 from server.coordinator import initial_arrays
-from shared_model.adapters import StageAdapter
-from shared_model.loading import load_base
 from shared_model.tiny import SPEC_FILE
 from simulations.runner import write_site_config
 from simulations.synthetic import generate_consortium, generate_public_archive
@@ -24,6 +22,7 @@ from tests.test_dp_exact import (
     PURE_NOISE_STD,
     PURE_NOISE_STEP,
     _double_copy,
+    instruct_trainer,
     site_samples,
     unit_gradients_brute_force,
 )
@@ -87,10 +86,9 @@ def test_one_dp_step_in_a_subspace_matches_hand_computation(tiny_spec) -> None:
     """Each patient's gradient (the sum over its records, float64 brute force) projected on the
     basis, its coordinates clipped to C, summed, lifted and divided by q N: the step's update."""
     torch.manual_seed(0)
-    model, processor = load_base(tiny_spec)
-    adapter = StageAdapter.attach(model, tiny_spec, "instruct", init_lora_weights=False)
+    trainer = instruct_trainer(tiny_spec, init_lora_weights=False)
+    adapter, processor = trainer.adapter, trainer.processor
     samples, units = site_samples()
-    trainer = LocalTrainer(adapter, processor, tiny_spec, torch.device("cpu"))
     examples = trainer.encode(samples)
     names = [n for n, _ in adapter.trainable_parameters()]
     parameters = [p for _, p in adapter.trainable_parameters()]
@@ -125,10 +123,9 @@ def test_one_dp_step_in_a_subspace_matches_hand_computation(tiny_spec) -> None:
 
 
 def test_subspace_noise_is_calibrated_and_stays_in_the_subspace(tiny_spec) -> None:
-    model, processor = load_base(tiny_spec)
-    adapter = StageAdapter.attach(model, tiny_spec, "instruct")
+    trainer = instruct_trainer(tiny_spec)
+    adapter = trainer.adapter
     samples, units = site_samples()
-    trainer = LocalTrainer(adapter, processor, tiny_spec, torch.device("cpu"))
     parameters = [p for _, p in adapter.trainable_parameters()]
     d = sum(p.numel() for p in parameters)
     k = 400
@@ -150,9 +147,8 @@ def test_subspace_noise_is_calibrated_and_stays_in_the_subspace(tiny_spec) -> No
 
 
 def test_no_subspace_without_dp(tiny_spec) -> None:
-    model, processor = load_base(tiny_spec)
-    adapter = StageAdapter.attach(model, tiny_spec, "instruct")
-    trainer = LocalTrainer(adapter, processor, tiny_spec, torch.device("cpu"))
+    trainer = instruct_trainer(tiny_spec)
+    adapter = trainer.adapter
     parameters = [p for _, p in adapter.trainable_parameters()]
     basis = orthonormal(sum(p.numel() for p in parameters), 2, seed=5).float()
     samples, units = site_samples()
@@ -243,9 +239,8 @@ def test_the_subspace_section_is_checked(tmp_path: Path, tiny_base: Path) -> Non
 def test_record_gradients_are_each_records_own(tiny_spec) -> None:
     """Packed into micro-batches of two, each row is its record's gradient alone."""
     torch.manual_seed(0)
-    model, processor = load_base(tiny_spec)
-    adapter = StageAdapter.attach(model, tiny_spec, "instruct", init_lora_weights=False)
-    trainer = LocalTrainer(adapter, processor, tiny_spec, torch.device("cpu"))
+    trainer = instruct_trainer(tiny_spec, init_lora_weights=False)
+    adapter, processor = trainer.adapter, trainer.processor
     samples, _ = site_samples()
     rows = trainer.record_gradients(
         samples, TrainConfig(steps=1, sample_rate=1.0, physical_batch_size=2)

@@ -59,12 +59,14 @@ def test_under_dp_noise_only_the_whitened_readout_learns_the_minority_class(read
     assert balanced["raw"] < 0.6
 
 
-def test_public_stand_ins_keep_the_prompt_and_take_images_of_the_same_shape(readout_probe) -> None:
+def test_public_stand_ins_keep_the_prompt_and_cycle_through_images_of_the_same_shape(
+    readout_probe,
+) -> None:
     template = side_records()
     public = [*side_records(("right", "left")), *volume_records()]
-    stand_ins = readout_probe.public_stand_ins(public, template)
-    assert len(stand_ins) == 2
-    for stand_in, record, image in zip(stand_ins, template, public, strict=False):
+    stand_ins = readout_probe.public_stand_ins(public, template, count=3)
+    assert len(stand_ins) == 3
+    for stand_in, record, image in zip(stand_ins, template, [*public[:2], public[0]], strict=False):
         assert stand_in.fields == record.fields and stand_in.task == record.task
         assert np.array_equal(stand_in.images[0], image.images[0])
         assert stand_in.record_id.startswith("public-")

@@ -33,6 +33,7 @@ from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
 from torch import nn
 
 from client.privacy.subspace import GradientSubspace
+from shared_model.readout_map import rows_parameter
 
 VISION_PREFIX = "visual."
 VISION_TOWER = "visual"
@@ -173,7 +174,8 @@ def _output_rows_grad_sample(
     """Per-sample gradients of an output layer's trained rows (peft trainable tokens over a
     linear ``lm_head``, :mod:`shared_model.answer_rows`): row ``j`` is the weight of token
     ``ids[j]``, so its gradient is the sum over positions of that token's logit gradient
-    times the layer's input."""
+    times the layer's input (mapped, where the rows train through a map:
+    :mod:`shared_model.readout_map`)."""
     if not isinstance(layer.base_layer, nn.Linear):
         raise UnsupportedLayerError(
             f"trainable rows of a {type(layer.base_layer).__name__} have no per-sample rule"
@@ -181,9 +183,9 @@ def _output_rows_grad_sample(
     grads = {}
     for adapter in layer.active_adapters:
         ids = torch.tensor(layer.token_indices[adapter], device=backprops.device)
-        grads[layer.trainable_tokens_delta[adapter]] = torch.einsum(
-            "b...v,b...h->bvh", backprops.index_select(-1, ids), activations[0]
-        )
+        parameter, mapping = rows_parameter(layer, adapter)
+        inputs = activations[0] if mapping is None else activations[0] @ mapping.T
+        grads[parameter] = torch.einsum("b...v,b...h->bvh", backprops.index_select(-1, ids), inputs)
     return grads
 
 
