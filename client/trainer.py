@@ -143,24 +143,16 @@ def parameter_groups(
     """Optimizer groups: LoRA matrices at the round's learning rate, trained output rows
     (:mod:`shared_model.answer_rows`) at ``rows_lr_scale`` times it (at it by default), the
     rest (the merger) at ``projector_lr_scale`` times it."""
-    scales = {"lora": 1.0, "rows": config.rows_lr_scale, "projector": config.projector_lr_scale}
-    members: dict[str, list[torch.nn.Parameter]] = {kind: [] for kind in scales}
+    scale_of = {"lora": 1.0, "rows": config.rows_lr_scale, "projector": config.projector_lr_scale}
+    by_scale: dict[float, list[torch.nn.Parameter]] = {}
     for name, parameter in named:
         kind = "lora" if LORA_MARKER in name else "rows" if ROWS_MARKER in name else "projector"
-        members[kind].append(parameter)
-    if scales["rows"] == 1.0:
-        members["lora"] += members.pop("rows")
-    groups = []
-    for kind, parameters in members.items():
-        if parameters:
-            scale = scales[kind]
-            groups.append(
-                {
-                    "params": parameters,
-                    **({} if scale == 1.0 else {"lr": config.learning_rate * scale}),
-                }
-            )
-    return groups
+        by_scale.setdefault(scale_of[kind], []).append(parameter)
+    ordered = sorted(by_scale.items(), key=lambda item: item[0] != 1.0)  # the round's rate first
+    return [
+        {"params": parameters, **({} if scale == 1.0 else {"lr": config.learning_rate * scale})}
+        for scale, parameters in ordered
+    ]
 
 
 def clip_group_index(
@@ -257,13 +249,14 @@ class LocalTrainer:
         """The final hidden state (the output layer's input) at every position where one of
         ``records``' answer tokens is written, under the current adapter: ``(positions, H)``."""
         model = self.adapter.model.eval()
+        device = next(model.parameters()).device
         encoded = self.encode(records)
         states = []
         for start in range(0, len(encoded), batch):
             inputs = collate(encoded[start : start + batch], self.processor.tokenizer.pad_token_id)
-            inputs = inputs.to(self.device).inputs
+            inputs = inputs.to(device).inputs
             labels = inputs.pop("labels")
-            with torch.no_grad(), autocast(self.device):
+            with torch.no_grad(), autocast(device):
                 hidden = model(**inputs, output_hidden_states=True).hidden_states[-1]
             writes = labels[:, 1:] != -100
             states.append(hidden[:, :-1][writes].float().cpu())

@@ -15,6 +15,7 @@ from shared_model.answer_rows import ROWS_MARKER
 from shared_model.loading import load_base
 from shared_model.readout_map import rows_parameter, rows_through, whitening_map
 from shared_model.tiny import TINY_ANSWER_VOCABULARY
+from tests.conftest import side_records
 from tests.test_dp_exact import (
     CLIP,
     EXACT_STEP,
@@ -109,3 +110,22 @@ def test_a_model_without_trained_rows_is_refused(tiny_spec) -> None:
         rows_through(adapter.model, torch.eye(size)),
     ):
         pass
+
+
+def test_answer_states_are_read_where_each_answer_token_is_written(rows_spec) -> None:
+    """One state per answer token, the one that predicts it: through ``lm_head`` the states
+    give the model's own answer loss, whatever the batch's padding."""
+    trainer = instruct_trainer(rows_spec)
+    records = [*side_records(), *side_records(("right",))]
+    encoded = trainer.encode(records)
+    targets = torch.cat([e.labels[e.labels != -100] for e in encoded])
+    alone = trainer.answer_states(records, batch=1)
+    padded = trainer.answer_states(records, batch=3)
+    hidden_size = trainer.adapter.model.config.get_text_config().hidden_size
+    assert alone.shape == (len(targets), hidden_size)
+    torch.testing.assert_close(padded, alone, atol=1e-4, rtol=1e-4)
+    lm_head = trainer.adapter.model.get_output_embeddings()
+    with torch.no_grad():
+        token_loss = torch.nn.functional.cross_entropy(lm_head(alone), targets, reduction="sum")
+        own = sum(float(trainer.answer_losses([e]) * (e.labels != -100).sum()) for e in encoded)
+    assert float(token_loss) == pytest.approx(own, rel=1e-4)
