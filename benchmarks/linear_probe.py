@@ -145,6 +145,18 @@ def classification_records(sites: Sequence[Path], spec: ModelSpec, split: str) -
     return [s for s in pooled_samples(sites, spec, split) if s.task == "classification"]
 
 
+def commonest_shape_records(
+    sites: Sequence[Path], spec: ModelSpec
+) -> tuple[dict[str, list[Sample]], tuple[tuple[int, ...], ...]]:
+    """Each split's pooled classification records whose images have the training split's most
+    common shapes, and those shapes."""
+    samples = {split: classification_records(sites, spec, split) for split in SPLITS}
+    shape = collections.Counter(image_shapes(s) for s in samples["train"]).most_common(1)[0][0]
+    return {
+        split: [s for s in kept if image_shapes(s) == shape] for split, kept in samples.items()
+    }, shape
+
+
 def image_shapes(sample: Sample) -> tuple[tuple[int, ...], ...]:
     """The shapes of a sample's images: records probed together must share them (a hospital's
     radiographs and CT volumes are probed apart; the most common kind is kept)."""
@@ -190,11 +202,7 @@ def main() -> None:
     answerer = load_answerer(args.model or base, spec.canvas, device="cpu")
     model, processor = answerer.model, answerer.processor
     sites = pooled_hospitals(args, base)
-    samples = {split: classification_records(sites, spec, split) for split in SPLITS}
-    shape = collections.Counter(image_shapes(s) for s in samples["train"]).most_common(1)[0][0]
-    samples = {
-        split: [s for s in kept if image_shapes(s) == shape] for split, kept in samples.items()
-    }
+    samples, shape = commonest_shape_records(sites, spec)
     console.print(
         f"classification records whose images are {shape}: {[len(s) for s in samples.values()]}"
     )

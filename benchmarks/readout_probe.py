@@ -30,7 +30,6 @@ JSON.
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
 import sys
 from pathlib import Path
@@ -46,14 +45,7 @@ from dp_learning import (
     start,
     write_result,
 )
-from linear_probe import (
-    SPLITS,
-    classification_records,
-    features,
-    image_shapes,
-    scores,
-    val_test_table,
-)
+from linear_probe import commonest_shape_records, features, scores, val_test_table
 
 from client.config import load_site_config
 from client.site import public_records
@@ -143,11 +135,7 @@ def main() -> None:
     answerer = load_answerer(base, spec.canvas, device="cpu")
     model, processor = answerer.model, answerer.processor
     sites = pooled_hospitals(args, base, subspace=1)
-    samples = {split: classification_records(sites, spec, split) for split in SPLITS}
-    shape = collections.Counter(image_shapes(s) for s in samples["train"]).most_common(1)[0][0]
-    samples = {
-        split: [s for s in kept if image_shapes(s) == shape] for split, kept in samples.items()
-    }
+    samples, shape = commonest_shape_records(sites, spec)
     labels = {
         split: torch.tensor([get_task(s.task).reference(s.fields) for s in kept])
         for split, kept in samples.items()
