@@ -45,8 +45,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from client.config import load_site_config
+from client.config import Policy, load_site_config
+from client.privacy import SiteRandomness
 from client.privacy.accounting import calibrate_noise
+from client.privacy.answer_prior import RELEASE_STAGE, release_answer_counts
 from client.privacy.per_unit import clip_and_sum
 from client.site import public_records
 from client.trainer import LocalTrainer, TrainConfig
@@ -263,6 +265,13 @@ def parse_args() -> argparse.Namespace:
         "--every steps on public images under the training records' prompts",
     )
     parser.add_argument(
+        "--balance-answers",
+        action="store_true",
+        help="weigh each closed question's answer classes the same, from the pooled answer "
+        "counts released with the sites' default noise, as a site with [policy] "
+        "balance_answers does",
+    )
+    parser.add_argument(
         "--clip-groups", nargs="*", default=[], help="regexes of the clip groups (model spec)"
     )
     parser.add_argument(
@@ -353,6 +362,15 @@ def main() -> None:
     public = public_records(load_site_config(sites[0]), spec, "instruct")
     shuffled = random.Random(args.seed + 1).sample(train, len(train))
     stand_ins = public_stand_ins(public, shuffled, PUBLIC_STAND_INS) if args.readout_map else []
+    weights = None
+    if args.balance_answers:
+        counts = release_answer_counts(
+            train,
+            [s.patient_id for s in train],
+            Policy().answer_count_noise,
+            SiteRandomness.replayable(args.seed, "pooled", RELEASE_STAGE),
+        )
+        weights = counts.weights(train)
     rows = [evaluation(0)]
     done = 0
     while done < args.steps:
@@ -377,6 +395,7 @@ def main() -> None:
             config,
             subspace=subspace,
             readout_map=readout_map,
+            record_weights=weights,
             progress=True,
         )
         done += steps

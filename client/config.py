@@ -104,6 +104,15 @@ class Policy:
         captions from the site's other records (reports, class names, answers) for a split with
         no ``caption`` or ``compare`` record; ``always`` adds them beside the archive's own;
         ``never`` uses the archive's only (see :mod:`client.stage1`).
+    balance_answers:
+        In ``instruct`` DP rounds, weigh each closed question's answer classes the same
+        (:mod:`client.privacy.answer_prior`): the site first releases its closed answers'
+        counts under DP, once a run, from its own budget (its ledger records the release),
+        and keeps them beside the ledger; they never leave the site.
+    answer_count_noise:
+        The standard deviation of the Gaussian noise on those counts (the mechanism's noise
+        multiplier: each unit moves them by at most 1 in L2 norm). At 5, epsilon 8 over a run
+        raises the rounds' sigma by under 1 %.
     """
 
     stages: tuple[str, ...] = STAGES
@@ -124,6 +133,8 @@ class Policy:
     count_rounding: int = 10
     replayable_noise_seed: int | None = None
     derive_stage1: str = "when-missing"
+    balance_answers: bool = False
+    answer_count_noise: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -434,6 +445,10 @@ def _policy(reader: _Reader) -> Policy:
         count_rounding=reader.get("policy", "count_rounding", int, default.count_rounding),
         replayable_noise_seed=seed,
         derive_stage1=derive,
+        balance_answers=reader.get("policy", "balance_answers", bool, default.balance_answers),
+        answer_count_noise=float(
+            reader.get("policy", "answer_count_noise", (int, float), default.answer_count_noise)
+        ),
     )
     checks = (
         ("max_epsilon", policy.max_epsilon > 0, "must be positive"),
@@ -446,6 +461,7 @@ def _policy(reader: _Reader) -> Policy:
         ("max_evaluations_per_run", policy.max_evaluations_per_run >= 0, "must be >= 0"),
         ("max_evaluations", policy.max_evaluations >= 0, "must be >= 0"),
         ("count_rounding", policy.count_rounding >= 1, "must be at least 1"),
+        ("answer_count_noise", policy.answer_count_noise > 0, "must be positive"),
     )
     for key, ok, reason in checks:
         if not ok:

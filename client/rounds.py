@@ -24,6 +24,7 @@ from client.journal import JournalError, MissingJournalError
 from client.policy import RoundRequest, apply_policy
 from client.privacy import LedgerUnitError, Reservation, plan_round
 from client.privacy.accounting import Mechanism
+from client.privacy.answer_prior import RELEASE_STAGE, count_release, release_answer_counts
 from client.privacy.budget import RoundPlan, epsilon_curve
 from client.refusal import SiteRefusal
 from client.site import Site
@@ -32,6 +33,7 @@ from protocol import Refusal
 from shared_model.device import checkpointing_enabled
 from shared_model.evaluation import evaluate_samples
 from shared_model.inference import Answerer
+from shared_model.sample import Sample
 
 
 @dataclass
@@ -93,6 +95,9 @@ def train_round(
     unit_keys = site.unit_keys(samples)
     sample_rate = min(1.0, request.batch_size / len(set(unit_keys)))
     steps = _steps(request, sample_rate, policy.max_local_epochs)
+    weights = balanced_weights(
+        site, samples, unit_keys, request, run_id=run_id, server_round=server_round
+    )
     history, reservation = reserve_round(
         site, request, sample_rate, steps, run_id=run_id, server_round=server_round,
         rounds_left=rounds_left,
@@ -130,6 +135,7 @@ def train_round(
         randomness=site.randomness(request.stage, server_round),
         epsilon_at=epsilon_curve(history, mechanism, delta=policy.delta) if request.dp else None,
         subspace=subspace,
+        record_weights=weights,
         progress=site.progress,
     )
     with journal_refusals(Refusal.LEDGER_MISSING, Refusal.LEDGER_DAMAGED):
@@ -159,6 +165,76 @@ def reserve_round(
 ) -> tuple[list[Mechanism], Reservation]:
     """Plan the round against the ledger and write it ahead, atomically; return the history it
     was planned on and the reservation, or raise the budget refusal."""
+    return _reserve(
+        site,
+        Mechanism(request.noise_multiplier, sample_rate, steps),
+        dp=request.dp,
+        stage=request.stage,
+        max_grad_norm=request.max_grad_norm,
+        run_id=run_id,
+        server_round=server_round,
+        rounds_left=rounds_left,
+    )
+
+
+def balanced_weights(
+    site: Site,
+    samples: list[Sample],
+    unit_keys: list[str],
+    request: RoundRequest,
+    *,
+    run_id: str,
+    server_round: int,
+) -> list[float] | None:
+    """Each sample's weight where the policy balances closed answers in ``instruct``
+    (``balance_answers``), else ``None``. The counts are released once a run, written ahead in
+    the ledger like a round, and kept in the site's work folder: under DP in a DP round, exact
+    (and recorded as a release without DP) in a round without it."""
+    policy = site.config.policy
+    if not policy.balance_answers or request.stage != "instruct":
+        return None
+    counts = site.answer_counts.get(run_id)
+    if counts is None:
+        noise = policy.answer_count_noise if request.dp else 0.0
+        _, reservation = _reserve(
+            site,
+            count_release(noise),
+            dp=request.dp,
+            stage=RELEASE_STAGE,
+            max_grad_norm=1.0,
+            run_id=run_id,
+            server_round=server_round,
+            rounds_left=1,
+        )
+        counts = release_answer_counts(
+            samples, unit_keys, noise, site.randomness(RELEASE_STAGE, server_round)
+        )
+        site.answer_counts.put(run_id, counts)
+        with journal_refusals(Refusal.LEDGER_MISSING, Refusal.LEDGER_DAMAGED):
+            epsilon = site.ledger.settle(reservation, steps=1, delta=policy.delta)
+        site.log.info(
+            "round %s: closed answers' counts released (noise %g, epsilon now %.3f)",
+            server_round,
+            noise,
+            epsilon,
+        )
+    return counts.weights(samples)
+
+
+def _reserve(
+    site: Site,
+    mechanism: Mechanism,
+    *,
+    dp: bool,
+    stage: str,
+    max_grad_norm: float,
+    run_id: str,
+    server_round: int,
+    rounds_left: int,
+) -> tuple[list[Mechanism], Reservation]:
+    """Plan ``mechanism`` (sigma 0: the site calibrates it) against the ledger and write it
+    ahead, atomically; return the history it was planned on and the reservation, or raise the
+    budget refusal."""
     plans: list[tuple[list[Mechanism], RoundPlan]] = []
     policy = site.config.policy
 
@@ -166,10 +242,10 @@ def reserve_round(
         planned = plan_round(
             history,
             policy,
-            dp=request.dp,
-            sample_rate=sample_rate,
-            steps=steps,
-            noise_multiplier=request.noise_multiplier,
+            dp=dp,
+            sample_rate=mechanism.sample_rate,
+            steps=mechanism.steps,
+            noise_multiplier=mechanism.noise_multiplier,
             rounds_left=rounds_left,
             accountant=site.ledger.accountant,
         )
@@ -180,9 +256,9 @@ def reserve_round(
         reservation = site.ledger.reserve(
             plan,
             run_id=run_id,
-            stage=request.stage,
+            stage=stage,
             server_round=server_round,
-            max_grad_norm=request.max_grad_norm,
+            max_grad_norm=max_grad_norm,
             delta=policy.delta,
             privacy_unit=policy.privacy_unit,
         )

@@ -19,6 +19,7 @@ from transformers import Qwen2VLForConditionalGeneration
 
 from client.audit import AuditLog
 from client.config import SiteConfig, SiteConfigError, load_site_config
+from client.privacy.answer_prior import AnswerCountsStore
 from client.privacy.ledger import PrivacyLedger
 from client.privacy.randomness import SiteRandomness
 from client.privacy.subspace import GradientSubspace
@@ -62,6 +63,7 @@ class Site:
         self._trainers: dict[tuple[str, str], LocalTrainer] = {}
         self.stage1_store = Stage1Store(config.work_dir / "stage1")  # frozen global align
         self.ledger = PrivacyLedger(config.ledger_path)
+        self.answer_counts = AnswerCountsStore(config.work_dir / "answer_counts")
         self.audit = AuditLog(config.audit_path)
         self.log = site_logger(config)
 

@@ -277,6 +277,7 @@ class LocalTrainer:
         epsilon_at: Callable[[int], float] | None = None,
         subspace: GradientSubspace | None = None,
         readout_map: torch.Tensor | None = None,
+        record_weights: Sequence[float] | None = None,
         progress: bool = True,
     ) -> TrainResult:
         """Run ``config.steps`` logical steps over ``samples``; ``unit_keys`` name each one's unit.
@@ -285,10 +286,14 @@ class LocalTrainer:
         nobody can replay them); ``epsilon_at(steps_done)`` (optional) feeds the progress bar;
         ``subspace`` (DP only, :mod:`client.privacy.subspace`) clips and noises each step's
         gradient in a basis found on public records; ``readout_map`` (:meth:`readout_map`)
-        trains the output rows through that map.
+        trains the output rows through that map; ``record_weights`` (one per sample, in
+        ``(0, 1]``; :mod:`client.privacy.answer_prior`) weight each sampled unit's clipped
+        gradient by the mean weight of its records this step (each record's loss without DP).
         """
         if subspace is not None and not config.dp:
             raise ValueError("a gradient subspace is a DP-SGD setting; this round has no DP")
+        if record_weights is not None and len(record_weights) != len(samples):
+            raise ValueError(f"{len(record_weights)} record weights for {len(samples)} samples")
         start = time.perf_counter()
         encoded = _LazyEncoded(self, samples)
         index = UnitIndex.build(unit_keys)
@@ -300,7 +305,15 @@ class LocalTrainer:
         )
         with mapped:
             losses = self._run_steps(
-                encoded, index, model, config, randomness, epsilon_at, subspace, progress
+                encoded,
+                index,
+                model,
+                config,
+                randomness,
+                epsilon_at,
+                subspace,
+                record_weights,
+                progress,
             )
         return TrainResult(
             arrays=dict(self.adapter.arrays()),
@@ -319,6 +332,7 @@ class LocalTrainer:
         randomness: SiteRandomness | None,
         epsilon_at: Callable[[int], float] | None,
         subspace: GradientSubspace | None,
+        record_weights: Sequence[float] | None,
         progress: bool,
     ) -> list[float]:
         """The round's optimizer steps; returns each step's mean loss (steps that sampled no
@@ -349,7 +363,15 @@ class LocalTrainer:
                     randomness=randomness,
                 )
                 loss = self._accumulate(
-                    encoded, step, hooks, parameters, expected_units, config, randomness, subspace
+                    encoded,
+                    step,
+                    hooks,
+                    parameters,
+                    expected_units,
+                    config,
+                    randomness,
+                    subspace,
+                    record_weights,
                 )
                 if anchor is not None:
                     for parameter, start_value in zip(parameters, anchor, strict=True):
@@ -397,6 +419,7 @@ class LocalTrainer:
         config: TrainConfig,
         randomness: SiteRandomness,
         subspace: GradientSubspace | None = None,
+        record_weights: Sequence[float] | None = None,
     ) -> float | None:
         """Set every trainable parameter's ``.grad`` for one logical step; return its mean loss."""
         clipper = (
@@ -405,6 +428,7 @@ class LocalTrainer:
                 config.max_grad_norm,
                 self.clip_groups,
                 subspace,
+                None if record_weights is None else _unit_weights(step, record_weights),
             )
             if hooks is not None
             else None
@@ -417,6 +441,10 @@ class LocalTrainer:
                 row_loss = self.answer_losses(examples)
                 total_loss += row_loss.detach().sum().item()
                 scale = 1.0 if hooks is not None else 1.0 / max(step.n_records, 1)
+                if hooks is None and record_weights is not None:
+                    row_loss = row_loss * row_loss.new_tensor(
+                        [record_weights[i] for i in micro.records]
+                    )
                 (row_loss.sum() * scale).backward()
             if clipper is not None:
                 clipper.add(hooks.grad_samples, micro.unit_slots)
@@ -437,6 +465,15 @@ class LocalTrainer:
             if parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
         return total_loss / step.n_records if step.n_records else None
+
+
+def _unit_weights(step: Step, record_weights: Sequence[float]) -> dict[int, float]:
+    """Each sampled unit's weight this step: the mean weight of its records in the step."""
+    by_unit: dict[int, list[float]] = {}
+    for micro in step.micro_batches:
+        for record, slot in zip(micro.records, micro.unit_slots.tolist(), strict=True):
+            by_unit.setdefault(slot, []).append(record_weights[record])
+    return {slot: float(np.mean(weights)) for slot, weights in by_unit.items()}
 
 
 def _noisy(

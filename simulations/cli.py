@@ -111,6 +111,14 @@ def add_consortium_arguments(simulate: argparse.ArgumentParser) -> None:
         "parameter; synthetic hospitals only)" + _default("subspace", ";"),
     )
     simulate.add_argument(
+        "--balance-answers",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="sites weigh each closed question's answer classes the same in training, from "
+        "their answer counts released under DP ([policy] balance_answers)"
+        + _default("balance-answers", ";"),
+    )
+    simulate.add_argument(
         "--epsilon", type=float, default=8.0, help="each site's privacy budget (epsilon)"
     )
     simulate.add_argument("--delta", type=float, default=1e-5, help="each site's delta")

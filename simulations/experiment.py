@@ -84,6 +84,8 @@ class Consortium:
     archives: list[Path]
     subspace: dict[str, Any] | None = None
     """Every site's ``[subspace]`` table (a public archive and ``directions``), or none."""
+    balance_answers: bool = False
+    """Every site's ``[policy] balance_answers``."""
 
     @property
     def spec(self) -> ModelSpec:
@@ -117,6 +119,7 @@ class Consortium:
                 replayable_noise_seed=seed,
                 send_train_loss=True,
                 subspace=self.subspace,
+                balance_answers=self.balance_answers,
             )
             for archive in archives
         ]
@@ -137,7 +140,13 @@ def prepare_consortium(args: argparse.Namespace, console: Console) -> Consortium
     spec_file = model_spec_file(out, args.base)
     console.print("hospitals")
     archives = site_archives(argparse.Namespace(**{**vars(args), "out": out}))
-    return Consortium(out, spec_file, archives, subspace_table(args, out, console))
+    return Consortium(
+        out,
+        spec_file,
+        archives,
+        subspace_table(args, out, console),
+        balance_answers=bool(args.balance_answers),
+    )
 
 
 def subspace_table(args: argparse.Namespace, out: Path, console: Console) -> dict[str, Any] | None:
@@ -237,9 +246,10 @@ def run_experiment(args: argparse.Namespace) -> int:
         delta=args.delta,
     )
     privacy = f"epsilon {args.epsilon:g} at delta {args.delta:g} per site" if args.dp else "off"
+    balanced = "; closed answers balanced" if consortium.balance_answers else ""
     console.print(
         f"federated run {run_id}: {len(sites)} sites, align {args.align_rounds} rounds, "
-        f"instruct {args.instruct_rounds} rounds, DP {privacy}"
+        f"instruct {args.instruct_rounds} rounds, DP {privacy}{balanced}"
     )
     console.print(REPLAYABLE_NOTE.format(seed=args.seed))
     overrides = run_overrides(args, consortium, run_id, sites=len(sites), dp=args.dp)

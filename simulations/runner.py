@@ -39,6 +39,7 @@ def write_site_config(
     replayable_noise_seed: int | None = None,
     send_train_loss: bool = False,
     subspace: Mapping[str, Any] | None = None,
+    balance_answers: bool = False,
 ) -> Path:
     """A site config TOML for a virtual hospital (generous local caps: simulations vary them),
     with its privacy ledger and audit log created.
@@ -47,7 +48,7 @@ def write_site_config(
     simulation can be repeated; a site in a deployment never sets it. ``send_train_loss`` lets
     the site report its training loss (the run's loss curve), which deployments leave off.
     ``subspace`` is the config's ``[subspace]`` table, if any
-    (:class:`client.config.SubspaceConfig`).
+    (:class:`client.config.SubspaceConfig`); ``balance_answers`` is the policy's.
     """
     data: dict[str, Any] = {
         "site": {
@@ -66,6 +67,7 @@ def write_site_config(
             "max_learning_rate": 1.0,
             "require_dp": require_dp,
             "send_train_loss": send_train_loss,
+            "balance_answers": balance_answers,
         },
     }
     if replayable_noise_seed is not None:

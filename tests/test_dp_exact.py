@@ -146,7 +146,11 @@ LAYOUTS = {
     "frozen-a": {"frozen_a": True},
     "clip-groups": {"clip_groups": (r"visual\.",)},
     "answer-rows": {"answer_vocabulary": TINY_ANSWER_VOCABULARY},
+    "weighted": {},
 }
+RECORD_WEIGHTS = [0.2, 1.0, 0.6, 0.5, 0.3]
+"""Record weights of the ``weighted`` case (:mod:`client.privacy.answer_prior`): unit 0 weighs
+0.4 (the mean of its records' 0.2 and 0.6), unit 1 0.65, unit 2 0.5."""
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -154,7 +158,8 @@ def test_one_dp_step_update_matches_hand_computation(tiny_spec, layout: str) -> 
     """Guards against silently corrupted LoRA updates (cf. Opacus issue 820). With a frozen-A
     layout only the B matrices are clipped and move; every A array comes back bit for bit.
     With clip groups each unit's gradient is clipped group by group to ``C / sqrt(G)``. With
-    an answer vocabulary its ``lm_head`` rows are clipped with the LoRA matrices and move."""
+    an answer vocabulary its ``lm_head`` rows are clipped with the LoRA matrices and move.
+    With record weights each unit's clipped gradient is scaled by its records' mean weight."""
     torch.manual_seed(0)
     spec = replace(tiny_spec, instruct=replace(tiny_spec.instruct, **LAYOUTS[layout]))
     frozen_a, patterns = spec.instruct.frozen_a, spec.instruct.clip_groups
@@ -182,7 +187,14 @@ def test_one_dp_step_update_matches_hand_computation(tiny_spec, layout: str) -> 
         assert any(abs(m - CLIP / n) > 0.1 * m for m, n in zip(merger, whole, strict=True)), (
             "group-wise clipping must differ from clipping the whole gradient here"
         )
-    trainer.train(samples, units, EXACT_STEP, progress=False)
+    weights = RECORD_WEIGHTS if layout == "weighted" else None
+    unit_weight = [1.0] * len(brute)
+    if weights is not None:
+        unit_weight = [
+            float(np.mean([w for w, u in zip(weights, unit_of, strict=True) if u == unit]))
+            for unit in range(len(brute))
+        ]
+    trainer.train(samples, units, EXACT_STEP, record_weights=weights, progress=False)
 
     after = adapter.arrays()
     lora = [name for name in names if ROWS_MARKER not in name]
@@ -195,8 +207,8 @@ def test_one_dp_step_update_matches_hand_computation(tiny_spec, layout: str) -> 
     for position, name in enumerate(names):
         expected_grad = (
             sum(
-                grads[position] * unit_factors[group[position]]
-                for grads, unit_factors in zip(brute, factors, strict=True)
+                grads[position] * unit_factors[group[position]] * weight
+                for grads, unit_factors, weight in zip(brute, factors, unit_weight, strict=True)
             )
             / 3.0
         )

@@ -102,3 +102,21 @@ def test_subspace_sites_share_a_public_archive_of_no_hospitals_patients(tmp_path
 def patients_of(archive) -> set[str]:
     lines = (archive / "manifest.jsonl").read_text().splitlines()
     return {json.loads(line)["patient_id"] for line in lines}
+
+
+def test_balanced_answers_are_a_datasets_default_that_reaches_every_sites_policy(
+    tmp_path,
+) -> None:
+    from client.config import load_site_config
+    from simulations.synthetic import generate_consortium
+
+    assert parsed("--dataset", "pneumoniamnist").balance_answers == 1
+    assert not parsed("--dataset", "pneumoniamnist", "--no-balance-answers").balance_answers
+    archives = generate_consortium(tmp_path / "archives", n_sites=2, patients=6)
+    (tmp_path / "spec.toml").touch()
+    for balanced in (False, True):
+        consortium = Consortium(
+            tmp_path, tmp_path / "spec.toml", archives, balance_answers=balanced
+        )
+        configs = consortium.site_configs(f"run-{balanced}", archives, epsilon=8.0, dp=True, seed=0)
+        assert [load_site_config(p).policy.balance_answers for p in configs] == [balanced] * 2

@@ -230,13 +230,16 @@ def clip_and_sum(
     unit_grads: dict[nn.Parameter, torch.Tensor],
     max_norm: float,
     groups: Mapping[nn.Parameter, int] | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[dict[nn.Parameter, torch.Tensor], torch.Tensor]:
     """Clip each unit's gradient to ``max_norm`` over all parameters together, then sum.
 
     With ``groups`` (a parameter's clip group, ``0 .. G-1``), each unit's gradient is clipped
     group by group to ``max_norm / sqrt(G)`` instead, so its whole clipped gradient still has
-    norm at most ``max_norm``. Returns the summed clipped gradient per parameter and each
-    unit's norm before clipping (over all parameters).
+    norm at most ``max_norm``. With ``weights`` (one a unit, in ``(0, 1]``), each clipped
+    gradient is multiplied by its unit's weight before the sum, so the bound holds as well
+    (:mod:`client.privacy.answer_prior`). Returns the summed clipped gradient per parameter and
+    each unit's norm before clipping (over all parameters).
     """
     group_of = {} if groups is None else groups
     count = 1 + max(group_of.values(), default=0)
@@ -247,6 +250,10 @@ def clip_and_sum(
         group_squares[group_of.get(parameter, 0)] += square
     bound = max_norm / math.sqrt(count)
     factors = (bound / (group_squares.sqrt() + 1e-6)).clamp(max=1.0)
+    if weights is not None:
+        if not bool(((weights > 0) & (weights <= 1)).all()):
+            raise ValueError("unit weights must lie in (0, 1]: a larger one would exceed the norm")
+        factors = factors * weights.to(factors)
     summed = {
         p: torch.einsum("u,u...->...", factors[group_of.get(p, 0)], g)
         for p, g in unit_grads.items()
@@ -265,7 +272,8 @@ class StreamingClipper:
 
     With a ``subspace``, each finished unit's gradient is projected onto it first and its
     coordinates are clipped: :attr:`total` then maps the subspace to the summed ``(k,)``
-    coordinates.
+    coordinates. With ``unit_weights`` (a weight in ``(0, 1]`` for every unit slot), each
+    clipped gradient is weighted before it is added (:func:`clip_and_sum`).
     """
 
     def __init__(
@@ -274,12 +282,14 @@ class StreamingClipper:
         max_norm: float,
         groups: Mapping[nn.Parameter, int] | None = None,
         subspace: GradientSubspace | None = None,
+        unit_weights: Mapping[int, float] | None = None,
     ) -> None:
         if groups is not None and subspace is not None:
             raise ValueError("clip groups and a gradient subspace do not combine")
         self.max_norm = max_norm
         self.groups = groups
         self.subspace = subspace
+        self.unit_weights = unit_weights
         self._remaining = Counter(slot for slots in unit_slots for slot in slots.tolist())
         self._open: dict[int, dict[nn.Parameter, torch.Tensor]] = {}
         self.total: dict[nn.Parameter, torch.Tensor] = {}
@@ -307,7 +317,12 @@ class StreamingClipper:
         finished = {p: g[rows] for p, g in sums.items()}
         if self.subspace is not None:
             finished = {self.subspace: self.subspace.project(finished)}
-        clipped, norms = clip_and_sum(finished, self.max_norm, self.groups)
+        weights = (
+            None
+            if self.unit_weights is None
+            else torch.tensor([self.unit_weights[units[row]] for row in done], dtype=torch.float64)
+        )
+        clipped, norms = clip_and_sum(finished, self.max_norm, self.groups, weights)
         self.norms.extend(norms.tolist())
         for parameter, summed in clipped.items():
             if parameter in self.total:
