@@ -29,12 +29,9 @@ from server.coordinator import initial_arrays
 from shared_model.evaluation import evaluate_samples
 from shared_model.inference import Answerer
 from shared_model.sample import Geometry, Sample
-from shared_model.tiny import SPEC_FILE
-from simulations.runner import write_site_config
-from simulations.synthetic import generate_consortium
 from tests.conftest import lesion_image, side_records
 from tests.test_dp_exact import instruct_trainer
-from tests.test_site_privacy import train_config
+from tests.test_site_privacy import small_site, train_config
 
 EXACT = SiteRandomness.replayable(0, "unused")
 
@@ -170,16 +167,7 @@ def test_weighted_clipping_refuses_a_weight_above_one() -> None:
 
 @pytest.fixture
 def balanced_site(tmp_path: Path, tiny_base: Path) -> Path:
-    archive = generate_consortium(tmp_path / "archives", n_sites=1, patients=8, seed=5)[0]
-    return write_site_config(
-        tmp_path / "site.toml",
-        name=archive.name,
-        archive=archive,
-        work_dir=tmp_path / "work",
-        model_spec=tiny_base / SPEC_FILE,
-        max_epsilon=50.0,
-        balance_answers=True,
-    )
+    return small_site(tmp_path, tiny_base, patients=8, balance_answers=True)
 
 
 def test_a_balanced_site_releases_its_counts_once_a_run_within_its_budget(

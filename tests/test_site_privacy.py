@@ -41,9 +41,10 @@ def train_config(fingerprint: str, server_round: int = 1) -> dict:
     }
 
 
-@pytest.fixture
-def site_config(tmp_path: Path, tiny_base: Path) -> Path:
-    archive = generate_consortium(tmp_path / "archives", n_sites=1, patients=6, seed=5)[0]
+def small_site(tmp_path: Path, tiny_base: Path, patients: int = 6, **policy) -> Path:
+    """The config of one synthetic hospital of ``patients`` (budget epsilon 50), with any
+    further ``policy`` options of :func:`~simulations.runner.write_site_config`."""
+    archive = generate_consortium(tmp_path / "archives", n_sites=1, patients=patients, seed=5)[0]
     return write_site_config(
         tmp_path / "site.toml",
         name=archive.name,
@@ -51,7 +52,13 @@ def site_config(tmp_path: Path, tiny_base: Path) -> Path:
         work_dir=tmp_path / "work",
         model_spec=tiny_base / SPEC_FILE,
         max_epsilon=50.0,
+        **policy,
     )
+
+
+@pytest.fixture
+def site_config(tmp_path: Path, tiny_base: Path) -> Path:
+    return small_site(tmp_path, tiny_base)
 
 
 def _train(site_path: str, crash_before_settling: bool) -> None:
