@@ -193,7 +193,9 @@ small and a larger rate pays; without the noise the same rate diverges.
   0.78 (0.69 after 90 steps), so where the decision falls swings from run to run. Federated at epsilon 8 (``fedumit simulate --dataset
   pneumoniamnist``, 9:00), test accuracy 0.61 (majority 0.625), balanced accuracy 0.66 instead
   of 0.50, option AUC 0.81: the model now answers from the image, but it over-calls ``normal``
-  (recall 0.87 normal, 0.45 pneumonia).
+  (recall 0.87 normal, 0.45 pneumonia). Without DP balancing helps as well: ``fedumit compare
+  --dataset pneumoniamnist`` (29 min, every arm balanced) answers 0.837 of the test images right
+  centralized, 0.829 federated and 0.796 local-only (0.81, 0.78 and 0.77 unbalanced).
 """
 
 SCHEDULE_KEYS = (
