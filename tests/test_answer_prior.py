@@ -124,7 +124,9 @@ def test_the_release_adds_noise_of_the_policys_scale() -> None:
     assert count_release(5.0) == (5.0, 1.0, 1)
 
 
-def test_weights_balance_present_classes_and_never_exceed_one() -> None:
+def test_weights_balance_a_questions_own_options_with_rare_counts_floored() -> None:
+    """``p_min / p_y`` over the record's own options, a count under three noise deviations read
+    as that floor: a site holding almost only one class adds little of it."""
     scale = 1 / math.sqrt(len(CLOSED_TASKS))
     counts = AnswerCounts(
         {
@@ -133,13 +135,20 @@ def test_weights_balance_present_classes_and_never_exceed_one() -> None:
         },
         noise_std=1.0,
     )
-    majority, minority, rare = (classified("p", label) for label in (0, 1, 2))
-    rare = record("classification", "p", question="?", options=["normal", "mass", "cyst"], label=2)
-    assert counts.weight(majority) == pytest.approx(10 / 90)
+    three = ["normal", "mass", "cyst"]
+    majority, minority = classified("p", 0), classified("p", 1)
+    assert counts.weight(majority) == pytest.approx(10 / 90)  # two options: cyst not asked
     assert counts.weight(minority) == 1.0
-    assert counts.weight(rare) == 1.0  # below three noise deviations: not a present class
-    assert counts.weight(closed("p", "yes")) == 1.0  # no vqa counts at this site
+    of_three = [
+        counts.weight(record("classification", "p", question="?", options=three, label=label))
+        for label in range(3)
+    ]
+    assert of_three == pytest.approx([3.0 / (90 * scale), 3.0 / (10 * scale), 1.0])
+    assert counts.weight(closed("p", "yes")) == 1.0  # no vqa answers here: every class floored
     assert counts.weight(record("report", "p", report="x")) == 1.0
+    single = AnswerCounts({"classification": [8 * scale, 760 * scale] + [0.0] * 14}, 5.0)
+    assert single.weight(classified("p", 0)) == 1.0
+    assert single.weight(classified("p", 1)) == pytest.approx(15.0 / (760 * scale))
     assert AnswerCounts.from_json(counts.to_json()) == counts
 
 

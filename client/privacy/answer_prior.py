@@ -45,9 +45,12 @@ from shared_model.tasks import STAGE_TASKS, get_task
 
 OPTION_CELLS = 16
 """Answer counts kept per closed task: options ``0 .. 15`` (an answer beyond weighs 1)."""
-PRESENT_AT = 3.0
-"""A class counts as present when its noisy count is at least this many noise deviations;
-classes below weigh 1 (they are rare) and do not set the smallest share."""
+FLOOR_DEVIATIONS = 3.0
+"""A count below this many noise deviations (and below one patient) is read as that floor: a
+class too rare to count well, or missing at the site, still sets how much the common classes
+weigh, so a site that holds almost one class adds little of it (measured: under a Dirichlet
+split one hospital held 8 normal images against 1,075 with pneumonia, and with its rare class
+left out of the balance it pushed every answer to ``pneumonia``)."""
 RELEASE_STAGE = "answer-counts"
 """The ledger's stage name for a count release."""
 CLOSED_TASKS = tuple(name for name in STAGE_TASKS["instruct"] if get_task(name).discrete)
@@ -80,26 +83,25 @@ class AnswerCounts:
     noise_std: float
 
     def weight(self, sample: Sample) -> float:
-        """The sample's weight: ``p_min / p_y`` for a closed answer of a present class, else 1."""
+        """The sample's weight: ``p_min / p_y`` among its own question's options, each count
+        floored (:data:`FLOOR_DEVIATIONS`), for a closed answer; 1 for anything else."""
         found = answer_class(sample)
-        if found is None:
+        if found is None or found[1] >= OPTION_CELLS:
             return 1.0
         task, option = found
-        shares = self.shares(task)
-        if option >= OPTION_CELLS or shares[option] == 0.0:
-            return 1.0
-        return float(shares[shares > 0].min() / shares[option])
+        listed = len(get_task(task).option_targets(sample.fields, sample.lang) or ())
+        counts = np.asarray(self.counts.get(task, [0.0] * OPTION_CELLS), dtype=float)
+        floored = np.maximum(counts[: min(listed, OPTION_CELLS)], self.floor)
+        return float(floored.min() / floored[option])
 
     def weights(self, samples: Sequence[Sample]) -> list[float]:
         """:meth:`weight` of every sample."""
         return [self.weight(sample) for sample in samples]
 
-    def shares(self, task: str) -> np.ndarray:
-        """Each option's share among the task's present classes (0 for classes not present)."""
-        counts = np.asarray(self.counts.get(task, [0.0] * OPTION_CELLS), dtype=float)
-        present = np.where(counts >= max(PRESENT_AT * self.noise_std, 1e-9), counts, 0.0)
-        total = present.sum()
-        return present / total if total > 0 else present
+    @property
+    def floor(self) -> float:
+        """The smallest count a class is read as: three noise deviations or one patient."""
+        return max(FLOOR_DEVIATIONS * self.noise_std, 1.0 / math.sqrt(len(CLOSED_TASKS)))
 
     def to_json(self) -> dict:
         """A JSON-ready record (the site keeps it beside its ledger)."""
