@@ -2,7 +2,7 @@
 
 One scenario, real processes all along: a SuperLink with TLS and SuperNode authentication, three
 hospitals' SuperNodes (two keep their ClientApp warm, the default; one runs ``--cold``, a fresh
-process per message), and ``fedumit launch`` running both stages. In ``align`` round 2 one
+process per message), and ``fedumit launch`` running both stages. In ``align`` round 2 the cold
 hospital's SuperNode is SIGKILLed while it trains (a crash, not a shutdown); the round finishes
 with the other two, and the hospital restarts and rejoins the next round with its privacy ledger
 intact. After the first ``instruct`` checkpoint the coordinator's SuperLink is SIGKILLed too,
@@ -41,11 +41,14 @@ RUN_CONFIG = (
 def run_scenario(c: Consortium, seen: dict[str, Any]) -> None:
     """Launch, crash a hospital mid-round and restart it, crash the SuperLink and resume."""
     archives = generate_consortium(c.root / "archives", n_sites=3, patients=4, seed=0)
-    c.site_flags[archives[0].name] = ("--cold",)  # a fresh ClientApp per message, the others warm
+    # The victim runs ``--cold`` (a fresh ClientApp process per message, the others warm): a
+    # warm site trains a round of two tiny steps in about a second and can reply between the
+    # log poll that sees its train message and the SIGKILL, a cold one takes tens of seconds.
+    victim = archives[-1].name
+    c.site_flags[victim] = ("--cold",)
     c.start(archives)
     c.launch(RUN_CONFIG)
 
-    victim = archives[-1].name
     seen["victim"] = victim
     wait_for(lambda: c.record("align", 1) is not None, 600, "align round 1")
     wait_for(lambda: c.trains_received(victim) >= 2, 300, f"{victim} training align round 2")
