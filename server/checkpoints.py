@@ -107,16 +107,28 @@ def latest_checkpoint(
     folder: Path, stage: str, fingerprint: str | None = None
 ) -> Checkpoint | None:
     """The newest readable checkpoint of ``stage`` (damaged newer ones are skipped, logged)."""
+    found = last_checkpoints(folder, stage, 1, fingerprint)
+    return found[0] if found else None
+
+
+def last_checkpoints(
+    folder: Path, stage: str, count: int, fingerprint: str | None = None
+) -> list[Checkpoint]:
+    """The newest ``count`` readable checkpoints of ``stage``, oldest first (fewer when the
+    stage has fewer; damaged ones are skipped, logged)."""
     candidates = sorted(
         (int(m.group(2)), p)
         for p in folder.glob(f"{stage}-round-*.safetensors")
         if (m := _NAME.match(p.name))
     )
+    found: list[Checkpoint] = []
     for _, path in reversed(candidates):
+        if len(found) == count:
+            break
         try:
-            return load_checkpoint(path, fingerprint)
+            found.append(load_checkpoint(path, fingerprint))
         except (SafetensorError, OSError, KeyError, ValueError, json.JSONDecodeError) as error:
             if isinstance(error, CheckpointError):
                 raise
             log.warning("skipping unreadable checkpoint %s: %s", path, error)
-    return None
+    return found[::-1]

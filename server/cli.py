@@ -13,6 +13,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     export.add_argument("--run", type=Path, required=True, help="run folder (runs/<run-id>)")
     export.add_argument("--out", type=Path, help="export directory (default: RUN/export)")
+    export.add_argument(
+        "--average-rounds",
+        type=int,
+        help="export the last stage trained as the mean of its last k rounds' global adapters "
+        "(default: the run's export-average-rounds)",
+    )
     export.set_defaults(handler=_export)
 
 
@@ -23,6 +29,8 @@ def _export(args: argparse.Namespace) -> int:
     folder = RunFolder(args.run)
     if not (folder.root / "config.json").is_file():
         raise SystemExit(f"{folder.root} is not a run folder (no config.json)")
-    out = export_run(folder, args.out or folder.root / "export")
+    if args.average_rounds is not None and args.average_rounds < 1:
+        raise SystemExit(f"--average-rounds must be at least 1, got {args.average_rounds}")
+    out = export_run(folder, args.out or folder.root / "export", args.average_rounds)
     print(f"exported run {folder.run_id} to {out}")
     return 0

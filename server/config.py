@@ -65,6 +65,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "physical-batch-size": 16,
     "stage1-adapter": "",
     "stop-after-align": False,
+    "export-average-rounds": 1,
     "simulation-sites": "",
     "align.rounds": 3,
     "align.local-steps": 20,
@@ -139,6 +140,7 @@ class RunConfig:
     physical_batch_size: int
     stage1_adapter: str
     stop_after_align: bool
+    export_average_rounds: int
     align: StageSchedule
     instruct: StageSchedule
 
@@ -201,6 +203,7 @@ class RunConfig:
             physical_batch_size=read.integer("physical-batch-size", minimum=1),
             stage1_adapter=read.get("stage1-adapter", str),
             stop_after_align=read.get("stop-after-align", bool),
+            export_average_rounds=read.integer("export-average-rounds", minimum=1),
             align=_stage(read, "align"),
             instruct=_stage(read, "instruct"),
         )

@@ -16,8 +16,10 @@ def model_card(
     fingerprint: str,
     records: Sequence[dict[str, Any]],
     config: dict[str, Any],
+    exported_rounds: Mapping[str, Sequence[int]] | None = None,
 ) -> str:
-    """Markdown card from a run's metrics records and resolved config."""
+    """Markdown card from a run's metrics records and resolved config; ``exported_rounds``
+    names the rounds whose global adapters each stage's exported one is the mean of."""
     trained = [r for r in records if r.get("round", 0) > 0 and "failed" not in r]
     rounds = {
         s: max((r["round"] for r in trained if r["stage"] == s), default=0)
@@ -36,6 +38,7 @@ def model_card(
         f"- base checkpoint: `{base}`",
         f"- fingerprint (base layout + adapter layout): `{fingerprint}`",
         f"- rounds: align {rounds['align']}, instruct {rounds['instruct']}",
+        *exported_line(exported_rounds or {}),
         f"- sites that contributed: {len(sites)} ({', '.join(sites) or 'none'})",
         f"- aggregation: {config.get('aggregation')}, differential privacy: {config.get('dp')}",
         "",
@@ -55,6 +58,18 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def exported_line(exported_rounds: Mapping[str, Sequence[int]]) -> list[str]:
+    """The card's line on which rounds' adapters were merged (none when nothing is said)."""
+    parts = [
+        f"{stage} round {found[0]}"
+        if len(found) == 1
+        else f"{stage} the mean of rounds {', '.join(map(str, found))}"
+        for stage, found in sorted(exported_rounds.items())
+        if found
+    ]
+    return [f"- exported adapters: {'; '.join(parts)}"] if parts else []
 
 
 def privacy_table(records: Sequence[dict[str, Any]]) -> list[str]:

@@ -97,6 +97,12 @@ def add_consortium_arguments(simulate: argparse.ArgumentParser) -> None:
         help="DP-SGD clipping norm of each patient's gradient" + _default("max-grad-norm", ";"),
     )
     simulate.add_argument(
+        "--export-average-rounds",
+        type=int,
+        help="export the instruct adapter as the mean of its last k rounds' global adapters"
+        + _default("export-average-rounds", ";"),
+    )
+    simulate.add_argument(
         "--eval-every",
         type=int,
         default=0,

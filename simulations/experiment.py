@@ -189,6 +189,7 @@ def run_overrides(
         "eval-every": args.eval_every,
         "eval-at-start": args.eval_every > 0,
         "max-grad-norm": args.max_grad_norm,
+        "export-average-rounds": args.export_average_rounds,
         "align.rounds": args.align_rounds,
         "align.local-steps": args.align_steps * steps_scale,
         "align.batch-size": args.align_batch,
@@ -247,9 +248,11 @@ def run_experiment(args: argparse.Namespace) -> int:
     )
     privacy = f"epsilon {args.epsilon:g} at delta {args.delta:g} per site" if args.dp else "off"
     balanced = "; closed answers balanced" if consortium.balance_answers else ""
+    averaged = args.export_average_rounds
+    exported = f"; export the mean of the last {averaged} instruct rounds" if averaged > 1 else ""
     console.print(
         f"federated run {run_id}: {len(sites)} sites, align {args.align_rounds} rounds, "
-        f"instruct {args.instruct_rounds} rounds, DP {privacy}{balanced}"
+        f"instruct {args.instruct_rounds} rounds, DP {privacy}{balanced}{exported}"
     )
     console.print(REPLAYABLE_NOTE.format(seed=args.seed))
     overrides = run_overrides(args, consortium, run_id, sites=len(sites), dp=args.dp)

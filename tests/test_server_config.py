@@ -43,6 +43,7 @@ def test_stage_selection() -> None:
         ("max-num-examples", 0, "below 1"),
         ("max-num-examples", 1e6, "expected int"),
         ("max-update-norm", -1.0, "outside"),
+        ("export-average-rounds", 0, "below 1"),
     ],
 )
 def test_bad_values_name_the_key(key: str, value, message: str) -> None:
