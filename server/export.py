@@ -55,7 +55,9 @@ def export_run(folder: RunFolder, out: Path, average_rounds: int | None = None) 
     spec = spec_of_run(folder)
     fingerprint = spec.fingerprint()
     config = folder.config()["run"]
-    count = average_rounds or int(config.get("export_average_rounds", 1))
+    count = (
+        int(config.get("export_average_rounds", 1)) if average_rounds is None else average_rounds
+    )
     if count < 1:
         raise ValueError(f"average_rounds must be at least 1, got {count}")
     chosen: dict[str, list[Checkpoint]] = {}

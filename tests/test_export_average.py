@@ -103,6 +103,8 @@ def test_the_command_line_overrides_the_run_and_a_longer_tail_takes_every_round(
     assert "instruct the mean of rounds 1, 2, 3" in card
     with pytest.raises(SystemExit, match="--average-rounds must be at least 1"):
         main(["export", "--run", str(run.root), "--out", str(out), "--average-rounds", "0"])
+    with pytest.raises(ValueError, match="at least 1"):
+        export_run(run, out, average_rounds=0)
     assert (out / "README.md").read_text(encoding="utf-8") == card  # the export was kept
 
 
