@@ -122,12 +122,14 @@ def test_balanced_answers_are_a_datasets_default_that_reaches_every_sites_policy
         assert [load_site_config(p).policy.balance_answers for p in configs] == [balanced] * 2
 
 
-def test_the_export_averages_no_rounds_unless_asked(tmp_path) -> None:
+def test_the_export_averages_the_rounds_a_dataset_asks_for_and_the_flag_wins(tmp_path) -> None:
     consortium = Consortium(out=tmp_path, spec_file=tmp_path / "spec.toml", archives=[])
 
     def averaged(*argv: str) -> int:
         overrides = run_overrides(parsed(*argv), consortium, "run", sites=3, dp=True)
         return overrides["export-average-rounds"]
 
-    assert averaged("--dataset", "pneumoniamnist") == averaged() == 1
+    assert averaged("--dataset", "pneumoniamnist") == PNEUMONIA["export-average-rounds"] > 1
+    assert averaged() == SIMULATION_DEFAULTS["export-average-rounds"] == 1
     assert averaged("--dataset", "pneumoniamnist", "--export-average-rounds", "3") == 3
+    assert PNEUMONIA["export-average-rounds"] <= PNEUMONIA["instruct.rounds"]
