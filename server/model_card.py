@@ -69,7 +69,9 @@ def exported_line(exported_rounds: Mapping[str, Sequence[int]]) -> list[str]:
         for stage, found in sorted(exported_rounds.items())
         if found
     ]
-    return [f"- exported adapters: {'; '.join(parts)}"] if parts else []
+    averaged = any(len(found) > 1 for found in exported_rounds.values())
+    note = " (the federated evaluation below scores the last round's)" if averaged else ""
+    return [f"- exported adapters: {'; '.join(parts)}{note}"] if parts else []
 
 
 def privacy_table(records: Sequence[dict[str, Any]]) -> list[str]:

@@ -87,7 +87,7 @@ def test_the_run_configs_rounds_are_averaged_and_named_in_the_card(
         np.testing.assert_array_equal(got[name], value, err_msg=name)
     assert any(not np.array_equal(got[n], last_only[n]) for n in got)  # the mean is not round 3
     card = (exported / "README.md").read_text(encoding="utf-8")
-    assert "exported adapters: align round 2; instruct the mean of rounds 2, 3" in card
+    assert "exported adapters: align round 2; instruct the mean of rounds 2, 3 (the" in card
 
 
 def test_the_command_line_overrides_the_run_and_a_longer_tail_takes_every_round(
