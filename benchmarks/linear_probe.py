@@ -19,12 +19,14 @@ over the classes) and AUC (one class against the rest, averaged) for each; print
 writes JSON.
 
     python benchmarks/linear_probe.py --dataset pneumoniamnist [--model DIR]
+    python benchmarks/linear_probe.py --dataset adrenalmnist3d --volume-slices 16
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -187,10 +189,25 @@ def val_test_table(
     return table
 
 
+def probe_spec(base: Path, volume_slices: int | None) -> ModelSpec:
+    """The tiny base's spec, reading volumes as ``volume_slices`` slices where given (the
+    vision tower takes any even number; the base itself is unchanged)."""
+    spec = tiny_spec(base)
+    if volume_slices is None:
+        return spec
+    return dataclasses.replace(spec, volume_slices=volume_slices)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_hospital_arguments(parser, dataset="pneumoniamnist")
     parser.add_argument("--model", type=Path, default=None, help="default: the tiny base")
+    parser.add_argument(
+        "--volume-slices",
+        type=int,
+        default=None,
+        help="read volumes as this many slices (default: the spec's); the base is unchanged",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/linear_probe"))
     return parser.parse_args()
 
@@ -198,7 +215,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     console, base = start(args.seed)
-    spec = tiny_spec(base)
+    spec = probe_spec(base, args.volume_slices)
     answerer = load_answerer(args.model or base, spec.canvas, device="cpu")
     model, processor = answerer.model, answerer.processor
     sites = pooled_hospitals(args, base)
