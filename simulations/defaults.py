@@ -242,7 +242,7 @@ small and a larger rate pays; without the noise the same rate diverges.
   --export-average-rounds 3``, 7:46): 0.792 / 0.721, validation AUC 0.835 (here 0.85-0.89)
   and test AUC 0.750: its validation accuracy is higher and its ranking lower, one seed
   against this schedule's three. Larger batches only raise the signal over the noise at the
-  end of training by a third (``sigma sqrt(T) / (q N)`` at a fixed epsilon, Opacus's RDP
+  end of training by a quarter to a third (``sigma sqrt(T) / (q N)`` at a fixed epsilon, RDP
   accountant), so the spread between runs hides it.
 - VQA-RAD, balanced answers measured and not adopted (``fedumit simulate --dataset vqa-rad
   --balance-answers``, 3:27): closed-question accuracy 0.34 to 0.48 (unbalanced 0.41), below
