@@ -21,6 +21,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--pretrain-steps", type=int, default=None, help="override pretraining")
+    tiny.add_argument(
+        "--volume-slices",
+        type=int,
+        default=None,
+        help="pretrain on volumes of this many slices and read them so (default: the spec's, 4)",
+    )
     tiny.set_defaults(handler=_tiny)
 
     full = model_commands.add_parser(
@@ -46,18 +52,27 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def _tiny(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from shared_model.spec import write_spec_beside
     from shared_model.tiny import ensure_tiny_base, tiny_spec
     from shared_model.tiny.build import TinyShape, build_tiny_base
     from shared_model.tiny.cache import cached_tiny_base
 
+    if args.volume_slices is not None and (args.volume_slices <= 0 or args.volume_slices % 2):
+        raise SystemExit(f"--volume-slices must be positive and even, got {args.volume_slices}")
     shape = replace(TinyShape(), seed=args.seed)
     if args.pretrain_steps is not None:
         shape = replace(shape, pretrain_steps=args.pretrain_steps)
+    if args.volume_slices is not None:
+        shape = replace(shape, volume_slices=args.volume_slices)
     if args.out is None:
         out = ensure_tiny_base(cached_tiny_base(shape))
     else:
         out = build_tiny_base(args.out, shape)
-    print(f"tiny Qwen2-VL base at {out} (fingerprint {tiny_spec(out).fingerprint()})")
+    spec = tiny_spec(out)
+    if args.volume_slices is not None:
+        spec = replace(spec, volume_slices=args.volume_slices)
+        write_spec_beside(spec, out)
+    print(f"tiny Qwen2-VL base at {out} (fingerprint {spec.fingerprint()})")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,22 @@ def test_full_shape_recipe_key_follows_its_shape() -> None:
 
     assert recipe_key(FullShape()) == recipe_key(FullShape())
     assert recipe_key(FullShape()) != recipe_key(replace(FullShape(), text_layers=2))
+
+
+def test_a_base_of_deeper_volumes_is_built_and_read_at_its_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedumit.cli import main
+    from shared_model.spec import SPEC_FILE, ModelSpec
+
+    monkeypatch.setenv("FEDUMIT_CACHE", str(tmp_path))
+    with pytest.raises(SystemExit, match="positive and even"):
+        main(["model", "tiny", "--pretrain-steps", "2", "--volume-slices", "5"])
+    assert not (tmp_path / "tiny-base").exists(), "nothing is built for a refused count"
+    assert main(["model", "tiny", "--pretrain-steps", "2", "--volume-slices", "8"]) == 0
+    (built,) = [d for d in (tmp_path / "tiny-base").iterdir() if d.is_dir()]
+    recipe = json.loads((built / "recipe.json").read_text(encoding="utf-8"))
+    assert recipe["shape"]["volume_slices"] == 8 and recipe["shape"]["pretrain_steps"] == 2
+    spec = ModelSpec.from_toml(built / SPEC_FILE)
+    assert spec.volume_slices == 8
+    assert spec.fingerprint() in capsys.readouterr().out
