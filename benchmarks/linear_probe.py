@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,7 +44,7 @@ from shared_model.option_scores import auc, option_log_likelihoods
 from shared_model.sample import Sample
 from shared_model.spec import ModelSpec
 from shared_model.tasks import get_task
-from shared_model.tiny import tiny_spec
+from shared_model.tiny import TINY_SLICES, tiny_spec
 from simulations.heldout import pooled_samples
 
 SPLITS = ("train", "val", "test")
@@ -189,15 +188,6 @@ def val_test_table(
     return table
 
 
-def probe_spec(base: Path, volume_slices: int | None) -> ModelSpec:
-    """The tiny base's spec, reading volumes as ``volume_slices`` slices where given (the
-    vision tower takes any even number; the base itself is unchanged)."""
-    spec = tiny_spec(base)
-    if volume_slices is None:
-        return spec
-    return dataclasses.replace(spec, volume_slices=volume_slices)
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_hospital_arguments(parser, dataset="pneumoniamnist")
@@ -205,8 +195,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--volume-slices",
         type=int,
-        default=None,
-        help="read volumes as this many slices (default: the spec's); the base is unchanged",
+        default=TINY_SLICES,
+        help="read volumes as this many slices (the vision tower takes any even number)",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/linear_probe"))
     return parser.parse_args()
@@ -215,7 +205,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     console, base = start(args.seed)
-    spec = probe_spec(base, args.volume_slices)
+    spec = tiny_spec(base, args.volume_slices)
     answerer = load_answerer(args.model or base, spec.canvas, device="cpu")
     model, processor = answerer.model, answerer.processor
     sites = pooled_hospitals(args, base)

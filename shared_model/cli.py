@@ -70,7 +70,7 @@ def _tiny(args: argparse.Namespace) -> int:
         out = build_tiny_base(args.out, shape)
     spec = tiny_spec(out)
     if args.volume_slices is not None:
-        spec = replace(spec, volume_slices=args.volume_slices)
+        spec = tiny_spec(out, args.volume_slices)
         write_spec_beside(spec, out)
     print(f"tiny Qwen2-VL base at {out} (fingerprint {spec.fingerprint()})")
     return 0

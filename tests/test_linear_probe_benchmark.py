@@ -86,12 +86,3 @@ def test_the_last_layers_feature_is_what_writes_the_answers_first_token(
         layers = model.config.text_config.num_hidden_layers
         from_feature = model.lm_head(last[f"layer {layers}"][0])
     torch.testing.assert_close(from_feature, logits, atol=1e-4, rtol=1e-4)
-
-
-def test_volumes_are_read_at_the_slices_asked_for(linear_probe, tiny_base, tiny_spec) -> None:
-    assert linear_probe.probe_spec(tiny_base, None) == tiny_spec
-    deeper = linear_probe.probe_spec(tiny_base, 4 * tiny_spec.volume_slices)
-    assert deeper.volume_slices == 4 * tiny_spec.volume_slices
-    assert deeper.canvas == tiny_spec.canvas and deeper.instruct == tiny_spec.instruct
-    with pytest.raises(ValueError, match="even"):
-        linear_probe.probe_spec(tiny_base, 3)

@@ -148,3 +148,14 @@ def test_a_base_of_deeper_volumes_is_built_and_read_at_its_slices(
     spec = ModelSpec.from_toml(built / SPEC_FILE)
     assert spec.volume_slices == 8
     assert spec.fingerprint() in capsys.readouterr().out
+
+
+def test_volumes_are_read_at_the_slices_asked_for(tiny_base, tiny_spec) -> None:
+    from shared_model.tiny import tiny_spec as spec_of
+
+    deeper = spec_of(tiny_base, 4 * tiny_spec.volume_slices)
+    assert deeper.volume_slices == 4 * tiny_spec.volume_slices
+    assert deeper.canvas == tiny_spec.canvas and deeper.instruct == tiny_spec.instruct
+    assert spec_of(tiny_base) == tiny_spec
+    with pytest.raises(ValueError, match="even"):
+        spec_of(tiny_base, 3)

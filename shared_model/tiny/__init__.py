@@ -37,8 +37,10 @@ words in both languages (:mod:`shared_model.tiny.corpus`) and the formats; publi
 same for every consortium over this base."""
 
 
-def tiny_spec(base: str | Path) -> ModelSpec:
-    """The model spec that goes with a tiny base in ``base``.
+def tiny_spec(base: str | Path, volume_slices: int = TINY_SLICES) -> ModelSpec:
+    """The model spec that goes with a tiny base in ``base``, reading volumes as
+    ``volume_slices`` slices (a base pretrained on deeper volumes: ``fedumit model tiny
+    --volume-slices``).
 
     Few trainable parameters, because DP noise grows with their number (``sqrt(d)``) while the
     signal does not: rank-4 LoRA on the patch merger for ``align`` (6.7 k parameters; the
@@ -116,7 +118,7 @@ def tiny_spec(base: str | Path) -> ModelSpec:
         align=LoraSpec(rank=4, alpha=8.0, target_modules=MERGER_TARGETS, modules_to_save=()),
         instruct=LoraSpec(rank=4, alpha=8.0, target_modules=INSTRUCT_TARGETS, modules_to_save=()),
         canvas=TINY_CANVAS,
-        volume_slices=TINY_SLICES,
+        volume_slices=volume_slices,
         max_text_length=384,
     )
 
