@@ -68,9 +68,8 @@ def _tiny(args: argparse.Namespace) -> int:
         out = ensure_tiny_base(cached_tiny_base(shape))
     else:
         out = build_tiny_base(args.out, shape)
-    spec = tiny_spec(out)
+    spec = tiny_spec(out, shape.volume_slices)  # volumes read as the base was pretrained
     if args.volume_slices is not None:
-        spec = tiny_spec(out, args.volume_slices)
         write_spec_beside(spec, out)
     print(f"tiny Qwen2-VL base at {out} (fingerprint {spec.fingerprint()})")
     return 0
