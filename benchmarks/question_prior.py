@@ -4,10 +4,10 @@ For the closed questions of a dataset's hospitals (split as ``fedumit simulate``
 pooled), a logistic regression is fitted on the training split to each question's bag of
 words (the words of at least ``--min-count`` training questions), its L2 strength chosen on the
 validation split, and scored on the validation and test splits beside the majority answer.
-It is a reference, not private and not a FedUMIT model: a model that reads the question scores
-at least this without looking at the image, so the majority answer, the baseline the
-simulation tables print, is a low bar for a dataset whose answers follow its questions'
-wording. Prints a table and writes JSON.
+It is a reference, not private and not a FedUMIT model: what reading the question alone can
+score without the image. Where it is well above the majority answer (the baseline the
+simulation tables print), a model can beat that baseline without reading its images; where it
+is not, beating it needs the images. Prints a table and writes JSON.
 
     python benchmarks/question_prior.py --dataset vqa-rad
 """
