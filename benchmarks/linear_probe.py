@@ -135,6 +135,13 @@ def probe(kind: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], classe
     }
 
 
+def class_counts(labels: dict[str, torch.Tensor], classes: int) -> dict[str, list[int]]:
+    """How many records of each class every split holds."""
+    return {
+        split: np.bincount(labels[split].numpy(), minlength=classes).tolist() for split in SPLITS
+    }
+
+
 def own_answer(model, processor, spec: ModelSpec, samples, labels: torch.Tensor) -> dict:
     """The model's own option likelihoods as class scores."""
     likelihoods = option_log_likelihoods(model, processor, spec, samples)
@@ -229,9 +236,7 @@ def main() -> None:
     console.print(
         val_test_table(f"linear probes, {args.dataset}: val / test", "features", rows, labels)
     )
-    counts = {
-        split: np.bincount(labels[split].numpy(), minlength=classes).tolist() for split in SPLITS
-    }
+    counts = class_counts(labels, classes)
     result = {
         "settings": {
             **vars(args),

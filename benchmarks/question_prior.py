@@ -21,13 +21,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dp_learning import add_hospital_arguments, pooled_hospitals, start, write_result
-from linear_probe import SPLITS, probe, val_test_table
+from linear_probe import SPLITS, class_counts, probe, val_test_table
 
 from shared_model.sample import Sample
 from shared_model.tasks import get_task
@@ -97,9 +96,7 @@ def main() -> None:
     )
     title = f"closed answers from the question alone, {args.dataset}: val / test"
     console.print(val_test_table(title, "answered from", rows, labels))
-    counts = {
-        split: np.bincount(labels[split].numpy(), minlength=classes).tolist() for split in SPLITS
-    }
+    counts = class_counts(labels, classes)
     settings = {**vars(args), "out": str(args.out), "data_root": str(args.data_root)}
     console.print(f"answer counts (train, val, test): {counts}")
     result = {"settings": settings, "answer_counts": counts, "probes": rows}
