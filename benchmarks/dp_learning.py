@@ -49,6 +49,7 @@ from client.config import Policy, load_site_config
 from client.privacy import SiteRandomness
 from client.privacy.accounting import calibrate_noise
 from client.privacy.answer_prior import RELEASE_STAGE, release_answer_counts
+from client.privacy.contrast import public_controls
 from client.privacy.per_unit import clip_and_sum
 from client.site import public_records
 from client.trainer import LocalTrainer, TrainConfig
@@ -275,6 +276,12 @@ def parse_args() -> argparse.Namespace:
         "--clip-groups", nargs="*", default=[], help="regexes of the clip groups (model spec)"
     )
     parser.add_argument(
+        "--control-weight",
+        type=float,
+        default=0.0,
+        help="each record's loss minus this multiple of its loss over a public image (0: off)",
+    )
+    parser.add_argument(
         "--subspace",
         type=int,
         default=0,
@@ -312,7 +319,8 @@ def main() -> None:
     console, base = start(args.seed)
     if args.readout_map and not args.answer_rows:
         raise SystemExit("--readout-map trains the answer rows: add --answer-rows")
-    sites = pooled_hospitals(args, base, args.subspace or int(args.readout_map))
+    public_archive = args.subspace or int(args.readout_map) or int(args.control_weight > 0)
+    sites = pooled_hospitals(args, base, public_archive)
     spec = tiny_spec(base)
     spec = replace(
         spec,
@@ -362,6 +370,7 @@ def main() -> None:
     public = public_records(load_site_config(sites[0]), spec, "instruct")
     shuffled = random.Random(args.seed + 1).sample(train, len(train))
     stand_ins = public_stand_ins(public, shuffled, PUBLIC_STAND_INS) if args.readout_map else []
+    controls = public_controls(public, train) if args.control_weight else None
     weights = None
     if args.balance_answers:
         counts = release_answer_counts(
@@ -384,6 +393,7 @@ def main() -> None:
             max_grad_norm=args.max_grad_norm,
             max_records_per_unit=args.records_per_unit,
             rows_lr_scale=args.rows_lr_scale,
+            control_weight=args.control_weight,
         )
         subspace = (
             trainer.gradient_subspace(public, args.subspace, config) if args.subspace else None
@@ -396,6 +406,7 @@ def main() -> None:
             subspace=subspace,
             readout_map=readout_map,
             record_weights=weights,
+            controls=controls,
             progress=True,
         )
         done += steps

@@ -167,6 +167,33 @@ class SubspaceConfig:
     by_task: bool = True
 
 
+@dataclass(frozen=True)
+class ContrastConfig:
+    """Each training record contrasted with its prompt over a public image
+    (:mod:`client.privacy.contrast`).
+
+    A record's loss becomes its own minus ``weight`` times the loss of the same prompt and
+    answer over the images of a public record of the same image shapes, summed in the record's
+    unit before clipping: what the answer owes to the site's image, not to its words. The public
+    images must be ones anyone may see (a public dataset of the site's kind, in the manifest
+    format); nothing else of them is used, and the privacy guarantee of the site's own records
+    is the same.
+
+    Parameters
+    ----------
+    public_archive:
+        An archive of public records, in the site archive's format.
+    weight:
+        ``lambda`` in ``L(image, answer) - lambda L(public image, answer)``, in ``(0, 1]``.
+    records:
+        Most public records whose images serve as controls.
+    """
+
+    public_archive: Path
+    weight: float = 1.0
+    records: int = 256
+
+
 SECTIONS: dict[str, tuple[str, ...]] = {
     "site": (
         "name",
@@ -182,6 +209,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "imaging": tuple(f.name for f in fields(ImagingConfig)),
     "policy": tuple(f.name for f in fields(Policy)),
     "subspace": tuple(f.name for f in fields(SubspaceConfig)),
+    "contrast": tuple(f.name for f in fields(ContrastConfig)),
 }
 
 
@@ -231,16 +259,18 @@ class SiteConfig:
     imaging: ImagingConfig = field(default_factory=ImagingConfig)
     policy: Policy = field(default_factory=Policy)
     subspace: SubspaceConfig | None = None
+    contrast: ContrastConfig | None = None
 
-    def public_archive_config(self) -> SiteConfig:
-        """This config reading ``[subspace] public_archive`` in place of the site's archive,
-        with a cache of its own in the work folder."""
-        if self.subspace is None:
-            raise SiteConfigError(self.path, "subspace", "no [subspace] section")
+    def public_archive_config(self, section: str = "subspace") -> SiteConfig:
+        """This config reading ``section``'s ``public_archive`` (``subspace`` or ``contrast``)
+        in place of the site's archive, with a cache of its own in the work folder."""
+        settings = getattr(self, section)
+        if settings is None:
+            raise SiteConfigError(self.path, section, f"no [{section}] section")
         return replace(
             self,
             name=f"{self.name} public archive",
-            archive=self.subspace.public_archive,
+            archive=settings.public_archive,
             work_dir=self.work_dir / "public",
         )
 
@@ -316,6 +346,7 @@ def site_config_from_dict(data: Mapping[str, Any], path: Path) -> SiteConfig:
         imaging=_imaging(reader),
         policy=_policy(reader),
         subspace=_subspace(reader, archive) if "subspace" in data else None,
+        contrast=_contrast(reader, archive) if "contrast" in data else None,
     )
 
 
@@ -374,15 +405,33 @@ def _imaging(reader: _Reader) -> ImagingConfig:
     )
 
 
-def _subspace(reader: _Reader, archive: Path) -> SubspaceConfig:
-    default = SubspaceConfig(Path())
-    public = reader.path("subspace", "public_archive")
+def _public_archive(reader: _Reader, section: str, archive: Path) -> Path:
+    """``[section] public_archive``: a directory apart from the site's archive."""
+    public = reader.path(section, "public_archive")
     if public.is_relative_to(archive) or archive.is_relative_to(public):
         reader.fail(
-            "subspace.public_archive", "must not be the site's archive, inside it or hold it"
+            f"{section}.public_archive", "must not be the site's archive, inside it or hold it"
         )
     if not public.is_dir():
-        reader.fail("subspace.public_archive", f"{public} is not a directory")
+        reader.fail(f"{section}.public_archive", f"{public} is not a directory")
+    return public
+
+
+def _contrast(reader: _Reader, archive: Path) -> ContrastConfig:
+    default = ContrastConfig(Path())
+    public = _public_archive(reader, "contrast", archive)
+    weight = float(reader.get("contrast", "weight", (int, float), default.weight))
+    if not 0.0 < weight <= 1.0:
+        reader.fail("contrast.weight", f"must be in (0, 1], got {weight}")
+    records = reader.get("contrast", "records", int, default.records)
+    if records < 1:
+        reader.fail("contrast.records", f"must be at least 1, got {records}")
+    return ContrastConfig(public_archive=public, weight=weight, records=records)
+
+
+def _subspace(reader: _Reader, archive: Path) -> SubspaceConfig:
+    default = SubspaceConfig(Path())
+    public = _public_archive(reader, "subspace", archive)
     directions = reader.get("subspace", "directions", int, default.directions)
     records = reader.get("subspace", "records", int, default.records)
     if directions < 1:

@@ -120,6 +120,7 @@ def train_round(
         ),
         precision=site.config.precision,
         proximal_mu=request.proximal_mu,
+        control_weight=site.config.contrast.weight if site.config.contrast else 0.0,
     )
     subspace = site.public_subspace(trainer, train_config) if request.dp else None
     if subspace is not None:
@@ -136,6 +137,7 @@ def train_round(
         epsilon_at=epsilon_curve(history, mechanism, delta=policy.delta) if request.dp else None,
         subspace=subspace,
         record_weights=weights,
+        controls=site.controls(samples, request.stage),
         progress=site.progress,
     )
     with journal_refusals(Refusal.LEDGER_MISSING, Refusal.LEDGER_DAMAGED):

@@ -9,7 +9,7 @@ folder, keyed by fingerprint and adapter hash, so it is merged once per site, no
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from transformers import Qwen2VLForConditionalGeneration
 from client.audit import AuditLog
 from client.config import SiteConfig, SiteConfigError, load_site_config
 from client.privacy.answer_prior import AnswerCountsStore
+from client.privacy.contrast import public_controls
 from client.privacy.ledger import PrivacyLedger
 from client.privacy.randomness import SiteRandomness
 from client.privacy.subspace import GradientSubspace
@@ -59,7 +60,7 @@ class Site:
         if self.device.type == "cpu":
             configure_cpu_threads()  # in a simulation's worker process too
         self._samples: dict[str, list[Sample]] = {}
-        self._public: dict[str, list[Sample]] = {}
+        self._public: dict[tuple[str, str], list[Sample]] = {}
         self._trainers: dict[tuple[str, str], LocalTrainer] = {}
         self.stage1_store = Stage1Store(config.work_dir / "stage1")  # frozen global align
         self.ledger = PrivacyLedger(config.ledger_path)
@@ -114,16 +115,29 @@ class Site:
         settings = self.config.subspace
         if settings is None:
             return None
-        records = self._public_records(trainer.adapter.stage)
+        records = self._public_records("subspace", trainer.adapter.stage)
         if not records:
             self.log.info("no public %s records: noise on every parameter", trainer.adapter.stage)
             return None
         return trainer.gradient_subspace(records, settings.directions, config, settings.by_task)
 
-    def _public_records(self, stage: str) -> list[Sample]:
-        if stage not in self._public:
-            self._public[stage] = public_records(self.config, self.spec, stage, self.progress)
-        return self._public[stage]
+    def controls(self, samples: Sequence[Sample], stage: str) -> list[Sample | None] | None:
+        """Each sample's control over a public image (``[contrast]`` of the site config,
+        :mod:`client.privacy.contrast`); ``None`` without the section."""
+        if self.config.contrast is None:
+            return None
+        controls = public_controls(self._public_records("contrast", stage), samples)
+        if not any(controls):
+            self.log.info("no public image of the %s records' shapes: no contrast", stage)
+            return None
+        return controls
+
+    def _public_records(self, section: str, stage: str) -> list[Sample]:
+        if (section, stage) not in self._public:
+            self._public[section, stage] = public_records(
+                self.config, self.spec, stage, self.progress, section
+            )
+        return self._public[section, stage]
 
     def unit_keys(self, samples: list[Sample]) -> list[str]:
         """The privacy unit of each sample: its patient, or the record itself."""
@@ -158,18 +172,23 @@ class Site:
 
 
 def public_records(
-    config: SiteConfig, spec: ModelSpec, stage: str, progress: bool = False
+    config: SiteConfig,
+    spec: ModelSpec,
+    stage: str,
+    progress: bool = False,
+    section: str = "subspace",
 ) -> list[Sample]:
-    """Up to ``[subspace] records`` records of the site's public archive for ``stage``
-    (every split: all of them are public), spread evenly over its records in id order; stage-1
-    captions derived as the site's policy derives its own."""
+    """Up to ``[section] records`` records of the public archive ``section`` (``subspace`` or
+    ``contrast``) names, for ``stage`` (every split: all of them are public), spread evenly
+    over its records in id order; stage-1 captions derived as the site's policy derives its
+    own."""
     from client.archive import load_site_samples
 
-    settings = config.subspace
+    settings = getattr(config, section)
     if settings is None:
         return []
     loaded, _ = load_site_samples(
-        config.public_archive_config(),
+        config.public_archive_config(section),
         canvas=spec.canvas,
         slices=spec.volume_slices,
         progress=progress,

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 from transformers import ProcessorMixin
 
-from client.batching import Step, UnitIndex, pack, sample_step
+from client.batching import MicroBatch, Step, UnitIndex, pack, sample_step
 from client.privacy.per_unit import PerSampleGradients, StreamingClipper
 from client.privacy.randomness import SiteRandomness
 from client.privacy.subspace import GradientSubspace, top_directions
@@ -85,6 +85,9 @@ class TrainConfig:
         of ``learning_rate``.
     proximal_mu:
         FedProx proximal term weight (0 = off).
+    control_weight:
+        With controls (:meth:`LocalTrainer.train`), each sampled record's loss minus this
+        multiple of its control's loss, in the record's unit (0 = off).
     optimizer:
         ``adamw`` or ``sgd``.
     """
@@ -103,6 +106,7 @@ class TrainConfig:
     projector_lr_scale: float = 0.02
     rows_lr_scale: float = 1.0
     proximal_mu: float = 0.0
+    control_weight: float = 0.0
     weight_decay: float = 0.0
     optimizer: str = "adamw"
 
@@ -278,6 +282,7 @@ class LocalTrainer:
         subspace: GradientSubspace | None = None,
         readout_map: torch.Tensor | None = None,
         record_weights: Sequence[float] | None = None,
+        controls: Sequence[Sample | None] | None = None,
         progress: bool = True,
     ) -> TrainResult:
         """Run ``config.steps`` logical steps over ``samples``; ``unit_keys`` name each one's unit.
@@ -296,6 +301,8 @@ class LocalTrainer:
             raise ValueError(f"{len(record_weights)} record weights for {len(samples)} samples")
         start = time.perf_counter()
         encoded = _LazyEncoded(self, samples)
+        if controls is not None and config.control_weight:
+            encoded.controls = controls
         index = UnitIndex.build(unit_keys)
         model = self._training_model(config)
         mapped = (
@@ -349,6 +356,8 @@ class LocalTrainer:
         hooks = PerSampleGradients(model) if config.dp else None
         checkpointing = _Checkpointing(model, config.gradient_checkpointing)
         expected_units = config.sample_rate * len(index)
+        # a record and its control (the same prompt and image shapes) share a forward pass
+        rows_per_record = 1 if encoded.controls is None else 2
         losses = []
         bar = tqdm(range(config.steps), desc=f"{self.adapter.stage} training", disable=not progress)
         try:
@@ -357,8 +366,8 @@ class LocalTrainer:
                     index,
                     config.sample_rate,
                     lambda record: len(encoded[record].input_ids),
-                    physical_batch_size=config.physical_batch_size,
-                    token_budget=config.token_budget,
+                    physical_batch_size=max(1, config.physical_batch_size // rows_per_record),
+                    token_budget=max(1, config.token_budget // rows_per_record),
                     max_records_per_unit=config.max_records_per_unit,
                     randomness=randomness,
                 )
@@ -422,9 +431,12 @@ class LocalTrainer:
         record_weights: Sequence[float] | None = None,
     ) -> float | None:
         """Set every trainable parameter's ``.grad`` for one logical step; return its mean loss."""
+        passes = [
+            encoded.with_controls(micro, config.control_weight) for micro in step.micro_batches
+        ]
         clipper = (
             StreamingClipper(
-                [m.unit_slots for m in step.micro_batches],
+                [slots for _, slots, _ in passes],
                 config.max_grad_norm,
                 self.clip_groups,
                 subspace,
@@ -434,20 +446,20 @@ class LocalTrainer:
             else None
         )
         total_loss = 0.0
-        for micro in step.micro_batches:
-            examples = [encoded[i] for i in micro.records]
+        for micro, (examples, slots, signs) in zip(step.micro_batches, passes, strict=True):
             capture = hooks.capture(examples) if hooks is not None else contextlib.nullcontext()
             with capture:
                 row_loss = self.answer_losses(examples)
-                total_loss += row_loss.detach().sum().item()
+                total_loss += row_loss.detach()[: len(micro.records)].sum().item()
                 scale = 1.0 if hooks is not None else 1.0 / max(step.n_records, 1)
+                row_loss = row_loss * row_loss.new_tensor(signs)
                 if hooks is None and record_weights is not None:
-                    row_loss = row_loss * row_loss.new_tensor(
+                    row_loss[: len(micro.records)] *= row_loss.new_tensor(
                         [record_weights[i] for i in micro.records]
                     )
                 (row_loss.sum() * scale).backward()
             if clipper is not None:
-                clipper.add(hooks.grad_samples, micro.unit_slots)
+                clipper.add(hooks.grad_samples, slots)
                 hooks.grad_samples = {}
         if clipper is not None:
             summed = clipper.total
@@ -519,6 +531,20 @@ class _LazyEncoded:
 
     def __init__(self, trainer: LocalTrainer, samples: Sequence[Sample]) -> None:
         self.trainer, self.samples = trainer, samples
+        self.controls: Sequence[Sample | None] | None = None
 
     def __getitem__(self, position: int) -> Encoded:
         return self.trainer.encode([self.samples[position]])[0]
+
+    def with_controls(
+        self, micro: MicroBatch, weight: float
+    ) -> tuple[list[Encoded], torch.Tensor, list[float]]:
+        """A micro-batch's rows: its records, then the controls of those that have one (in
+        the same unit slots), and each row's loss sign (1, or ``-weight`` for a control)."""
+        examples = [self[i] for i in micro.records]
+        if self.controls is None:
+            return examples, micro.unit_slots, [1.0] * len(examples)
+        paired = [k for k, i in enumerate(micro.records) if self.controls[i] is not None]
+        controls = self.trainer.encode([self.controls[micro.records[k]] for k in paired])
+        slots = torch.cat([micro.unit_slots, micro.unit_slots[paired]])
+        return [*examples, *controls], slots, [1.0] * len(examples) + [-weight] * len(paired)

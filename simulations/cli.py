@@ -117,6 +117,13 @@ def add_consortium_arguments(simulate: argparse.ArgumentParser) -> None:
         "parameter; synthetic hospitals only)" + _default("subspace", ";"),
     )
     simulate.add_argument(
+        "--contrast",
+        type=float,
+        default=SIMULATION_DEFAULTS["contrast"],
+        help="each training record's loss minus this multiple of its loss over a public image "
+        "(0: off; synthetic hospitals only)" + _default("contrast", ";"),
+    )
+    simulate.add_argument(
         "--balance-answers",
         action=argparse.BooleanOptionalAction,
         default=None,

@@ -159,6 +159,7 @@ SIMULATION_DEFAULTS: dict[str, float | int] = {
     "max-grad-norm": 0.1,
     "test-per-group": 80,
     "subspace": 0,
+    "contrast": 0.0,
     "balance-answers": 0,
     "export-average-rounds": 1,
 }

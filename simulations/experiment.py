@@ -84,6 +84,8 @@ class Consortium:
     archives: list[Path]
     subspace: dict[str, Any] | None = None
     """Every site's ``[subspace]`` table (a public archive and ``directions``), or none."""
+    contrast: dict[str, Any] | None = None
+    """Every site's ``[contrast]`` table (a public archive and ``weight``), or none."""
     balance_answers: bool = False
     """Every site's ``[policy] balance_answers``."""
 
@@ -119,6 +121,7 @@ class Consortium:
                 replayable_noise_seed=seed,
                 send_train_loss=True,
                 subspace=self.subspace,
+                contrast=self.contrast,
                 balance_answers=self.balance_answers,
             )
             for archive in archives
@@ -145,6 +148,7 @@ def prepare_consortium(args: argparse.Namespace, console: Console) -> Consortium
         spec_file,
         archives,
         subspace_table(args, out, console),
+        contrast_table(args, out, console),
         balance_answers=bool(args.balance_answers),
     )
 
@@ -155,14 +159,32 @@ def subspace_table(args: argparse.Namespace, out: Path, console: Console) -> dic
     directions DP noise is added in."""
     if not args.subspace:
         return None
+    public = public_archive(args, out, console, "--subspace", "the gradient subspace")
+    return {"public_archive": str(public), "directions": args.subspace}
+
+
+def contrast_table(args: argparse.Namespace, out: Path, console: Console) -> dict[str, Any] | None:
+    """The sites' ``[contrast]`` table for ``--contrast lambda`` (none for 0): a public archive
+    of the synthetic hospitals' kind, generated under ``out``, whose images each training
+    record is contrasted with (:mod:`client.privacy.contrast`)."""
+    if not args.contrast:
+        return None
+    public = public_archive(args, out, console, "--contrast", "the contrast images")
+    return {"public_archive": str(public), "weight": args.contrast}
+
+
+def public_archive(
+    args: argparse.Namespace, out: Path, console: Console, option: str, purpose: str
+) -> Path:
+    """A public archive of the synthetic hospitals' kind under ``out``, for ``option``."""
     if args.dataset != "synthetic" or args.archives:
         raise SystemExit(
-            "--subspace needs public records of the hospitals' kind: only the synthetic "
-            "hospitals have them here (--subspace 0 for a public dataset or --archives)"
+            f"{option} needs public records of the hospitals' kind: only the synthetic "
+            f"hospitals have them here ({option} 0 for a public dataset or --archives)"
         )
     public = generate_public_archive(out / "public", seed=args.seed)
-    console.print(f"public records for the gradient subspace: {public}")
-    return {"public_archive": str(public), "directions": args.subspace}
+    console.print(f"public records for {purpose}: {public}")
+    return public
 
 
 def run_overrides(

@@ -39,6 +39,7 @@ def write_site_config(
     replayable_noise_seed: int | None = None,
     send_train_loss: bool = False,
     subspace: Mapping[str, Any] | None = None,
+    contrast: Mapping[str, Any] | None = None,
     balance_answers: bool = False,
 ) -> Path:
     """A site config TOML for a virtual hospital (generous local caps: simulations vary them),
@@ -47,8 +48,9 @@ def write_site_config(
     ``replayable_noise_seed`` opts the site in to sampling and noise keyed by that seed, so a
     simulation can be repeated; a site in a deployment never sets it. ``send_train_loss`` lets
     the site report its training loss (the run's loss curve), which deployments leave off.
-    ``subspace`` is the config's ``[subspace]`` table, if any
-    (:class:`client.config.SubspaceConfig`); ``balance_answers`` is the policy's.
+    ``subspace`` and ``contrast`` are the config's ``[subspace]`` and ``[contrast]`` tables, if
+    any (:class:`client.config.SubspaceConfig`, :class:`client.config.ContrastConfig`);
+    ``balance_answers`` is the policy's.
     """
     data: dict[str, Any] = {
         "site": {
@@ -72,8 +74,9 @@ def write_site_config(
     }
     if replayable_noise_seed is not None:
         data["policy"]["replayable_noise_seed"] = replayable_noise_seed
-    if subspace is not None:
-        data["subspace"] = dict(subspace)
+    for section, table in (("subspace", subspace), ("contrast", contrast)):
+        if table is not None:
+            data[section] = dict(table)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(tomli_w.dumps(data), encoding="utf-8")
     initialize_site_records(load_site_config(path))

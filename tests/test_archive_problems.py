@@ -127,13 +127,16 @@ def test_site_check_reads_the_public_archive_too(tmp_path: Path, capsys) -> None
     toml = site_toml(tmp_path, archive)
     with toml.open("a", encoding="utf-8") as file:
         file.write(f'[subspace]\npublic_archive = "{public}"\ndirections = 2\nrecords = 4\n')
+        file.write(f'[contrast]\npublic_archive = "{public}"\n')
     report_path = tmp_path / "report.json"
     assert main(["site", "check", "--site", str(toml), "--json", str(report_path)]) == 0
     printed = capsys.readouterr().out
     assert "[subspace] public archive" in printed and "hospital-test public archive:" in printed
+    assert "[contrast] public archive: contrast images only" in printed
     assert "2 patient ids of the public archive are also in the site's archive" in printed
     report = json.loads(report_path.read_text())
     assert report["public_archive"]["usable"] == len(public_records)
     assert report["public_archive"]["shared_patient_ids"] == 2
+    assert report["contrast_public_archive"]["usable"] == len(public_records)
     write_manifest(public, [], extra_lines=["not json"])
     assert main(["site", "check", "--site", str(toml)]) == 1  # no usable public record

@@ -199,7 +199,7 @@ def test_a_site_finds_its_subspace_from_public_records_only(public_sites: list[P
         config = TrainConfig(steps=1, sample_rate=1.0)
         subspace = site.public_subspace(trainer, config)
         assert subspace is not None and subspace.dimension == 8
-        public_patients = {s.patient_id for s in site._public["instruct"]}
+        public_patients = {s.patient_id for s in site._public["subspace", "instruct"]}
         assert public_patients.isdisjoint({s.patient_id for s in site.samples("train", "instruct")})
         bases.append(subspace.basis)
         moved = {n: a * 1.5 for n, a in arrays.items()}

@@ -99,6 +99,33 @@ def test_subspace_sites_share_a_public_archive_of_no_hospitals_patients(tmp_path
     assert public_patients and hospital_patients and public_patients.isdisjoint(hospital_patients)
 
 
+def test_contrast_sites_get_the_public_archive_and_the_weight(tmp_path) -> None:
+    from rich.console import Console
+
+    from client.config import load_site_config
+    from simulations.experiment import contrast_table
+    from simulations.synthetic import generate_consortium
+
+    assert contrast_table(parsed(), tmp_path, Console()) is None  # off by default
+    with pytest.raises(SystemExit, match="--contrast needs public records"):
+        contrast_table(
+            parsed("--dataset", "pneumoniamnist", "--contrast", "1"), tmp_path, Console()
+        )
+    table = contrast_table(parsed("--contrast", "0.5"), tmp_path, Console(quiet=True))
+    archives = generate_consortium(tmp_path / "archives", n_sites=2, patients=6)
+    consortium = Consortium(tmp_path, tmp_path / "spec.toml", archives, contrast=table)
+    (tmp_path / "spec.toml").touch()
+    configs = [
+        load_site_config(p)
+        for p in consortium.site_configs("run", archives, epsilon=8.0, dp=True, seed=0)
+    ]
+    assert {c.contrast.public_archive for c in configs} == {(tmp_path / "public").resolve()}
+    assert all(c.contrast.weight == 0.5 and c.subspace is None for c in configs)
+    public_patients = patients_of(tmp_path / "public")
+    hospital_patients = set().union(*(patients_of(archive) for archive in archives))
+    assert public_patients and public_patients.isdisjoint(hospital_patients)
+
+
 def patients_of(archive) -> set[str]:
     lines = (archive / "manifest.jsonl").read_text().splitlines()
     return {json.loads(line)["patient_id"] for line in lines}

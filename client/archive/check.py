@@ -18,9 +18,13 @@ DEFAULT_CANVAS, DEFAULT_SLICES = 448, 8
 EXAMPLES_PER_REASON = 3
 
 
+PUBLIC_ROLES = {"subspace": "gradient directions only", "contrast": "contrast images only"}
+"""The site config sections that name a public archive, and what each uses it for."""
+
+
 def run_site_check(site_path: Path, json_path: Path | None = None) -> int:
-    """Read the whole archive (and the ``[subspace]`` public archive, if any), print a summary;
-    0 when at least one record of each is usable."""
+    """Read the whole archive (and the ``[subspace]`` and ``[contrast]`` public archives, if
+    any), print a summary; 0 when at least one record of each is usable."""
     config = load_site_config(site_path)
     canvas, slices = DEFAULT_CANVAS, DEFAULT_SLICES
     if config.model_spec is not None:
@@ -30,12 +34,14 @@ def run_site_check(site_path: Path, json_path: Path | None = None) -> int:
     samples, report = load_site_samples(config, canvas=canvas, slices=slices, progress=True)
     print_report(config.name, report, console)
     summary, usable = report.to_dict(), bool(report.usable)
-    if config.subspace is not None:
-        public_config = config.public_archive_config()
+    for section, role in PUBLIC_ROLES.items():
+        if getattr(config, section) is None:
+            continue
+        public_config = config.public_archive_config(section)
         public, public_report = load_site_samples(
             public_config, canvas=canvas, slices=slices, progress=True
         )
-        console.rule(r"\[subspace] public archive: gradient directions only, never trained on")
+        console.rule(rf"\[{section}] public archive: {role}, never trained on")
         print_report(public_config.name, public_report, console)
         shared = sorted({s.patient_id for s in samples} & {s.patient_id for s in public})
         if shared:
@@ -44,7 +50,8 @@ def run_site_check(site_path: Path, json_path: Path | None = None) -> int:
                 f"site's archive (such as {', '.join(shared[:3])}): make sure its records are "
                 "public, not the site's own[/]"
             )
-        summary["public_archive"] = {**public_report.to_dict(), "shared_patient_ids": len(shared)}
+        key = "public_archive" if section == "subspace" else f"{section}_public_archive"
+        summary[key] = {**public_report.to_dict(), "shared_patient_ids": len(shared)}
         usable = usable and bool(public_report.usable)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
