@@ -69,7 +69,7 @@ from shared_model.tiny import (
     tiny_spec,
 )
 from simulations.cli import DATASETS
-from simulations.datasets import PARTITIONS
+from simulations.datasets import PARTITIONS, public_stand_in
 from simulations.defaults import SIMULATION_DEFAULTS
 from simulations.experiment import Consortium, site_archives
 from simulations.heldout import held_out_samples, pooled_samples
@@ -88,13 +88,18 @@ def pooled_hospitals(args: argparse.Namespace, base: Path, subspace: int = 0) ->
     """Site configs of three hospitals over ``base`` (synthetic, or ``args.dataset`` split as
     ``fedumit simulate`` splits it), written under ``args.out`` as ``fedumit simulate`` writes
     them (their budgets unused: this process draws its own noise); with ``subspace``, a
-    ``[subspace]`` section of that many directions over a public archive generated beside."""
-    archives = site_archives(argparse.Namespace(**vars(args), archives=None, sites=3))
+    ``[subspace]`` section of that many directions over a public archive of the hospitals'
+    kind (generated beside, or a public dataset's patients set apart from the hospitals)."""
+    hospitals = {**vars(args), "archives": None, "sites": 3, "subspace": subspace}
+    archives = site_archives(argparse.Namespace(**hospitals))
     table = None
     if subspace:
-        public = generate_public_archive(
-            args.out.with_name(f"{args.out.name}-public"), seed=args.seed
-        )
+        if args.dataset == "synthetic":
+            public = generate_public_archive(
+                args.out.with_name(f"{args.out.name}-public"), seed=args.seed
+            )
+        else:
+            public = public_stand_in(args.out / "archives", args.dataset)
         table = {"public_archive": str(public), "directions": subspace}
     consortium = Consortium(args.out, base / SPEC_FILE, archives, table)
     return consortium.site_configs("pooled", archives, epsilon=8.0, dp=False, seed=args.seed)

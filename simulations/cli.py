@@ -114,14 +114,14 @@ def add_consortium_arguments(simulate: argparse.ArgumentParser) -> None:
         type=int,
         default=SIMULATION_DEFAULTS["subspace"],
         help="DP noise in this many directions of public records' gradients (0: on every "
-        "parameter; synthetic hospitals only)" + _default("subspace", ";"),
+        "parameter; not with --archives)" + _default("subspace", ";"),
     )
     simulate.add_argument(
         "--contrast",
         type=float,
         default=SIMULATION_DEFAULTS["contrast"],
         help="each training record's loss minus this multiple of its loss over a public image "
-        "(0: off; synthetic hospitals only)" + _default("contrast", ";"),
+        "(0: off; not with --archives)" + _default("contrast", ";"),
     )
     simulate.add_argument(
         "--balance-answers",

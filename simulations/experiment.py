@@ -18,7 +18,7 @@ from shared_model.sample import Sample
 from shared_model.spec import SPEC_FILE, ModelSpec
 from shared_model.tasks import score_rows
 from simulations.bootstrap import paired_intervals
-from simulations.datasets import public_archives
+from simulations.datasets import public_archives, public_stand_in
 from simulations.defaults import SIMULATION_DEFAULTS, learning_rate
 from simulations.heldout import ModelAnswers, answer_and_rank, answer_heldout, held_out_samples
 from simulations.heldout_plot import draw_heldout
@@ -55,6 +55,12 @@ def model_spec_file(out: Path, base: Path | None) -> Path:
     return spec.write_toml(out / CONSORTIUM_SPEC)
 
 
+PUBLIC_STAND_INS = 256
+"""Train patients of a public dataset set apart from the hospitals when a run needs a public
+archive of their kind (``--contrast``, ``--subspace``): a public dataset of the same kind, used
+for its images or gradient directions only, never trained on."""
+
+
 def site_archives(args: argparse.Namespace) -> list[Path]:
     """Existing archives, a public dataset split across hospitals, or synthetic hospitals."""
     if args.archives:
@@ -69,6 +75,7 @@ def site_archives(args: argparse.Namespace) -> list[Path]:
             limit=args.limit,
             seed=args.seed,
             alpha=args.alpha,
+            public_patients=PUBLIC_STAND_INS if wants_public_archive(args) else 0,
         )
     return generate_consortium(
         args.out / "archives", n_sites=args.sites, patients=args.patients, seed=args.seed
@@ -155,8 +162,8 @@ def prepare_consortium(args: argparse.Namespace, console: Console) -> Consortium
 
 def subspace_table(args: argparse.Namespace, out: Path, console: Console) -> dict[str, Any] | None:
     """The sites' ``[subspace]`` table for ``--subspace k`` (none for 0): a public archive of
-    the synthetic hospitals' kind, generated under ``out``, whose gradients give the ``k``
-    directions DP noise is added in."""
+    the hospitals' kind (:func:`public_archive`) whose gradients give the ``k`` directions DP
+    noise is added in."""
     if not args.subspace:
         return None
     public = public_archive(args, out, console, "--subspace", "the gradient subspace")
@@ -165,24 +172,34 @@ def subspace_table(args: argparse.Namespace, out: Path, console: Console) -> dic
 
 def contrast_table(args: argparse.Namespace, out: Path, console: Console) -> dict[str, Any] | None:
     """The sites' ``[contrast]`` table for ``--contrast lambda`` (none for 0): a public archive
-    of the synthetic hospitals' kind, generated under ``out``, whose images each training
-    record is contrasted with (:mod:`client.privacy.contrast`)."""
+    of the hospitals' kind (:func:`public_archive`) whose images each training record is
+    contrasted with (:mod:`client.privacy.contrast`)."""
     if not args.contrast:
         return None
     public = public_archive(args, out, console, "--contrast", "the contrast images")
     return {"public_archive": str(public), "weight": args.contrast}
 
 
+def wants_public_archive(args: argparse.Namespace) -> bool:
+    """Whether the run's sites need a public archive of the hospitals' kind."""
+    return bool(getattr(args, "subspace", 0) or getattr(args, "contrast", 0))
+
+
 def public_archive(
     args: argparse.Namespace, out: Path, console: Console, option: str, purpose: str
 ) -> Path:
-    """A public archive of the synthetic hospitals' kind under ``out``, for ``option``."""
-    if args.dataset != "synthetic" or args.archives:
+    """A public archive of the hospitals' kind for ``option``: generated under ``out`` for the
+    synthetic hospitals; for a public dataset, the :data:`PUBLIC_STAND_INS` train patients
+    :func:`site_archives` gave to no hospital."""
+    if args.archives:
         raise SystemExit(
-            f"{option} needs public records of the hospitals' kind: only the synthetic "
-            f"hospitals have them here ({option} 0 for a public dataset or --archives)"
+            f"{option} needs public records of the hospitals' kind, which this run cannot "
+            f"tell for --archives ({option} 0)"
         )
-    public = generate_public_archive(out / "public", seed=args.seed)
+    if args.dataset == "synthetic":
+        public = generate_public_archive(out / "public", seed=args.seed)
+    else:
+        public = public_stand_in(out / "archives", args.dataset)
     console.print(f"public records for {purpose}: {public}")
     return public
 

@@ -142,3 +142,41 @@ def test_hold_out_val_moves_whole_train_patients_only() -> None:
     assert sum(s == {"val"} for s in splits.values()) == 10
     assert all(len(s) == 1 for s in splits.values())
     assert [r["id"] for r in dataset.records if r["split"] == "test"] == tests_before
+
+
+def test_public_stand_ins_are_train_patients_no_hospital_gets(tmp_path: Path) -> None:
+    dataset = cohort(50)
+    before = {r["id"] for r in dataset.records}
+    public = dataset.split_off_public(6, seed=1)
+    public_patients = set(public.patients())
+    assert len(public_patients) == 6 and public.name == "cohort-public"
+    assert {r["split"] for r in public.records} == {"train"}
+    assert public_patients.isdisjoint(dataset.patients())
+    assert {r["id"] for r in public.records} | {r["id"] for r in dataset.records} == before
+    written = check_archive(public.write_archive(tmp_path / "public"), tmp_path / "work")
+    assert {r["patient_id"] for r in written} == public_patients
+    sites = write_sites(dataset, tmp_path / "sites", sites=3, seed=0)
+    site_patients = {r["patient_id"] for s in sites for r in check_archive(s, tmp_path / s.name)}
+    assert site_patients.isdisjoint(public_patients)
+    assert len(cohort(50).split_off_public(31).patients()) == 7  # a quarter of 30 at most
+    with pytest.raises(ValueError, match="3 train patients, none to set apart"):
+        cohort(5).split_off_public(1)
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"public data folder {SHARED_DATA} is absent")
+def test_contrast_sets_public_patients_apart(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from simulations.experiment import contrast_table
+
+    argv = ["simulate", "--dataset", "pneumoniamnist", "--data-root", str(SHARED_DATA)]
+    argv += ["--sites", "2", "--limit", "20", "--contrast", "1", "--out", str(tmp_path)]
+    args = argparse.Namespace(**{**vars(build_parser().parse_args(argv)), "out": tmp_path})
+    sites = site_archives(args)
+    table = contrast_table(args, tmp_path, Console(quiet=True))
+    public = check_archive(Path(table["public_archive"]), tmp_path / "work" / "public")
+    records = [r for s in sites for r in check_archive(s, tmp_path / "work" / s.name)]
+    assert {r["split"] for r in public} == {"train"}
+    assert len({r["patient_id"] for r in public}) == 5  # a quarter of the 20
+    assert Counter(r["split"] for r in records) == {"train": 30, "val": 40, "test": 40}
+    assert {r["patient_id"] for r in public}.isdisjoint(r["patient_id"] for r in records)

@@ -80,10 +80,8 @@ def test_subspace_sites_share_a_public_archive_of_no_hospitals_patients(tmp_path
     from simulations.synthetic import generate_consortium
 
     assert subspace_table(parsed(), tmp_path, Console()) is None  # off by default
-    with pytest.raises(SystemExit, match="only the synthetic hospitals"):
-        subspace_table(
-            parsed("--dataset", "pneumoniamnist", "--subspace", "8"), tmp_path, Console()
-        )
+    with pytest.raises(SystemExit, match="cannot tell for --archives"):
+        subspace_table(parsed("--archives", "a", "b", "--subspace", "8"), tmp_path, Console())
     table = subspace_table(parsed("--subspace", "8"), tmp_path, Console(quiet=True))
     archives = generate_consortium(tmp_path / "archives", n_sites=2, patients=6)
     consortium = Consortium(tmp_path, tmp_path / "spec.toml", archives, table)
@@ -108,9 +106,11 @@ def test_contrast_sites_get_the_public_archive_and_the_weight(tmp_path) -> None:
 
     assert contrast_table(parsed(), tmp_path, Console()) is None  # off by default
     with pytest.raises(SystemExit, match="--contrast needs public records"):
-        contrast_table(
-            parsed("--dataset", "pneumoniamnist", "--contrast", "1"), tmp_path, Console()
-        )
+        contrast_table(parsed("--archives", "a", "b", "--contrast", "1"), tmp_path, Console())
+    dataset = contrast_table(
+        parsed("--dataset", "pneumoniamnist", "--contrast", "1"), tmp_path, Console(quiet=True)
+    )
+    assert dataset["public_archive"] == str(tmp_path / "archives" / "pneumoniamnist-public")
     table = contrast_table(parsed("--contrast", "0.5"), tmp_path, Console(quiet=True))
     archives = generate_consortium(tmp_path / "archives", n_sites=2, patients=6)
     consortium = Consortium(tmp_path, tmp_path / "spec.toml", archives, contrast=table)

@@ -43,6 +43,11 @@ def convert(name: str, data_root: Path, limit: int | None = None) -> PublicDatas
     return importlib.import_module(f"simulations.datasets.{module}").convert(source, limit)
 
 
+def public_stand_in(out_dir: Path, name: str) -> Path:
+    """Where :func:`public_archives` writes the patients it sets apart as public."""
+    return out_dir / f"{name}-public"
+
+
 def public_archives(
     name: str,
     out_dir: Path,
@@ -54,14 +59,21 @@ def public_archives(
     seed: int = 0,
     alpha: float = 0.5,
     val_fraction: float = 0.1,
+    public_patients: int = 0,
 ) -> list[Path]:
     """Convert ``name`` and write one archive per virtual hospital under ``out_dir``.
 
     A dataset released without a val split gets one: ``val_fraction`` of its train patients.
+    With ``public_patients``, that many train patients go to no hospital and are written to
+    :func:`public_stand_in` instead, a public dataset of the same kind.
     """
     from simulations.datasets.partition import write_sites
 
     dataset = convert(name, data_root or default_data_root(), limit)
     if not dataset.split_counts()["val"]:
         dataset.hold_out_val(val_fraction, seed)
+    if public_patients:
+        dataset.split_off_public(public_patients, seed).write_archive(
+            public_stand_in(out_dir, name)
+        )
     return write_sites(dataset, out_dir, sites=sites, method=partition, seed=seed, alpha=alpha)

@@ -82,6 +82,25 @@ class PublicDataset:
             if record["split"] == "train" and record["patient_id"] in chosen:
                 record["split"] = "val"
 
+    def split_off_public(self, count: int, seed: int = 0) -> PublicDataset:
+        """Move a seeded ``count`` of the train patients (none with val or test records), at
+        most a quarter of them, out of the hospitals' share into a dataset of their own: records
+        that stand in for a public dataset of the same kind, used for their images only."""
+        training = sorted(
+            {r["patient_id"] for r in self.records if r["split"] == "train"}
+            - {r["patient_id"] for r in self.records if r["split"] != "train"}
+        )
+        count = min(count, len(training) // 4)
+        if count < 1:
+            raise ValueError(f"{self.name}: {len(training)} train patients, none to set apart")
+        chosen = set(np.random.default_rng(seed).permutation(training)[:count].tolist())
+        public = PublicDataset(f"{self.name}-public", files=self.files)
+        for record in self.records:
+            if record["patient_id"] in chosen:
+                public.add(record, self.labels[record["patient_id"]])
+        self.records = [r for r in self.records if r["patient_id"] not in chosen]
+        return public
+
     def write_archive(self, folder: Path, patients: Iterable[str] | None = None) -> Path:
         """Write the images and ``manifest.jsonl`` of ``patients`` (default: all) to ``folder``."""
         wanted = set(self.patients() if patients is None else patients)
