@@ -34,7 +34,6 @@ the sigma that matches the federation to compare.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import random
 import statistics
@@ -108,23 +107,7 @@ def pooled_hospitals(args: argparse.Namespace, base: Path, subspace: int = 0) ->
 def public_stand_ins(public: list[Sample], template: list[Sample], count: int) -> list[Sample]:
     """Up to ``count`` of ``template``'s records (their prompts), each with the images of a
     public record of the same image shapes in place of its own (public records cycle)."""
-    by_shape = collections.defaultdict(list)
-    for record in public:
-        by_shape[tuple(image.shape for image in record.images)].append(record)
-    found: list[Sample] = []
-    for record in template:
-        pool = by_shape.get(tuple(image.shape for image in record.images))
-        if pool and len(found) < count:
-            image = pool[len(found) % len(pool)]
-            found.append(
-                replace(
-                    record,
-                    record_id=f"public-{len(found)}",
-                    images=image.images,
-                    geometries=image.geometries,
-                )
-            )
-    return found
+    return [c for c in public_controls(public, template) if c is not None][:count]
 
 
 def probe_loss(trainer: LocalTrainer, records: list[Sample]) -> float:

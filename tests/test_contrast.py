@@ -147,14 +147,16 @@ def archives(tmp_path: Path) -> tuple[Path, Path]:
     return site, generate_public_archive(tmp_path / "public", patients=4)
 
 
-def contrast_site(tmp_path: Path, tiny_base: Path, site: Path, **table) -> Path:
+def contrast_site(tmp_path: Path, tiny_base: Path, site: Path, name="site", **table) -> Path:
+    """A site config over ``site`` with ``table`` as its ``[contrast]`` section (none when
+    empty)."""
     return write_site_config(
-        tmp_path / "site.toml",
-        name="site",
+        tmp_path / f"{name}.toml",
+        name=name,
         archive=site,
-        work_dir=tmp_path / "work",
+        work_dir=tmp_path / f"{name}-work",
         model_spec=tiny_base / SPEC_FILE,
-        contrast=table,
+        contrast=table or None,
     )
 
 
@@ -197,15 +199,7 @@ def test_a_site_contrasts_its_records_with_public_images_only(tmp_path, tiny_bas
         assert control.fields == record.fields and control.patient_id == record.patient_id
         assert all(id(image) in public_images for image in control.images)
     plain = Site(
-        load_site_config(
-            write_site_config(
-                tmp_path / "plain.toml",
-                name="plain",
-                archive=site_archive,
-                work_dir=tmp_path / "plain-work",
-                model_spec=tiny_base / SPEC_FILE,
-            )
-        ),
+        load_site_config(contrast_site(tmp_path, tiny_base, site_archive, name="plain")),
         progress=False,
     )
     assert plain.controls(plain.samples("train", "instruct"), "instruct") is None

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from client.privacy.contrast import CONTROL_PREFIX
 from shared_model.sample import Sample
 from tests.conftest import load_benchmark, side_records
 
@@ -69,7 +70,7 @@ def test_public_stand_ins_keep_the_prompt_and_cycle_through_images_of_the_same_s
     for stand_in, record, image in zip(stand_ins, template, [*public[:2], public[0]], strict=False):
         assert stand_in.fields == record.fields and stand_in.task == record.task
         assert np.array_equal(stand_in.images[0], image.images[0])
-        assert stand_in.record_id.startswith("public-")
+        assert stand_in.record_id.startswith(CONTROL_PREFIX)
 
 
 def volume_records() -> list[Sample]:
