@@ -293,12 +293,17 @@ class LocalTrainer:
         gradient in a basis found on public records; ``readout_map`` (:meth:`readout_map`)
         trains the output rows through that map; ``record_weights`` (one per sample, in
         ``(0, 1]``; :mod:`client.privacy.answer_prior`) weight each sampled unit's clipped
-        gradient by the mean weight of its records this step (each record's loss without DP).
+        gradient by the mean weight of its records this step (each record's loss without DP);
+        ``controls`` (one per sample, ``None`` for a sample without one;
+        :mod:`client.privacy.contrast`) subtract ``config.control_weight`` times each control's
+        loss from its record's, in the record's unit.
         """
         if subspace is not None and not config.dp:
             raise ValueError("a gradient subspace is a DP-SGD setting; this round has no DP")
         if record_weights is not None and len(record_weights) != len(samples):
             raise ValueError(f"{len(record_weights)} record weights for {len(samples)} samples")
+        if controls is not None and len(controls) != len(samples):
+            raise ValueError(f"{len(controls)} controls for {len(samples)} samples")
         start = time.perf_counter()
         encoded = _LazyEncoded(self, samples)
         if controls is not None and config.control_weight:

@@ -139,6 +139,8 @@ def test_controls_change_the_step_only_with_a_weight(tiny_spec) -> None:
     for name in updates[0]:
         np.testing.assert_array_equal(updates[0][name], updates[1][name])
         np.testing.assert_array_equal(updates[2][name], updates[1][name])
+    with pytest.raises(ValueError, match="1 controls for 5 samples"):
+        trainer.train(samples, units, EXACT_STEP, controls=[None], progress=False)
 
 
 @pytest.fixture
