@@ -68,11 +68,10 @@ from shared_model.tiny import (
     tiny_spec,
 )
 from simulations.cli import DATASETS
-from simulations.datasets import PARTITIONS, public_stand_in
+from simulations.datasets import PARTITIONS
 from simulations.defaults import SIMULATION_DEFAULTS
-from simulations.experiment import Consortium, site_archives
+from simulations.experiment import Consortium, public_archive, site_archives
 from simulations.heldout import held_out_samples, pooled_samples
-from simulations.synthetic import generate_public_archive
 
 PROBE_RECORDS = 96
 PUBLIC_STAND_INS = 512
@@ -87,18 +86,15 @@ def pooled_hospitals(args: argparse.Namespace, base: Path, subspace: int = 0) ->
     """Site configs of three hospitals over ``base`` (synthetic, or ``args.dataset`` split as
     ``fedumit simulate`` splits it), written under ``args.out`` as ``fedumit simulate`` writes
     them (their budgets unused: this process draws its own noise); with ``subspace``, a
-    ``[subspace]`` section of that many directions over a public archive of the hospitals'
-    kind (generated beside, or a public dataset's patients set apart from the hospitals)."""
-    hospitals = {**vars(args), "archives": None, "sites": 3, "subspace": subspace}
-    archives = site_archives(argparse.Namespace(**hospitals))
+    ``[subspace]`` section of that many directions over a public archive of the hospitals' kind
+    (:func:`simulations.experiment.public_archive`)."""
+    hospitals = argparse.Namespace(
+        **{**vars(args), "archives": None, "sites": 3, "subspace": subspace}
+    )
+    archives = site_archives(hospitals)
     table = None
     if subspace:
-        if args.dataset == "synthetic":
-            public = generate_public_archive(
-                args.out.with_name(f"{args.out.name}-public"), seed=args.seed
-            )
-        else:
-            public = public_stand_in(args.out / "archives", args.dataset)
+        public = public_archive(hospitals, args.out, Console(quiet=True), "--subspace", "")
         table = {"public_archive": str(public), "directions": subspace}
     consortium = Consortium(args.out, base / SPEC_FILE, archives, table)
     return consortium.site_configs("pooled", archives, epsilon=8.0, dp=False, seed=args.seed)
