@@ -152,7 +152,10 @@ counted as a report: today's ``bleu1_lenient`` (:mod:`shared_model.tasks.freetex
   learned them. But the answers do not follow: at lambda 1 nothing pulls the answers' shared
   part (their format, their prior) back, the noise walks it freely, and at ``1e-2`` 1 % en and
   7 % zh of the boxes stay well-formed; at 3e-3 the formats hold and no strict score moves
-  (classification stays 0.03 en, 19 % well-formed, as at the base). In the main job
+  (classification stays 0.03 en, 19 % well-formed, as at the base). At lambda 0.8 and
+  ``1e-2`` the prior is learned as well (answer loss 3.82 to 2.59; classification's AUC 0.86
+  en and 0.77 zh), and the formats go all the same (no box well-formed in English, 9 % of
+  Chinese points): at that rate the noise walks them away whatever lambda. In the main job
   (``fedumit simulate --contrast 1``, 8:13, every step twice the compute) English
   classification's option AUC rises from 0.58 to 0.74 (interval [+0.11, +0.22]; this
   schedule reaches 0.75 without contrast at seed 0), and none of the ten scores rises beyond
