@@ -305,9 +305,7 @@ class LocalTrainer:
         if controls is not None and len(controls) != len(samples):
             raise ValueError(f"{len(controls)} controls for {len(samples)} samples")
         start = time.perf_counter()
-        encoded = _LazyEncoded(self, samples)
-        if controls is not None and config.control_weight:
-            encoded.controls = controls
+        encoded = _LazyEncoded(self, samples, controls if config.control_weight else None)
         index = UnitIndex.build(unit_keys)
         model = self._training_model(config)
         mapped = (
@@ -534,9 +532,13 @@ class _Checkpointing:
 class _LazyEncoded:
     """``samples[i]`` encoded on first use (through the trainer's cache)."""
 
-    def __init__(self, trainer: LocalTrainer, samples: Sequence[Sample]) -> None:
-        self.trainer, self.samples = trainer, samples
-        self.controls: Sequence[Sample | None] | None = None
+    def __init__(
+        self,
+        trainer: LocalTrainer,
+        samples: Sequence[Sample],
+        controls: Sequence[Sample | None] | None = None,
+    ) -> None:
+        self.trainer, self.samples, self.controls = trainer, samples, controls
 
     def __getitem__(self, position: int) -> Encoded:
         return self.trainer.encode([self.samples[position]])[0]
