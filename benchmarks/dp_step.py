@@ -48,7 +48,9 @@ def measure(shape_name: str, stage: str, dp: bool, steps: int, batch: int, queue
     from shared_model.tiny.build import TinyShape, build_tiny_base
 
     torch.manual_seed(0)
-    shape = replace(TinyShape(pretrain_steps=1, pretrain_batch=2), **SHAPES[shape_name])
+    shape = replace(
+        TinyShape(pretrain_steps=1, pretrain_batch=2, public_steps=0), **SHAPES[shape_name]
+    )
     with tempfile.TemporaryDirectory() as directory:
         spec = tiny_spec(build_tiny_base(directory, shape, progress=False))
         model, processor = load_base(spec)

@@ -3,6 +3,10 @@
 Lesion classes differ in what a small model can see at 112x112: a ``nodule`` is small and
 bright, a ``mass`` large and bright, a ``cyst`` large and dark. The landmark is a bright ring
 marker. Coordinates are returned in source pixels (x = column, y = row, z = slice).
+
+A :class:`Scanner` says how the anatomy is imaged: the hospitals' scanner frames the body
+tightly; :data:`PUBLIC_SCANNER`, which images the public archive the tiny base is pretrained
+on (:mod:`shared_model.tiny.public`), frames it with a wider field of view and twice the noise.
 """
 
 from __future__ import annotations
@@ -17,6 +21,30 @@ LESION_LOOK = {"nodule": (0.07, 900.0), "mass": (0.15, 900.0), "cyst": (0.15, -4
 
 
 @dataclass(frozen=True)
+class Scanner:
+    """How an image frames and exposes the anatomy: ``border`` is the field of view added on
+    every side, as a fraction of the anatomy's own side; ``noise`` scales the acquisition
+    noise (a lower dose: more noise)."""
+
+    border: float = 0.0
+    noise: float = 1.0
+
+    def grid(self, size: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """The border in pixels and the image's row and column coordinates in anatomy units
+        (0 to 1 across the anatomy's ``size`` pixels, beyond that in the border)."""
+        pad = round(self.border * size)
+        yy, xx = (np.mgrid[0 : size + 2 * pad, 0 : size + 2 * pad] - pad) / size
+        return pad, yy, xx
+
+
+HOSPITAL_SCANNER = Scanner()
+"""The synthetic hospitals' scanner."""
+PUBLIC_SCANNER = Scanner(border=1 / 6, noise=2.0)
+"""The public archive's scanner: a field of view a third wider (96-pixel anatomy in a
+128-pixel radiograph) and twice the noise."""
+
+
+@dataclass(frozen=True)
 class Finding:
     """What a phantom shows: lesion (or none), its side and box, the landmark point."""
 
@@ -26,16 +54,22 @@ class Finding:
     landmark: tuple[float, ...]
 
 
-def chest_xray(rng: np.random.Generator, lesion: str | None, size: int = 96) -> tuple:
-    """Stored uint16 values of a chest-like radiograph and its :class:`Finding`."""
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    image = np.full((size, size), 600.0)
+def chest_xray(
+    rng: np.random.Generator,
+    lesion: str | None,
+    size: int = 96,
+    scanner: Scanner = HOSPITAL_SCANNER,
+) -> tuple:
+    """Stored uint16 values of a chest-like radiograph and its :class:`Finding`, the anatomy
+    ``size`` pixels across as ``scanner`` frames it."""
+    pad, yy, xx = scanner.grid(size)
+    image = np.full(xx.shape, 600.0)
     body = ((xx - 0.5) / 0.45) ** 2 + ((yy - 0.5) / 0.48) ** 2 < 1
     image[body] = 1500.0
     for centre in (0.3, 0.7):
         lung = ((xx - centre) / 0.16) ** 2 + ((yy - 0.5) / 0.3) ** 2 < 1
         image[lung] = 900.0
-    image += rng.normal(0, 40, image.shape)
+    image += rng.normal(0, 40 * scanner.noise, image.shape)
     side, box = None, None
     if lesion is not None:
         side = str(rng.choice(["left", "right"]))
@@ -44,25 +78,33 @@ def chest_xray(rng: np.random.Generator, lesion: str | None, size: int = 96) -> 
         cy = 0.5 + rng.uniform(-0.12, 0.12)
         disc = (xx - cx) ** 2 + (yy - cy) ** 2 < radius**2
         image[disc] += offset
-        box = _box(cx, cy, radius, size)
+        box = _box(cx, cy, radius, size, pad)
     mx, my = rng.uniform(0.42, 0.58), rng.uniform(0.15, 0.3)
     ring = np.abs(np.hypot(xx - mx, yy - my) - 0.03) < 0.012
     image[ring] = 3200.0
-    finding = Finding(lesion, side, box, (mx * size, my * size))
+    finding = Finding(lesion, side, box, (mx * size + pad, my * size + pad))
     return np.clip(image, 0, 4095).astype(np.uint16), finding
 
 
-def ct_volume(rng: np.random.Generator, lesion: str | None, size: int = 48, slices: int = 16):
-    """A CT-like volume in HU ``(slices, rows, columns)`` and its :class:`Finding`."""
-    zz, yy, xx = np.mgrid[0:slices, 0:size, 0:size]
-    zz, yy, xx = zz / slices, yy / size, xx / size
-    volume = np.full((slices, size, size), -1000.0)
+def ct_volume(
+    rng: np.random.Generator,
+    lesion: str | None,
+    size: int = 48,
+    slices: int = 16,
+    scanner: Scanner = HOSPITAL_SCANNER,
+):
+    """A CT-like volume in HU ``(slices, rows, columns)`` and its :class:`Finding`, the
+    anatomy ``size`` pixels across in-plane as ``scanner`` frames it."""
+    pad, rows, columns = scanner.grid(size)
+    depths = (np.arange(slices) / slices)[:, None, None]
+    zz, yy, xx = np.broadcast_arrays(depths, rows[None], columns[None])
+    volume = np.full(xx.shape, -1000.0)
     body = ((xx - 0.5) / 0.45) ** 2 + ((yy - 0.5) / 0.4) ** 2 < 1
     volume[body] = 40.0
     for centre in (0.3, 0.7):
         lung = ((xx - centre) / 0.15) ** 2 + ((yy - 0.5) / 0.28) ** 2 < 1
         volume[lung] = -700.0
-    volume += rng.normal(0, 15, volume.shape)
+    volume += rng.normal(0, 15 * scanner.noise, volume.shape)
     side, box = None, None
     if lesion is not None:
         side = str(rng.choice(["left", "right"]))
@@ -72,19 +114,25 @@ def ct_volume(rng: np.random.Generator, lesion: str | None, size: int = 48, slic
         ball = (xx - cx) ** 2 + (yy - cy) ** 2 + ((zz - cz) * slices / size) ** 2 < radius**2
         volume[ball] += 900.0 if offset > 0 else -250.0
         depth = radius * size
+        x1, y1, x2, y2 = _box(cx, cy, radius, size, pad)
         box = (
-            *_box(cx, cy, radius, size)[:2],
+            x1,
+            y1,
             max(0.0, cz * slices - depth),
-            *_box(cx, cy, radius, size)[2:],
+            x2,
+            y2,
             min(float(slices), cz * slices + depth),
         )
     mx, my, mz = 0.5, rng.uniform(0.2, 0.3), rng.uniform(0.3, 0.7)
     marker = (np.abs(xx - mx) < 0.04) & (np.abs(yy - my) < 0.04) & (np.abs(zz - mz) < 0.1)
     volume[marker] = 1500.0
-    return volume, Finding(lesion, side, box, (mx * size, my * size, mz * slices))
+    return volume, Finding(lesion, side, box, (mx * size + pad, my * size + pad, mz * slices))
 
 
-def _box(cx: float, cy: float, radius: float, size: int) -> tuple[float, float, float, float]:
+def _box(
+    cx: float, cy: float, radius: float, size: int, pad: int
+) -> tuple[float, float, float, float]:
+    """A disc's box within the anatomy, in image pixels (``pad`` of border before it)."""
     x1, y1 = max(0.0, (cx - radius) * size), max(0.0, (cy - radius) * size)
     x2, y2 = min(float(size), (cx + radius) * size), min(float(size), (cy + radius) * size)
-    return (x1, y1, x2, y2)
+    return (x1 + pad, y1 + pad, x2 + pad, y2 + pad)

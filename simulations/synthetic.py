@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from simulations.imaging_writers import write_dicom_image, write_dicom_series, write_nifti
-from simulations.phantoms import LESION_CLASSES, Finding, chest_xray, ct_volume
+from simulations.phantoms import (
+    HOSPITAL_SCANNER,
+    LESION_CLASSES,
+    Finding,
+    Scanner,
+    chest_xray,
+    ct_volume,
+)
 
 OPTIONS = {"en": ["normal", *LESION_CLASSES], "zh": ["正常", "结节", "肿块", "囊肿"]}
 SIDES = {"en": {"left": "left", "right": "right"}, "zh": {"left": "左侧", "right": "右侧"}}
@@ -36,6 +43,7 @@ class HospitalProfile:
     ct_fraction: float
     class_weights: tuple[float, ...]  # normal, nodule, mass, cyst
     seed: int
+    scanner: Scanner = HOSPITAL_SCANNER
 
 
 def consortium_profiles(
@@ -72,11 +80,15 @@ PUBLIC_SEED = 7919
 """Keys the public archive's generator apart from every hospital's (``seed * 1000 + index``)."""
 
 
-def generate_public_archive(out_dir: Path, patients: int = 64, seed: int = 0) -> Path:
+def generate_public_archive(
+    out_dir: Path, patients: int = 64, seed: int = 0, scanner: Scanner = HOSPITAL_SCANNER
+) -> Path:
     """A small archive of public records, as a public dataset would be: the hospitals' kinds
-    of images and tasks, half of the records Chinese, every class equally likely, and no
-    patient of any hospital. Sites use it only to find gradient directions
-    (:mod:`client.privacy.subspace`)."""
+    of images and tasks imaged by ``scanner``, half of the records Chinese, every class
+    equally likely, and no patient of any hospital. Sites use one for gradient directions
+    (:mod:`client.privacy.subspace`) or contrast (:mod:`client.privacy.contrast`); the tiny
+    base is pretrained on one from :data:`~simulations.phantoms.PUBLIC_SCANNER`
+    (:mod:`shared_model.tiny.public`)."""
     classes = len(LESION_CLASSES) + 1
     profile = HospitalProfile(
         name="public",
@@ -85,6 +97,7 @@ def generate_public_archive(out_dir: Path, patients: int = 64, seed: int = 0) ->
         ct_fraction=0.3,
         class_weights=(1.0 / classes,) * classes,
         seed=PUBLIC_SEED + seed,
+        scanner=scanner,
     )
     return write_hospital(out_dir, profile)
 
@@ -101,7 +114,7 @@ def write_hospital(archive: Path, profile: HospitalProfile) -> Path:
         previous = None
         for visit in range(2):
             relative = f"{patient}/cr-{visit}.dcm"
-            stored, finding = chest_xray(rng, lesion)
+            stored, finding = chest_xray(rng, lesion, scanner=profile.scanner)
             write_dicom_image(
                 archive / relative, stored, patient_id=patient, modality="CR", spacing=(0.4, 0.4)
             )
@@ -110,7 +123,7 @@ def write_hospital(archive: Path, profile: HospitalProfile) -> Path:
                 records.append(_compare(patient, previous, relative, lang, split))
             previous = (relative, finding)
         if rng.random() < profile.ct_fraction:
-            volume, finding = ct_volume(rng, lesion)
+            volume, finding = ct_volume(rng, lesion, scanner=profile.scanner)
             if number % 2:
                 relative = f"{patient}/ct.nii.gz"
                 write_nifti(archive / relative, volume, spacing=(0.8, 0.8, 2.5))

@@ -16,7 +16,9 @@ from shared_model.tiny.build import TinyShape, build_tiny_base
 from shared_model.tiny.tokenizer import SPECIAL_TOKENS
 from tests.conftest import lesion_image, lesion_volume
 
-SMALL = TinyShape(pretrain_steps=3, pretrain_batch=4, warmup_steps=1)
+SMALL = TinyShape(
+    pretrain_steps=3, pretrain_batch=4, warmup_steps=1, public_patients=4, public_steps=2
+)
 
 
 def digest(directory: Path) -> dict[str, str]:
@@ -105,11 +107,13 @@ def test_recipe_key_follows_the_code_not_its_comments_or_docstrings(tmp_path: Pa
 
     import shared_model.tiny.cache as cache
 
-    for name in cache.RECIPE_MODULES:
-        shutil.copy(Path(cache.__file__).parent / name, tmp_path / name)
+    for source in cache.recipe_sources():
+        copy = tmp_path / source.relative_to(cache.PROJECT_ROOT)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, copy)
     key = cache.recipe_key(SMALL, tmp_path)
     assert key == cache.recipe_key(SMALL)
-    build = tmp_path / "build.py"
+    build = tmp_path / "shared_model" / "tiny" / "build.py"
     code = build.read_text(encoding="utf-8")
     reworded = code.replace('class TinyShape:\n    """', 'class TinyShape:\n    """Reworded. ', 1)
     assert reworded != code
@@ -119,6 +123,14 @@ def test_recipe_key_follows_the_code_not_its_comments_or_docstrings(tmp_path: Pa
     assert cache.recipe_key(SMALL, tmp_path) == key
     assert with_constant != key  # a new statement is code
     build.write_text(code.replace("learning_rate: float = 1e-3", "learning_rate: float = 2e-3"))
+    assert cache.recipe_key(SMALL, tmp_path) != key
+    build.write_text(code)
+    assert cache.recipe_key(SMALL, tmp_path) == key
+    # the public phase's images come from the simulations' phantoms: their code is recipe too
+    phantoms = tmp_path / "simulations" / "phantoms.py"
+    scanner = phantoms.read_text(encoding="utf-8")
+    assert "PUBLIC_SCANNER = Scanner(border=1 / 6, noise=2.0)" in scanner
+    phantoms.write_text(scanner.replace("noise=2.0)", "noise=3.0)"))
     assert cache.recipe_key(SMALL, tmp_path) != key
 
 

@@ -27,9 +27,25 @@ from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
 
-# The modules whose code decides the bytes of a build (the model spec in ``__init__`` is
-# written beside the weights on every use, so a layout change needs no rebuild).
-RECIPE_MODULES = ("build.py", "corpus.py", "phrasings.py", "scenes.py", "tokenizer.py")
+# The modules whose code decides the bytes of a build, as globs under the project root (the
+# model spec in ``shared_model/tiny/__init__.py`` is written beside the weights on every use,
+# so a layout change needs no rebuild). The public phase's archive is written by the
+# simulations' phantoms and read by the sites' archive reader, with the tasks' own templates.
+RECIPE_MODULES = (
+    "shared_model/tiny/build.py",
+    "shared_model/tiny/corpus.py",
+    "shared_model/tiny/phrasings.py",
+    "shared_model/tiny/public.py",
+    "shared_model/tiny/scenes.py",
+    "shared_model/tiny/tokenizer.py",
+    "shared_model/inputs.py",
+    "shared_model/tasks/*.py",
+    "simulations/imaging_writers.py",
+    "simulations/phantoms.py",
+    "simulations/synthetic.py",
+    "client/archive/*.py",
+)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RECIPE_LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors")
 
 
@@ -42,10 +58,15 @@ def cache_root() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "fedumit"
 
 
-def recipe_key(shape, source_dir: Path = Path(__file__).parent) -> str:
+def recipe_key(shape, source_root: Path = PROJECT_ROOT) -> str:
     """A short hash of everything that decides a tiny base's bytes (the recipe modules are read
-    from ``source_dir``)."""
-    return recipe_digest(asdict(shape), [source_dir / name for name in RECIPE_MODULES])
+    under ``source_root``)."""
+    return recipe_digest(asdict(shape), recipe_sources(source_root))
+
+
+def recipe_sources(source_root: Path = PROJECT_ROOT) -> list[Path]:
+    """The files :data:`RECIPE_MODULES` names under ``source_root``, in a fixed order."""
+    return [path for pattern in RECIPE_MODULES for path in sorted(source_root.glob(pattern))]
 
 
 def recipe_digest(config: dict, sources: Sequence[Path]) -> str:
