@@ -4,8 +4,9 @@ Three synthetic hospitals (one mostly Chinese) run ``align`` then ``instruct`` w
 real budget (epsilon 8 at delta 1e-5 per site) in Flower's simulation engine; the run is
 exported and the exported model is scored on the pooled held-out test split against the base
 (round 0). Sites key their sampling and noise from their replayable_noise_seed, so the run
-repeats. The test fails when learning under DP regresses: the training loss must fall round
-after round, and closed VQA must not end below round 0 in either language.
+repeats. The test fails when learning under DP regresses: the training loss must fall by a
+fifth over the run, reports must improve beyond their interval in both languages, nine answers
+in ten must stay well-formed, and closed VQA must not end below round 0 in either language.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -118,14 +118,17 @@ def test_export_loads_with_plain_transformers(simulation: dict[str, Any]) -> Non
 
 
 def test_learning_under_dp_at_epsilon_8(simulation: dict[str, Any]) -> None:
-    """Learning under DP at a real budget: the sites' training loss falls from round to round
-    of ``instruct`` (by a tenth at least over the run), and closed VQA ends no worse than the
-    base in either language."""
+    """Learning under DP at a real budget: the sites' training loss falls by a fifth over the
+    rounds of ``instruct``, report BLEU-1 rises beyond its interval in both languages, nine
+    answers in ten are well-formed at the end, and closed VQA ends no worse than the base in
+    either language."""
     run = simulation["run"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r["train_loss"] for r in records if r["stage"] == "instruct" and "train_loss" in r]
-    assert all(later < earlier for earlier, later in pairwise(losses))
-    assert losses[-1] < 0.9 * losses[0], losses
+    assert len(losses) == 3 and min(losses[1:]) < 0.8 * losses[0], losses
+    verdict = simulation["summary"]["verdict"]
+    assert {"report/en", "report/zh"} <= set(verdict["improved"]), verdict
+    assert verdict["well_formed"] >= 0.9, verdict
     rows = closed_form(simulation["summary"]["table"])
     for lang in ("en", "zh"):
         row = next(r for r in rows if r["lang"] == lang and r["task"] == "vqa")
