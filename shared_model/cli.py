@@ -22,6 +22,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--pretrain-steps", type=int, default=None, help="override pretraining")
     tiny.add_argument(
+        "--public-steps",
+        type=int,
+        default=None,
+        help="override the public phase's steps (0: scenes only, no public archive)",
+    )
+    tiny.add_argument(
         "--volume-slices",
         type=int,
         default=None,
@@ -62,6 +68,8 @@ def _tiny(args: argparse.Namespace) -> int:
     shape = replace(TinyShape(), seed=args.seed)
     if args.pretrain_steps is not None:
         shape = replace(shape, pretrain_steps=args.pretrain_steps)
+    if args.public_steps is not None:
+        shape = replace(shape, public_steps=args.public_steps)
     if args.volume_slices is not None:
         shape = replace(shape, volume_slices=args.volume_slices)
     if args.out is None:

@@ -153,10 +153,12 @@ def test_a_base_of_deeper_volumes_is_built_and_read_at_its_slices(
     with pytest.raises(SystemExit, match="positive and even"):
         main(["model", "tiny", "--pretrain-steps", "2", "--volume-slices", "5"])
     assert not (tmp_path / "tiny-base").exists(), "nothing is built for a refused count"
-    assert main(["model", "tiny", "--pretrain-steps", "2", "--volume-slices", "8"]) == 0
+    quick = ["--pretrain-steps", "2", "--public-steps", "0"]
+    assert main(["model", "tiny", *quick, "--volume-slices", "8"]) == 0
     (built,) = [d for d in (tmp_path / "tiny-base").iterdir() if d.is_dir()]
     recipe = json.loads((built / "recipe.json").read_text(encoding="utf-8"))
     assert recipe["shape"]["volume_slices"] == 8 and recipe["shape"]["pretrain_steps"] == 2
+    assert recipe["shape"]["public_steps"] == 0
     spec = ModelSpec.from_toml(built / SPEC_FILE)
     assert spec.volume_slices == 8
     assert spec.fingerprint() in capsys.readouterr().out
