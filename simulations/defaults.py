@@ -37,13 +37,13 @@ base itself answers all 30 of them ``normal`` at round 0 (11 of the 12 Chinese o
 is missing is the cyst in the hospitals' images, not a balance. Nine ``instruct`` rounds of 5
 steps with the mean of the last 3 exported (``--instruct-rounds 9 --instruct-steps 5
 --export-average-rounds 3``, 5:50): 3 of 10. Points are not localised, by the base or after
-training: on the hospitals' 2D test points the base's median error is 76 grid units and ``make
-simulate``'s export's 69, where answering the hospitals' mean point for every image scores an
-SDR of 0.051 and a mean error of 57; on a held-out archive of its own public scanner the base's
-mean error is 63-68. A volume's point must also get its depth within 20 grid units, a third of
-one of the 16 slices, from the 4 slices the model reads: the median depth error is 84 (base)
-and 101 (export). The scenes that teach the base to write points place them at five fixed spots
-(:mod:`shared_model.tiny.scenes`), and its public phase
+training: on the hospitals' 2D test points the base's mean error is 86 grid units (SDR 0.066)
+and ``make simulate``'s export's 75 (0.059), where answering the hospitals' mean point for
+every image scores 57 (0.051); on a held-out archive of its own public scanner, 2D and 3D
+points together, the base's mean error is 64-78. A volume's point must also get its depth
+within 20 grid units, a third of one of the 16 slices, from the 4 slices the model reads: the
+median depth error is 84 (base) and 101 (export). The scenes that teach the base to write
+points place them at five fixed spots (:mod:`shared_model.tiny.scenes`), and its public phase
 (:class:`shared_model.tiny.build.TinyShape`) has not made it read a point finer than its prior.
 
 Every measurement below, unless it says otherwise, was made over the scenes-only base, before
