@@ -112,7 +112,7 @@ class TinyShape:
       as much as of the run.
     - Measured after adoption and not adopted, each continuing a base with one more public
       phase of 1,000 steps (``fedumit simulate --base DIR``, one run each; the adopted base at
-      seed 0 and 1: 4 of 10): 1,000 more steps (2,000 in all) raise 4 of 10, classification
+      seeds 0, 1 and 2: 4 of 10): 1,000 more steps (2,000 in all) raise 4 of 10, classification
       from a lower round 0 (0.31 en, 0.30 zh) to 0.39 and 0.63; over 1,024 public patients
       instead of 256, 4 of 10 (classification 0.50 and 0.59 at the end). At a canvas of 112
       pixels (16 visual tokens; a DP step costs 1.3 times one at 56 pixels in ``instruct``
