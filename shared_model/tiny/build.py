@@ -127,6 +127,13 @@ class TinyShape:
       mAP50 0.004 to 0.016). Points moved in none of them: they are no closer than the
       hospitals' mean point (:mod:`simulations.defaults`). A larger canvas or a longer public
       phase is one more draw of the same spread, not a step beyond it.
+    - 1,000 steps between the scenes and the public phase of one shape anywhere on the canvas,
+      asked for its centre point or its box (the scenes put every shape at one of five spots;
+      a few hundred such steps teach the base to point within 10 grid units on new scenes,
+      ``benchmarks/point_learning.py --images scenes``): on the hospitals' test points the
+      base's mean error is 80 (SDR 0.062; its answers uncorrelated with the truth), and the
+      main job raised 3 of 10 at seed 0 (classification in both languages, Chinese reports;
+      English boxes fell; scored on 80 test records a group, where this base raised 4).
 
     Report BLEU-1 below, except in the last item, is what ``bleu1_lenient`` scores today (any
     non-empty answer then counted as a report). Recipes of the scenes measured before the
