@@ -23,8 +23,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="held-out test records scored per task and language, spread over the sites "
-        f"(default: {SIMULATION_DEFAULTS['test-per-group']} for the synthetic hospitals, every "
-        "record of a public dataset's test split)",
+        "(default: every record of the test split)",
     )
     simulate.set_defaults(handler=_simulate)
     compare = commands.add_parser(

@@ -19,7 +19,7 @@ from shared_model.spec import SPEC_FILE, ModelSpec
 from shared_model.tasks import score_rows
 from simulations.bootstrap import paired_intervals
 from simulations.datasets import public_archives, public_stand_in
-from simulations.defaults import SIMULATION_DEFAULTS, learning_rate
+from simulations.defaults import learning_rate
 from simulations.heldout import ModelAnswers, answer_and_rank, answer_heldout, held_out_samples
 from simulations.heldout_plot import draw_heldout
 from simulations.majority import MAJORITY, VS_MAJORITY, add_majority
@@ -242,14 +242,6 @@ def run_overrides(
     }
 
 
-def test_per_group(args: argparse.Namespace) -> int | None:
-    """Held-out records scored per task and language: all of a public dataset's test split,
-    a spread sample of the synthetic hospitals' (``--test-per-group`` decides when given)."""
-    if args.test_per_group is not None:
-        return args.test_per_group
-    return int(SIMULATION_DEFAULTS["test-per-group"]) if args.dataset == "synthetic" else None
-
-
 def scored_rows(
     samples: Sequence[Sample], before: ModelAnswers, after: ModelAnswers
 ) -> list[dict[str, Any]]:
@@ -302,7 +294,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         return 1
     spec = consortium.spec
     console.print("held-out test split: the base (round 0) and the exported model")
-    samples = held_out_samples(sites, spec, per_group=test_per_group(args))
+    samples = held_out_samples(sites, spec, per_group=args.test_per_group)
     before, after = (
         answer_and_rank(spec.base, samples, spec),
         answer_and_rank(export, samples, spec),

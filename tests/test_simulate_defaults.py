@@ -55,8 +55,10 @@ def test_a_flag_wins_over_the_datasets_default() -> None:
     )
 
 
-def test_the_held_out_sample_size_is_not_a_schedule_option() -> None:
+def test_every_held_out_record_is_scored_unless_told() -> None:
+    assert parsed().test_per_group is None
     assert parsed("--dataset", "pneumoniamnist").test_per_group is None
+    assert parsed("--test-per-group", "30").test_per_group == 30
 
 
 def test_compare_names_each_arms_learning_rate(tmp_path) -> None:
