@@ -26,13 +26,15 @@ table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
+from dp_learning import write_result
+from rich.console import Console
+from rich.table import Table
 from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 
 from client.archive.processing import percentile_normalise, to_canvas_pixels
@@ -145,6 +147,23 @@ def answer_points(model, processor, prompt: str, images: list[Image]) -> list:
     return points
 
 
+def print_table(rows: list[dict], console: Console) -> None:
+    """Each row's point scores, the constant answer's first."""
+    table = Table(title="points on held-out images (grid units; SDR within 20)")
+    for column in ("steps", "read", "mean error", "SDR", "corr x", "corr y"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            str(row["steps"]),
+            f"{row['read']:.2f}",
+            f"{row['mean_error']:.1f}",
+            f"{row['sdr']:.3f}",
+            f"{row['corr_x']:.2f}",
+            f"{row['corr_y']:.2f}",
+        )
+    console.print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", choices=("scenes", "chest"), default="chest")
@@ -156,7 +175,7 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=4096)
     parser.add_argument("--test-images", type=int, default=160)
     parser.add_argument("--base", type=Path, default=None, help="default: the cached tiny base")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/point_learning.json"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/point_learning"))
     args = parser.parse_args()
     configure_cpu_threads()
     torch.manual_seed(0)
@@ -184,23 +203,14 @@ def main() -> None:
             f"pointing, steps {done + 1}-{done + chunk}",
         )  # fmt: skip
         done += chunk
-    print(
+    console = Console()
+    console.print(
         f"base: {base.name}; images: {args.images}, range {args.range}; {len(train)} training "
-        f"images, {args.batch} a step at {args.lr:g}; {len(test)} held out\n\n"
-        "| steps | read | mean error | SDR | corr x | corr y |\n"
-        "| --- | --- | --- | --- | --- | --- |"
+        f"images, {args.batch} a step at {args.lr:g}; {len(test)} held out"
     )
-    for row in rows:
-        print(
-            f"| {row['steps']} | {row['read']:.2f} | {row['mean_error']:.1f} | {row['sdr']:.3f} | "
-            f"{row['corr_x']:.2f} | {row['corr_y']:.2f} |"
-        )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    print_table(rows, console)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    args.out.write_text(
-        json.dumps({"base": base.name, "settings": settings, "rows": rows}, indent=1)
-    )
-    print(f"\nwritten to {args.out}")
+    write_result(args.out, {"base": base.name, "settings": settings, "rows": rows}, console)
 
 
 if __name__ == "__main__":
