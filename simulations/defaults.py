@@ -59,9 +59,10 @@ same places, among the anatomy) 900 steps teach nothing (mean error 59, 67 and 6
 after 1,000, 2,000 and 3,000 steps, SDR 0.16, 0.54 and 0.75, the axes correlating 0.95 and
 0.87 at the end). So the base can learn to read the marker, but only over thousands of clean
 steps of pointing at it: its public phase points at a marker about 130 steps' worth (585 of
-its 4,389 records), and a federation at epsilon 8 gets 45 noisy steps. A volume's point must
-also get its depth within 20 grid units, a third of one of the 16 slices, from the 4 slices
-the model reads: the median depth error is 84 (base) and 101 (export).
+its 4,389 records), and a federation at epsilon 8 gets 45 noisy steps. A public phase of 1,000
+steps' worth (half of 2,000 more steps) did not teach it either (``TinyShape``). A volume's
+point must also get its depth within 20 grid units, a third of one of the 16 slices, from the
+4 slices the model reads: the median depth error is 84 (base) and 101 (export).
 
 Every measurement below, unless it says otherwise, was made over the scenes-only base, before
 its public phase: a base that could not copy a listed option nor write a report, so that all
