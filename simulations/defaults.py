@@ -55,7 +55,7 @@ average after 300 steps (SDR 0.89) and 6.3 after 900 (SDR 1.00), each axis corre
 600 and 900 steps). On the hospitals' radiographs (``--images chest``: the same ring at the
 same places, among the anatomy) 900 steps teach nothing (mean error 59, 67 and 65 after 300,
 600 and 900, where the constant answer at the mean point scores 59, SDR 0.08; correlations
--0.04 to 0.04), and 3,000 do (``--steps 3000 --every 1000``, 10 min: mean error 49, 27 and 18
+-0.04 to 0.04), and 3,000 do (``--steps 3000 --every 1000``, 9 min: mean error 49, 27 and 18
 after 1,000, 2,000 and 3,000 steps, SDR 0.16, 0.54 and 0.75, the axes correlating 0.95 and
 0.87 at the end). So the base can learn to read the marker, but only over thousands of clean
 steps of pointing at it: its public phase points at a marker about 130 steps' worth (585 of
