@@ -6,15 +6,17 @@ without noise and on every parameter, on point questions about one kind of image
 asked about held-out images of the same kind. Each question is the landmark task's own English
 prompt, answered ``[x,y]`` on the 0-1000 grid. Images (``--images``):
 
-- ``scenes``: the marker's ring (outer radius 3 % of the side, a line of 1.2 %) on the plain
-  noisy grey of the pretraining scenes (:mod:`shared_model.tiny.scenes`);
+- ``scenes``: the marker's ring (radius 3 % of the side, 2.4 % thick) on the plain noisy grey
+  of the pretraining scenes (:mod:`shared_model.tiny.scenes`);
 - ``chest``: the hospitals' chest radiograph with its marker and, as often as at the
   hospitals, a lesion (:func:`simulations.phantoms.chest_xray`), windowed as a site windows a
   radiograph without a window of its own (the 0.5-99.5 percentiles) and fitted to the canvas.
 
 ``--range hospital`` places the scenes' ring where the hospitals' marker lies (x 0.42-0.58,
 y 0.15-0.30 of the side), ``--range wide`` anywhere in 0.1-0.9; the chest's marker is always
-where the hospitals put it. Every ``--every`` steps the table gets a row: the points' mean
+where the hospitals put it. Training runs in cycles of ``--every`` steps, each one
+warm-up-and-decay schedule of :func:`shared_model.tiny.build.fit` (so ``--every`` shapes the
+learning as well as the table), and after each cycle the table gets a row: the points' mean
 error and SDR (within 20 grid units, the task's headline), each axis's correlation with the
 truth, and the same scores of the constant answer at the training points' mean. Prints the
 table and writes JSON.
