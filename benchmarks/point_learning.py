@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,8 @@ from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 
 from client.archive.processing import percentile_normalise, to_canvas_pixels
 from shared_model.device import configure_cpu_threads
-from shared_model.inputs import collate, encode_example, encode_question
+from shared_model.inference import Answerer, Question
+from shared_model.inputs import encode_example
 from shared_model.tasks import get_task
 from shared_model.tiny import TINY_CANVAS, ensure_tiny_base
 from shared_model.tiny.build import fit
@@ -95,17 +95,11 @@ def point_text(point: tuple[float, float]) -> str:
     return f"[{round(point[0])},{round(point[1])}]"
 
 
-def read_point(text: str) -> tuple[int, int] | None:
-    """The first two integers of an answer, or ``None``."""
-    found = [int(n) for n in re.findall(r"\d+", text)][:2]
-    return (found[0], found[1]) if len(found) == 2 else None
-
-
 def point_scores(
     predicted: list[tuple[int, int] | None], truth: list[tuple[float, float]]
 ) -> dict[str, float]:
-    """Mean error and SDR over every image (an unread answer is a miss and adds no error), the
-    share read, and each axis's correlation over the read ones."""
+    """Mean error and SDR over every image (an answer not in the task's format is a miss and
+    adds no error), the share in format, and each axis's correlation over those."""
     pairs = [(p, t) for p, t in zip(predicted, truth, strict=True) if p is not None]
     errors = [float(np.hypot(p[0] - t[0], p[1] - t[1])) for p, t in pairs]
     scores = {
@@ -127,32 +121,23 @@ def constant_scores(train: list[Image], test: list[Image]) -> dict[str, float]:
     return point_scores([mean] * len(test), [p for _, p in test])
 
 
-def answer_points(model, processor, prompt: str, images: list[Image]) -> list:
-    """Greedy points of ``model`` for ``images``."""
-    tokenizer = processor.tokenizer
-    model.eval()
+def answer_points(model, processor, fields: dict, images: list[Image]) -> list:
+    """``model``'s greedy points for ``images``, each read strictly by the landmark task
+    (``None`` where an answer is not ``[x,y]``)."""
+    answerer = Answerer(model, processor, TINY_CANVAS, max_new_tokens=16)
+    questions = [Question([image], "landmark", "en", fields) for image, _ in images]
     points = []
-    with torch.no_grad():
-        for start in range(0, len(images), 16):
-            part = images[start : start + 16]
-            encoded = [
-                encode_question(processor, [im], prompt, canvas=TINY_CANVAS) for im, _ in part
-            ]
-            inputs = collate(encoded, tokenizer.pad_token_id, padding_side="left").inputs
-            inputs.pop("labels")
-            out = model.generate(
-                **inputs, max_new_tokens=16, do_sample=False, pad_token_id=tokenizer.pad_token_id
-            )
-            texts = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :])
-            points.extend(read_point(text.split("<|im_end|>")[0]) for text in texts)
-    model.train()
+    for start in range(0, len(questions), 16):
+        points.extend(
+            answer.reading.strict for answer in answerer.answer(questions[start : start + 16])
+        )
     return points
 
 
 def print_table(rows: list[dict], console: Console) -> None:
     """Each row's point scores, the constant answer's first."""
     table = Table(title="points on held-out images (grid units; SDR within 20)")
-    for column in ("steps", "read", "mean error", "SDR", "corr x", "corr y"):
+    for column in ("steps", "in format", "mean error", "SDR", "corr x", "corr y"):
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(
@@ -184,7 +169,8 @@ def main() -> None:
     base = args.base or ensure_tiny_base(progress=False)
     processor = AutoProcessor.from_pretrained(base)
     model = Qwen2VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32)
-    prompt = get_task("landmark").prompt({"landmark": MARKER_WORD["en"], "point": [0, 0]}, "en")
+    fields = {"landmark": MARKER_WORD["en"], "point": [0, 0]}
+    prompt = get_task("landmark").prompt(fields, "en")
     train = draw_images(args.images, args.range, args.train_images, seed=0)
     test = draw_images(args.images, args.range, args.test_images, seed=TEST_SEED)
     examples = [
@@ -195,7 +181,7 @@ def main() -> None:
     rows = [{"steps": "constant", **constant_scores(train, test)}]
     done = 0
     while True:
-        points = answer_points(model, processor, prompt, test)
+        points = answer_points(model, processor, fields, test)
         rows.append({"steps": done, **point_scores(points, [p for _, p in test])})
         if done >= args.steps:
             break

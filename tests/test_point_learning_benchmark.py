@@ -61,10 +61,3 @@ def test_the_constant_answer_tells_nothing_of_the_image(point_learning) -> None:
     scores = point_learning.constant_scores(train, test)
     assert scores["corr_x"] == scores["corr_y"] == 0.0
     assert scores["mean_error"] > 100
-
-
-def test_answers_are_read_as_their_first_two_numbers(point_learning) -> None:
-    assert point_learning.read_point("[503,227]") == (503, 227)
-    assert point_learning.read_point("[12,34,56]") == (12, 34)
-    assert point_learning.read_point("[7]") is None
-    assert point_learning.read_point("the marker") is None
