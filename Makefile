@@ -26,8 +26,13 @@ base: install
 simulate: base
 	HF_HUB_OFFLINE=1 $(BIN)/fedumit simulate
 
+# Whole test files spread over TEST_WORKERS pytest-xdist workers, the long end-to-end files
+# first (tests/conftest.py): those mostly wait on Flower processes and heartbeats, and the other
+# worker runs the short files meanwhile. TEST_WORKERS=0 runs them one after another.
+TEST_WORKERS ?= 2
+
 test: base
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest --durations=15
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

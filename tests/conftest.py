@@ -25,7 +25,14 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``full_shape`` run only when ``FEDUMIT_FULL_SHAPE=1`` asks for them."""
+    """Tests marked ``slow`` run first; tests marked ``full_shape`` run only when
+    ``FEDUMIT_FULL_SHAPE=1`` asks for them.
+
+    ``make test`` spreads whole files over two pytest-xdist workers in this order
+    (``--dist loadfile --no-loadscope-reorder``): the long end-to-end files start at once and
+    the short ones fill the gaps, instead of one long file running alone at the end.
+    """
+    items.sort(key=lambda item: "slow" not in item.keywords)  # stable: files keep their order
     if os.environ.get("FEDUMIT_FULL_SHAPE") == "1":
         return
     skip = pytest.mark.skip(reason="full-shape base: set FEDUMIT_FULL_SHAPE=1 to run")

@@ -21,6 +21,8 @@ from tests.deploy_fixtures import (
     wait_for,
 )
 
+pytestmark = pytest.mark.slow
+
 FEDERATION = "consortium"
 
 

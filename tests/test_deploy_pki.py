@@ -22,6 +22,8 @@ from deploy.pki import Pki, PkiError, add_site, init_pki
 from fedumit.cli import main
 from tests.deploy_fixtures import Consortium, Processes, fedumit_argv, free_port, wait_for
 
+pytestmark = pytest.mark.slow
+
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)

@@ -33,6 +33,8 @@ from shared_model.spec import ModelSpec
 from tests.deploy_fixtures import running, wait_for
 from tests.simulation_fixtures import TINY_SCHEDULE, simulate_argv, tiny_sites
 
+pytestmark = pytest.mark.slow
+
 ROUNDS = {"align": 2, "instruct": 2}
 KILL_AT = ("instruct", 1)
 RUN_TIMEOUT = 300.0

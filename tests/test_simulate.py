@@ -28,6 +28,8 @@ from protocol import ARRAYS
 from simulations.report import closed_form, established
 from simulations.verdict import judged_rows
 
+pytestmark = pytest.mark.slow
+
 CJK = re.compile(r"[\u4e00-\u9fff：]")
 LANGS = ("en", "zh")
 ARGS = [
