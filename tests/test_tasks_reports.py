@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import random
 
 import pytest
+from sacrebleu.metrics import BLEU
 
 from client.config import Policy
 from client.disclosure import disclose_scores
@@ -63,6 +65,26 @@ def test_chinese_bleu_counts_characters() -> None:
     assert corpus_bleu(["心脏增大"], ["心脏大小正常"], 1, "en") == 0.0
     # LCS 3 of 4 and of 6 characters
     assert rouge_l(["心脏增大"], ["心脏大小正常"], "zh") == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize("order", [1, 4])
+def test_corpus_bleu_from_remembered_segments_is_sacrebleus_corpus_score(
+    lang: str, order: int
+) -> None:
+    """Corpus BLEU is summed from each segment's remembered statistics; on random corpora
+    (empty hypotheses, segments met in earlier corpora) it is exactly what sacrebleu's
+    ``corpus_score`` reports."""
+    english = ["a", "nodule", "mass", "in", "the", "left", "lung", ".", "Findings", ":"]
+    words = {"en": english, "zh": list("所见左右侧肺部结节肿块印象正常。：")}[lang]
+    rng = random.Random(order)
+    for _ in range(40):
+        n = rng.randint(1, 25)
+        text = [" ".join(rng.choices(words, k=rng.randint(0, 12))) for _ in range(2 * n)]
+        hypotheses, references = text[:n], [t or words[0] for t in text[n:]]
+        bleu = BLEU(tokenize={"en": "13a", "zh": "zh"}[lang], max_ngram_order=order)
+        expected = bleu.corpus_score(hypotheses, [references]).score / 100.0
+        assert corpus_bleu(hypotheses, references, order, lang) == min(1.0, expected)
 
 
 @pytest.mark.parametrize("name", TASK_NAMES)
