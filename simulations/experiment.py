@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,12 @@ from simulations.datasets import public_archives, public_stand_in
 from simulations.defaults import learning_rate
 from simulations.heldout import ModelAnswers, answer_and_rank, answer_heldout, held_out_samples
 from simulations.heldout_plot import draw_heldout
+from simulations.language_twins import LanguageGap, language_gaps, language_twin
 from simulations.majority import MAJORITY, VS_MAJORITY, add_majority
 from simulations.report import Change, add_intervals, print_answers, print_metric_table
 from simulations.runner import simulate, write_site_config
 from simulations.synthetic import generate_consortium, generate_public_archive
-from simulations.verdict import verdict, verdict_lines
+from simulations.verdict import judged_metric, verdict, verdict_lines
 
 ROUND_0 = "round 0"
 FINAL = "final"
@@ -263,6 +264,24 @@ def scored_rows(
     return add_majority(rows, samples, [after.readings])
 
 
+def same_image_gaps(
+    samples: Sequence[Sample],
+    paired: Sequence[int],
+    twins: Sequence[Sample | None],
+    model: ModelAnswers,
+) -> list[LanguageGap]:
+    """Chinese minus English of ``model`` over the test records at ``paired`` and their
+    language twins, on each judged task's metric."""
+    metrics = {task: judged_metric(task) for task in {samples[i].task for i in paired}}
+    return language_gaps(
+        [samples[i] for i in paired],
+        [model.readings[i] for i in paired],
+        [twins[i] for i in paired],
+        [answer.reading for answer in model.twin_answers],
+        {task: metric for task, metric in metrics.items() if metric is not None},
+    )
+
+
 def run_experiment(args: argparse.Namespace) -> int:
     """Build everything a simulated consortium needs, run it, and print what it learned."""
     console = Console(stderr=args.json)
@@ -295,13 +314,16 @@ def run_experiment(args: argparse.Namespace) -> int:
     spec = consortium.spec
     console.print("held-out test split: the base (round 0) and the exported model")
     samples = held_out_samples(sites, spec, per_group=args.test_per_group)
+    twins = [language_twin(sample) for sample in samples]
+    paired = [i for i, twin in enumerate(twins) if twin is not None]
     before, after = (
         answer_and_rank(spec.base, samples, spec),
-        answer_and_rank(export, samples, spec),
+        answer_and_rank(export, samples, spec, twins=[twins[i] for i in paired]),
     )
     rows = scored_rows(samples, before, after)
     answers = answer_heldout(samples, after)
-    learned = verdict(rows, ROUND_0, FINAL)
+    gaps = same_image_gaps(samples, paired, twins, after)
+    learned = verdict(rows, ROUND_0, FINAL, gaps)
     picture = draw_heldout(rows, ROUND_0, FINAL, folder.plots / "heldout.png")
     summary = {
         "run": str(folder.root),
@@ -309,6 +331,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         "replayable_noise_seed": args.seed,
         "table": rows,
         "verdict": learned.as_dict(),
+        "language_gaps": [{**asdict(gap), "gap": round(gap.gap, 4)} for gap in gaps],
         "heldout_plot": str(picture) if picture else None,
         "answers": answers,
     }

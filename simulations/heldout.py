@@ -60,11 +60,14 @@ def held_out_samples(
 
 
 class ModelAnswers(NamedTuple):
-    """What one model did on the test records: its answers and each closed record's option
-    log-likelihoods, ``None`` for the others (:func:`shared_model.option_scores.option_auc`)."""
+    """What one model did on the test records: its answers, each closed record's option
+    log-likelihoods, ``None`` for the others (:func:`shared_model.option_scores.option_auc`),
+    and its answers to the records' language twins it was asked
+    (:mod:`simulations.language_twins`)."""
 
     answers: list[Answer]
     likelihoods: list[list[float] | None]
+    twin_answers: Sequence[Answer] = ()
 
     @property
     def readings(self) -> list[Reading]:
@@ -73,12 +76,16 @@ class ModelAnswers(NamedTuple):
         return [answer.reading for answer in self.answers]
 
 
-def answer_and_rank(directory: Path, samples: Sequence[Sample], spec: ModelSpec) -> ModelAnswers:
-    """Load the model in ``directory`` once, answer ``samples`` and score their options."""
+def answer_and_rank(
+    directory: Path, samples: Sequence[Sample], spec: ModelSpec, twins: Sequence[Sample] = ()
+) -> ModelAnswers:
+    """Load the model in ``directory`` once, answer ``samples`` and score their options; answer
+    ``twins`` too."""
     answerer = load_answerer(directory, spec.canvas)
     return ModelAnswers(
         answer_samples(answerer, samples, progress=True),
         option_log_likelihoods(answerer.model, answerer.processor, spec, samples),
+        answer_samples(answerer, twins, progress=True) if twins else [],
     )
 
 

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared_model.tasks import get_task
 from simulations.majority import MAJORITY, VS_MAJORITY
 from simulations.report import INTERVAL, established
+
+if TYPE_CHECKING:
+    from simulations.language_twins import LanguageGap
 
 JUDGED_BY = {"report": "bleu1"}
 """Tasks judged by another score than their headline, and by which."""
@@ -40,29 +43,42 @@ class Verdict:
     well_formed: float | None
     """The mean over task and language groups of the share of answers in their format."""
     chinese_gap: dict[str, float]
-    """Per task judged in both languages, Chinese minus English (in the score's own units)."""
+    """Per task judged in both languages, Chinese minus English at the end (in the score's own
+    units): over the same images where the test records were also asked in the other language
+    (:mod:`simulations.language_twins`), else over each language's own records."""
+    chinese_gap_interval: dict[str, list[float]]
+    """The 95 % interval of each gap measured over the same images; empty otherwise."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe form."""
         return asdict(self)
 
 
+def judged_metric(task_name: str) -> str | None:
+    """The metric a task is judged by (:data:`JUDGED_BY`, else its headline), for the tasks
+    answered in one of their formats or in prose (the closed-form tasks and report); ``None``
+    for the others."""
+    task = get_task(task_name)
+    if not (task.closed_form or task_name in JUDGED_BY):
+        return None
+    return JUDGED_BY.get(task_name, task.headline)
+
+
 def judged_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The row each task and language is judged by (:data:`JUDGED_BY`, else its headline) of
-    the tasks answered in one of their formats or in prose: the closed-form tasks and report."""
-    judged = []
-    for row in rows:
-        task = get_task(row["task"])
-        if not (task.closed_form or row["task"] in JUDGED_BY):
-            continue
-        if row["metric"] == JUDGED_BY.get(row["task"], task.headline):
-            judged.append(row)
-    return judged
+    """The row each task and language is judged by (:func:`judged_metric`)."""
+    return [row for row in rows if row["metric"] == judged_metric(row["task"])]
 
 
-def verdict(rows: Sequence[Mapping[str, Any]], before: str, after: str) -> Verdict:
+def verdict(
+    rows: Sequence[Mapping[str, Any]],
+    before: str,
+    after: str,
+    language_gaps: Sequence[LanguageGap] = (),
+) -> Verdict:
     """Read a table whose rows carry columns ``before`` and ``after`` and the interval of
-    ``after - before`` (and, where a task has one, of ``after`` minus the majority answer)."""
+    ``after - before`` (and, where a task has one, of ``after`` minus the majority answer).
+    ``language_gaps`` (of ``after``, over the same images) replace the table's own Chinese
+    minus English."""
     judged = judged_rows(rows)
     moves = {_group(r): established(r, INTERVAL) for r in judged}
     finals = {_group(r): r.get(after) for r in judged}
@@ -72,6 +88,7 @@ def verdict(rows: Sequence[Mapping[str, Any]], before: str, after: str) -> Verdi
         english = finals.get(f"{task}/en")
         if lang == "zh" and value is not None and english is not None:
             gaps[task] = round(value - english, 4)
+    gaps.update({gap.task: round(gap.gap, 4) for gap in language_gaps})
     shares = [r[after] for r in rows if r["metric"] == WELL_FORMED and r.get(after) is not None]
     return Verdict(
         improved=[g for g, move in moves.items() if move > 0],
@@ -90,6 +107,9 @@ def verdict(rows: Sequence[Mapping[str, Any]], before: str, after: str) -> Verdi
         ],
         well_formed=round(sum(shares) / len(shares), 4) if shares else None,
         chinese_gap=gaps,
+        chinese_gap_interval={
+            gap.task: [round(bound, 4) for bound in gap.interval] for gap in language_gaps
+        },
     )
 
 
@@ -107,9 +127,17 @@ def verdict_lines(result: Verdict) -> list[str]:
     if result.well_formed is not None:
         lines.append(f"answers in their task's format: {result.well_formed:.0%} (mean over groups)")
     if result.chinese_gap:
-        gaps = ", ".join(f"{task} {gap:+.3f}" for task, gap in result.chinese_gap.items())
-        lines.append(f"Chinese minus English at the end: {gaps}")
+        gaps = ", ".join(
+            f"{task} {gap:+.3f}{_bracket(result.chinese_gap_interval.get(task))}"
+            for task, gap in result.chinese_gap.items()
+        )
+        images = "on the same images" if result.chinese_gap_interval else "over their own records"
+        lines.append(f"Chinese minus English at the end, {images}: {gaps}")
     return lines
+
+
+def _bracket(interval: Sequence[float] | None) -> str:
+    return f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else ""
 
 
 def _group(row: Mapping[str, Any]) -> str:

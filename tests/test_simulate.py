@@ -213,5 +213,14 @@ def test_summary_says_what_the_consortium_learned(simulation: dict[str, Any]) ->
     for group in result["improved"]:
         assert established(judged[group]) == 1
     assert set(result["chinese_gap"]) == {key.split("/")[0] for key in judged}
+    gaps = {gap["task"]: gap for gap in summary["language_gaps"]}  # on the same images
+    assert set(gaps) == set(result["chinese_gap"]) == set(result["chinese_gap_interval"])
+    for task, gap in gaps.items():
+        assert gap["metric"] == judged[f"{task}/en"]["metric"] and gap["images"] > 0
+        assert (
+            result["chinese_gap"][task] == gap["gap"] == round(gap["chinese"] - gap["english"], 4)
+        )
+        low, high = result["chinese_gap_interval"][task]
+        assert low <= high
     assert 0.0 <= result["well_formed"] <= 1.0
     assert Path(summary["heldout_plot"]).read_bytes().startswith(b"\x89PNG")
