@@ -92,7 +92,8 @@ class LanguageGap:
     english: float
     chinese: float
     interval: tuple[float, float]
-    images: int
+    records: int
+    """Test records of the task asked in both languages."""
 
     @property
     def gap(self) -> float:
@@ -111,8 +112,8 @@ def language_gaps(
     seed: int = 0,
 ) -> list[LanguageGap]:
     """Per task of ``metric_of`` (task -> the metric it is judged by), Chinese minus English
-    over the images asked in both languages, with the central ``level`` interval of a bootstrap
-    that draws those images again, with replacement, within each task.
+    over the test records asked in both languages, with the central ``level`` interval of a
+    bootstrap that draws those records again, with replacement, within each task.
 
     ``twins[i]`` is ``samples[i]`` in the other language and ``twin_readings[i]`` the model's
     reading of it."""
@@ -142,5 +143,5 @@ def language_gaps(
             float(np.percentile(differences, tail)),
             float(np.percentile(differences, 100.0 - tail)),
         )
-        gaps.append(LanguageGap(task, metric, english, chinese, interval, len(members)))
+        gaps.append(LanguageGap(task, metric, english, chinese, interval, records=len(members)))
     return gaps

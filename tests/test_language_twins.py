@@ -108,7 +108,7 @@ def test_the_gap_is_chinese_minus_english_on_the_same_images() -> None:
     readings = [reading(s, right[s.lang](i)) for i, s in enumerate(samples)]
     twin_readings = [reading(t, right[t.lang](i)) for i, t in enumerate(twins)]
     [gap] = language_gaps(samples, readings, twins, twin_readings, {"classification": "accuracy"})
-    assert (gap.task, gap.metric, gap.images) == ("classification", "accuracy", 80)
+    assert (gap.task, gap.metric, gap.records) == ("classification", "accuracy", 80)
     assert (gap.english, gap.chinese) == (1.0, 0.25) and gap.gap == -0.75
     low, high = gap.interval
     assert low < -0.75 < high < 0.0

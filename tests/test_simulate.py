@@ -216,7 +216,7 @@ def test_summary_says_what_the_consortium_learned(simulation: dict[str, Any]) ->
     gaps = {gap["task"]: gap for gap in summary["language_gaps"]}  # on the same images
     assert set(gaps) == set(result["chinese_gap"]) == set(result["chinese_gap_interval"])
     for task, gap in gaps.items():
-        assert gap["metric"] == judged[f"{task}/en"]["metric"] and gap["images"] > 0
+        assert gap["metric"] == judged[f"{task}/en"]["metric"] and gap["records"] > 0
         assert (
             result["chinese_gap"][task] == gap["gap"] == round(gap["chinese"] - gap["english"], 4)
         )
