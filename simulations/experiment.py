@@ -18,6 +18,7 @@ from shared_model.sample import Sample
 from shared_model.spec import SPEC_FILE, ModelSpec
 from shared_model.tasks import score_rows
 from simulations.bootstrap import paired_intervals
+from simulations.class_recall import class_recall, print_class_recall
 from simulations.datasets import public_archives, public_stand_in
 from simulations.defaults import learning_rate
 from simulations.heldout import ModelAnswers, answer_and_rank, answer_heldout, held_out_samples
@@ -323,6 +324,7 @@ def run_experiment(args: argparse.Namespace) -> int:
     rows = scored_rows(samples, before, after)
     answers = answer_heldout(samples, after)
     gaps = same_image_gaps(samples, paired, twins, after)
+    classes = class_recall(samples, {ROUND_0: before.readings, FINAL: after.readings})
     learned = verdict(rows, ROUND_0, FINAL, gaps)
     picture = draw_heldout(rows, ROUND_0, FINAL, folder.plots / "heldout.png")
     summary = {
@@ -332,6 +334,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         "table": rows,
         "verdict": learned.as_dict(),
         "language_gaps": [{**asdict(gap), "gap": round(gap.gap, 4)} for gap in gaps],
+        "classes": classes,
         "heldout_plot": str(picture) if picture else None,
         "answers": answers,
     }
@@ -345,6 +348,8 @@ def run_experiment(args: argparse.Namespace) -> int:
         f"[dim]{MAJORITY}: every closed question and class answered with the test records' most "
         "common answer, the best any constant answer scores.[/]"
     )
+    if classes:
+        print_class_recall(classes, (ROUND_0, FINAL), console)
     print_answers(answers, console)
     console.print("[bold]what the consortium learned[/]\n" + "\n".join(verdict_lines(learned)))
     console.print(

@@ -222,5 +222,10 @@ def test_summary_says_what_the_consortium_learned(simulation: dict[str, Any]) ->
         )
         low, high = result["chinese_gap_interval"][task]
         assert low <= high
+    classes = summary["classes"]  # each class's recall, both languages
+    assert {row["lang"] for row in classes} == set(LANGS)
+    for row in classes:
+        assert 0.0 <= row["round 0"] <= 1.0 and 0.0 <= row["final"] <= 1.0
+        assert sum(row["answered"].values()) == row["records"] > 0
     assert 0.0 <= result["well_formed"] <= 1.0
     assert Path(summary["heldout_plot"]).read_bytes().startswith(b"\x89PNG")
