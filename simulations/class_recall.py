@@ -24,10 +24,12 @@ MALFORMED = "(not in format)"
 def class_recall(
     samples: Sequence[Sample], models: dict[str, Sequence[Reading]]
 ) -> list[dict[str, Any]]:
-    """Per language and true class of the classification records: how many there are, each
-    model's recall (strict readings) and what the last model answered, by option name."""
+    """Per language and true class of the classification records (in option order): how many
+    there are, each model's recall (strict readings) and what the last model answered, by
+    option name."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     answered: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    order: dict[tuple[str, str], tuple[str, int]] = {}  # by language, then option number
     last = list(models)[-1]
     for index, sample in enumerate(samples):
         if sample.task != TASK:
@@ -36,6 +38,7 @@ def class_recall(
         truth = get_task(TASK).reference(sample.fields)
         key = (sample.lang, options[truth])
         row = rows.setdefault(key, {"lang": key[0], "class": key[1], "records": 0})
+        order.setdefault(key, (sample.lang, truth))
         row["records"] += 1
         for name, readings in models.items():
             row[name] = row.get(name, 0) + (readings[index].strict == truth)
@@ -45,7 +48,7 @@ def class_recall(
         for name in models:
             row[name] = round(row[name] / row["records"], 4)
         row["answered"] = dict(answered[key].most_common())
-    return [rows[key] for key in sorted(rows)]
+    return [rows[key] for key in sorted(rows, key=lambda key: (*order[key], key[1]))]
 
 
 def print_class_recall(

@@ -24,6 +24,9 @@ def test_a_class_never_named_has_recall_zero_and_shows_what_was_answered() -> No
     base = [Reading(k, k) for k in (0, 0, 0, 0, 0, 1, 3, None)]
     final = [Reading(k, k) for k in (0, 0, 0, 0, None, 2, 3, None)]
     rows = class_recall(samples, {"round 0": base, "final": final})
+    assert [(r["lang"], r["class"]) for r in rows] == [
+        ("en", "normal"), ("en", "nodule"), ("en", "cyst"), ("zh", "囊肿")
+    ]  # fmt: skip
     by_class = {(r["lang"], r["class"]): r for r in rows}
     assert set(by_class) == {("en", "normal"), ("en", "nodule"), ("en", "cyst"), ("zh", "囊肿")}
     cyst = by_class[("en", "cyst")]
