@@ -55,11 +55,13 @@ def paired_intervals(
         new = mean_scores([score(samples, run, drawn) for run in after])
         for key in old.keys() & new.keys():
             differences[key].append(new[key] - old[key])
+    return {key: central_interval(values, level) for key, values in differences.items()}
+
+
+def central_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float]:
+    """The central ``level`` interval of ``values`` (percentiles of their draws)."""
     tail = (1.0 - level) / 2.0 * 100.0
-    return {
-        key: (float(np.percentile(values, tail)), float(np.percentile(values, 100.0 - tail)))
-        for key, values in differences.items()
-    }
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100.0 - tail))
 
 
 def mean_scores(results: Sequence[Mapping[str, float]]) -> dict[str, float]:

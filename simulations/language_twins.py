@@ -24,7 +24,7 @@ import numpy as np
 from shared_model.evaluation import score_predictions
 from shared_model.sample import LANGUAGES, Sample
 from shared_model.tasks import Reading
-from simulations.bootstrap import LEVEL, RESAMPLES
+from simulations.bootstrap import LEVEL, RESAMPLES, central_interval
 from simulations.phantoms import LESION_CLASSES, Finding
 from simulations.synthetic import ct_records, xray_records
 
@@ -137,11 +137,6 @@ def language_gaps(
 
         english, chinese = scores(members)
         draws = [scores(rng.choice(members, len(members))) for _ in range(resamples)]
-        differences = [zh - en for en, zh in draws]
-        tail = (1.0 - level) / 2.0 * 100.0
-        interval = (
-            float(np.percentile(differences, tail)),
-            float(np.percentile(differences, 100.0 - tail)),
-        )
+        interval = central_interval([zh - en for en, zh in draws], level)
         gaps.append(LanguageGap(task, metric, english, chinese, interval, records=len(members)))
     return gaps
