@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from shared_model.tasks import STAGE_TASKS
 from simulations.datasets import PARTITIONS, PUBLIC_DATASETS
 from simulations.defaults import DATASET_DEFAULTS, SIMULATION_DEFAULTS, fill_schedule_defaults
 
@@ -70,6 +71,15 @@ def add_consortium_arguments(simulate: argparse.ArgumentParser) -> None:
         help="existing site archives (manifest format), one hospital each",
     )
     simulate.add_argument("--sites", type=int, default=3, help="virtual hospitals")
+    simulate.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=STAGE_TASKS["instruct"],
+        default=None,
+        help="the instruct tasks every site trains (its [policy] tasks, beside stage 1's), so "
+        "that they get the whole budget's steps; default: every task. The held-out test still "
+        "scores every task",
+    )
     simulate.add_argument(
         "--patients",
         type=int,

@@ -16,7 +16,7 @@ from shared_model.evaluation import score_predictions
 from shared_model.option_scores import option_auc
 from shared_model.sample import Sample
 from shared_model.spec import SPEC_FILE, ModelSpec
-from shared_model.tasks import score_rows
+from shared_model.tasks import STAGE_TASKS, score_rows
 from simulations.bootstrap import paired_intervals
 from simulations.class_recall import class_recall, print_class_recall
 from simulations.datasets import public_archives, public_stand_in
@@ -97,6 +97,8 @@ class Consortium:
     """Every site's ``[contrast]`` table (a public archive and ``weight``), or none."""
     balance_answers: bool = False
     """Every site's ``[policy] balance_answers``."""
+    tasks: tuple[str, ...] | None = None
+    """Every site's ``[policy] tasks`` (:func:`site_tasks`), or none: every task."""
 
     @property
     def spec(self) -> ModelSpec:
@@ -132,6 +134,7 @@ class Consortium:
                 subspace=self.subspace,
                 contrast=self.contrast,
                 balance_answers=self.balance_answers,
+                tasks=self.tasks,
             )
             for archive in archives
         ]
@@ -159,7 +162,17 @@ def prepare_consortium(args: argparse.Namespace, console: Console) -> Consortium
         subspace_table(args, out, console),
         contrast_table(args, out, console),
         balance_answers=bool(args.balance_answers),
+        tasks=site_tasks(args.tasks),
     )
+
+
+def site_tasks(instruct: Sequence[str] | None) -> tuple[str, ...] | None:
+    """A site policy's tasks for ``--tasks``: stage 1's (captions and comparisons, derived from
+    the chosen tasks' records where the archive has none) and the chosen ``instruct`` tasks;
+    none when every task is trained."""
+    if not instruct:
+        return None
+    return (*STAGE_TASKS["align"], *dict.fromkeys(instruct))
 
 
 def subspace_table(args: argparse.Namespace, out: Path, console: Console) -> dict[str, Any] | None:
@@ -299,6 +312,8 @@ def run_experiment(args: argparse.Namespace) -> int:
     )
     privacy = f"epsilon {args.epsilon:g} at delta {args.delta:g} per site" if args.dp else "off"
     balanced = "; closed answers balanced" if consortium.balance_answers else ""
+    if args.tasks:
+        balanced += f"; instruct trains {', '.join(dict.fromkeys(args.tasks))} only"
     averaged = args.export_average_rounds
     exported = f"; export the mean of the last {averaged} instruct rounds" if averaged > 1 else ""
     console.print(

@@ -41,6 +41,7 @@ def write_site_config(
     subspace: Mapping[str, Any] | None = None,
     contrast: Mapping[str, Any] | None = None,
     balance_answers: bool = False,
+    tasks: Sequence[str] | None = None,
 ) -> Path:
     """A site config TOML for a virtual hospital (generous local caps: simulations vary them),
     with its privacy ledger and audit log created.
@@ -50,7 +51,7 @@ def write_site_config(
     the site report its training loss (the run's loss curve), which deployments leave off.
     ``subspace`` and ``contrast`` are the config's ``[subspace]`` and ``[contrast]`` tables, if
     any (:class:`client.config.SubspaceConfig`, :class:`client.config.ContrastConfig`);
-    ``balance_answers`` is the policy's.
+    ``balance_answers`` and ``tasks`` (default: every task) are the policy's.
     """
     data: dict[str, Any] = {
         "site": {
@@ -74,6 +75,8 @@ def write_site_config(
     }
     if replayable_noise_seed is not None:
         data["policy"]["replayable_noise_seed"] = replayable_noise_seed
+    if tasks is not None:
+        data["policy"]["tasks"] = list(tasks)
     for section, table in (("subspace", subspace), ("contrast", contrast)):
         if table is not None:
             data[section] = dict(table)

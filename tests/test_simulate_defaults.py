@@ -162,3 +162,38 @@ def test_the_export_averages_the_rounds_a_dataset_asks_for_and_the_flag_wins(tmp
     assert averaged() == SIMULATION_DEFAULTS["export-average-rounds"] == 1
     assert averaged("--dataset", "pneumoniamnist", "--export-average-rounds", "3") == 3
     assert PNEUMONIA["export-average-rounds"] <= PNEUMONIA["instruct.rounds"]
+
+
+def test_chosen_tasks_reach_every_sites_policy_and_its_training_records(
+    tmp_path, tiny_base
+) -> None:
+    from client.config import load_site_config
+    from client.site import Site
+    from shared_model.spec import SPEC_FILE
+    from shared_model.tasks import TASK_NAMES
+    from simulations.experiment import site_tasks
+    from simulations.synthetic import generate_consortium
+
+    assert parsed().tasks is None and site_tasks(None) is None
+    chosen = parsed("--tasks", "classification", "detection", "classification").tasks
+    assert site_tasks(chosen) == ("caption", "compare", "classification", "detection")
+    with pytest.raises(SystemExit):
+        parsed("--tasks", "segmentation")
+    archives = generate_consortium(tmp_path / "archives", n_sites=2, patients=6)
+    for tasks in (None, site_tasks(chosen)):
+        consortium = Consortium(tmp_path, tiny_base / SPEC_FILE, archives, tasks=tasks)
+        configs = consortium.site_configs(
+            f"run-{bool(tasks)}", archives, epsilon=8.0, dp=True, seed=0
+        )
+        policies = [load_site_config(path).policy for path in configs]
+        assert [p.tasks for p in policies] == [tasks or TASK_NAMES] * 2
+        site = Site(load_site_config(configs[0]), progress=False)
+        trained = {s.task for s in site.samples("train", "instruct")}
+        assert trained == (
+            {"classification", "detection"}
+            if tasks
+            else {"vqa", "classification", "report", "detection", "landmark"}
+        )
+        # stage 1 still has its captions and comparisons, from the archive or derived
+        assert {s.task for s in site.samples("train", "align")} <= {"caption", "compare"}
+        assert site.samples("train", "align")
