@@ -30,7 +30,7 @@ the sigma that matches the federation to compare.
     python benchmarks/dp_learning.py [--patients 400] [--steps 135] [--lr 5e-3] [--sigma 0.6]
     python benchmarks/dp_learning.py --dataset pneumoniamnist --max-grad-norm 1 --rank 1
     python benchmarks/dp_learning.py --batch 288 --sigma 4.35 --steps 45 --every 15 --lr 3e-3 \\
-        --train-tasks classification
+        --tasks classification
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ from shared_model.tiny import (
     ensure_tiny_base,
     tiny_spec,
 )
-from simulations.cli import DATASETS
+from simulations.cli import DATASETS, add_tasks_argument
 from simulations.datasets import PARTITIONS
 from simulations.experiment import Consortium, public_archive, site_archives
 from simulations.heldout import held_out_samples, pooled_samples
@@ -234,14 +234,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--records-per-unit", type=int, default=1, help="most records of a patient a step"
     )
-    parser.add_argument(
-        "--train-tasks",
-        nargs="+",
-        choices=STAGE_TASKS["instruct"],
-        default=None,
-        help="train on these tasks' records only, so that they get every step (default: all); "
-        "every task is still scored",
-    )
+    add_tasks_argument(parser, "trained, pooled")
     parser.add_argument("--targets", default=INSTRUCT_TARGETS, help="LoRA target modules")
     parser.add_argument("--frozen-a", action="store_true", help="train LoRA's B matrices only")
     parser.add_argument(
@@ -333,7 +326,7 @@ def main() -> None:
     train = [
         s
         for s in pooled_samples(sites, spec, "train")
-        if args.train_tasks is None or s.task in args.train_tasks
+        if args.tasks is None or s.task in args.tasks
     ]
     patients = sorted({s.patient_id for s in train})
     rate = min(1.0, args.batch / len(patients))

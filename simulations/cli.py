@@ -42,6 +42,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     compare.set_defaults(handler=_compare)
 
 
+def add_tasks_argument(parser: argparse.ArgumentParser, trained: str) -> None:
+    """``--tasks``: the ``instruct`` tasks whose records are trained (``trained`` says where),
+    so that they get every step; default: every task."""
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=STAGE_TASKS["instruct"],
+        default=None,
+        help=f"the instruct tasks {trained}, so that they get every step of the budget; "
+        "default: every task. The held-out records of every task are still scored",
+    )
+
+
 def add_consortium_arguments(simulate: argparse.ArgumentParser) -> None:
     """The options shared by ``simulate`` and ``compare``: data, schedule, privacy, output."""
     simulate.add_argument("--dataset", choices=DATASETS, default="synthetic")
@@ -71,15 +84,7 @@ def add_consortium_arguments(simulate: argparse.ArgumentParser) -> None:
         help="existing site archives (manifest format), one hospital each",
     )
     simulate.add_argument("--sites", type=int, default=3, help="virtual hospitals")
-    simulate.add_argument(
-        "--tasks",
-        nargs="+",
-        choices=STAGE_TASKS["instruct"],
-        default=None,
-        help="the instruct tasks every site trains (its [policy] tasks, beside stage 1's), so "
-        "that they get the whole budget's steps; default: every task. The held-out test still "
-        "scores every task",
-    )
+    add_tasks_argument(simulate, "every site trains (its [policy] tasks, beside stage 1's)")
     simulate.add_argument(
         "--patients",
         type=int,

@@ -178,7 +178,7 @@ counted as a report: today's ``bleu1_lenient`` (:mod:`shared_model.tasks.freetex
 - What one task learns when it gets every step, measured over today's base (pooled at the
   main job's noise, ``benchmarks/dp_learning.py --batch 288 --sigma 4.35 --steps 45 --every 15
   --lr 3e-3``, validation split, 80 records a group, 4-5 min a run; each run draws its own
-  noise). Trained on the classification records alone (``--train-tasks classification``),
+  noise). Trained on the classification records alone (``--tasks classification``),
   classification rises from 0.44 to 0.65 and 0.64 in English and from 0.31 to 0.84 and 0.80
   in Chinese in two runs (option AUC up to 0.89 en and 0.96 zh), where every task together
   ends at 0.40 and 0.42 (reports, closed VQA and the boxes' format rise instead). A larger
