@@ -312,13 +312,12 @@ def run_experiment(args: argparse.Namespace) -> int:
     )
     privacy = f"epsilon {args.epsilon:g} at delta {args.delta:g} per site" if args.dp else "off"
     balanced = "; closed answers balanced" if consortium.balance_answers else ""
-    if args.tasks:
-        balanced += f"; instruct trains {', '.join(dict.fromkeys(args.tasks))} only"
+    trained = f"; instruct trains {', '.join(dict.fromkeys(args.tasks))} only" if args.tasks else ""
     averaged = args.export_average_rounds
     exported = f"; export the mean of the last {averaged} instruct rounds" if averaged > 1 else ""
     console.print(
         f"federated run {run_id}: {len(sites)} sites, align {args.align_rounds} rounds, "
-        f"instruct {args.instruct_rounds} rounds, DP {privacy}{balanced}{exported}"
+        f"instruct {args.instruct_rounds} rounds, DP {privacy}{balanced}{trained}{exported}"
     )
     console.print(REPLAYABLE_NOTE.format(seed=args.seed))
     overrides = run_overrides(args, consortium, run_id, sites=len(sites), dp=args.dp)
