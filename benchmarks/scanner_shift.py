@@ -7,8 +7,9 @@ For each scanner of ``--scanners`` (``border:noise``, as :class:`simulations.pha
 takes them) this writes a public archive imaged by it (every class equally likely, half of the
 records Chinese), reads its radiographs' classification records through the sites' own reader,
 and scores the model's choice among the listed options by their likelihood
-(:mod:`shared_model.option_scores`): each class's recall, the accuracy and what the records
-of each class were answered. The border says how large the anatomy lands on the canvas: at
+(:mod:`shared_model.option_scores`): per language, each class's recall, the accuracy and what
+its records were answered (:mod:`simulations.class_recall`). The border says how large the
+anatomy lands on the canvas: at
 border ``b`` it spans ``1 / (1 + 2 b)`` of it. Prints a table and writes JSON.
 
     python benchmarks/scanner_shift.py [--scanners 0.1667:2 0.0833:1 0.04:1 0:1] [--model DIR]
@@ -35,8 +36,9 @@ from shared_model.inference import load_answerer
 from shared_model.option_scores import option_log_likelihoods
 from shared_model.sample import Sample
 from shared_model.spec import ModelSpec
-from shared_model.tasks import get_task
+from shared_model.tasks import Reading
 from shared_model.tiny import tiny_spec
+from simulations.class_recall import class_recall
 from simulations.phantoms import HOSPITAL_SCANNER, PUBLIC_SCANNER, Scanner
 from simulations.synthetic import OPTIONS, generate_public_archive
 
@@ -46,6 +48,8 @@ DEFAULT_SCANNERS = (
     "0.04:1",
     f"{HOSPITAL_SCANNER.border:g}:{HOSPITAL_SCANNER.noise:g}",
 )
+MODEL = "model"
+"""The one model's column in :func:`~simulations.class_recall.class_recall`'s rows."""
 ARCHIVE_SEED = 55
 """Keys the benchmark's archives apart from the base's pretraining archive and every hospital."""
 
@@ -72,54 +76,37 @@ def radiograph_records(scanner: Scanner, patients: int, seed: int, spec: ModelSp
     return [s for s in samples if not s.is_volume]
 
 
-def confusion(samples: Sequence[Sample], likelihoods: Sequence[Sequence[float]]) -> np.ndarray:
-    """``counts[true, chosen]``: each record's class against the option it scores highest."""
-    classes = len(OPTIONS["en"])
-    counts = np.zeros((classes, classes), dtype=int)
-    for sample, scores in zip(samples, likelihoods, strict=True):
-        counts[get_task(sample.task).reference(sample.fields), int(np.argmax(scores))] += 1
-    return counts
+def choices(likelihoods: Sequence[Sequence[float]]) -> list[Reading]:
+    """Each record's highest-scoring option, as a reading of its answer."""
+    return [Reading(int(np.argmax(scores)), int(np.argmax(scores))) for scores in likelihoods]
 
 
-def summarise(counts: np.ndarray) -> dict:
-    """Each class's recall and what it was answered (by English option name), and accuracy."""
-    names = OPTIONS["en"]
-    totals = counts.sum(axis=1)
-    return {
-        "records": int(counts.sum()),
-        "accuracy": float(np.trace(counts) / max(1, counts.sum())),
-        "recall": {
-            name: float(counts[i, i] / totals[i]) if totals[i] else None
-            for i, name in enumerate(names)
-        },
-        "answered": {
-            name: {names[j]: int(n) for j, n in enumerate(counts[i]) if n}
-            for i, name in enumerate(names)
-        },
-    }
+def accuracy(rows: Sequence[dict]) -> float:
+    """The share of records answered right, from :func:`class_recall`'s rows."""
+    records = sum(row["records"] for row in rows)
+    return sum(row[MODEL] * row["records"] for row in rows) / max(1, records)
 
 
-def shift_table(rows: dict[str, dict]) -> Table:
-    """One row per scanner: the anatomy's share of the canvas's side, each class's recall, the
-    accuracy and the records scored."""
+def shift_table(scanners: dict[str, dict]) -> Table:
+    """One row per scanner and language: the anatomy's share of the canvas's side, each
+    class's recall (columns in option order), the accuracy and the records scored."""
     table = Table(
         title="each class's recall by scanner (the option the model scores highest, radiographs)"
     )
-    table.add_column("border:noise")
-    table.add_column("anatomy", justify="right")
-    for name in OPTIONS["en"]:
-        table.add_column(name, justify="right")
-    table.add_column("accuracy", justify="right")
-    table.add_column("records", justify="right")
-    for label, row in rows.items():
-        recall = [row["recall"][name] for name in OPTIONS["en"]]
-        table.add_row(
-            label,
-            f"{row['anatomy_share']:.2f}",
-            *("-" if value is None else f"{value:.2f}" for value in recall),
-            f"{row['accuracy']:.2f}",
-            str(row["records"]),
-        )
+    for column in ("border:noise", "lang", "anatomy", *OPTIONS["en"], "accuracy", "records"):
+        table.add_column(column, justify="left" if column == "border:noise" else "right")
+    for label, scanner in scanners.items():
+        for lang in OPTIONS:
+            rows = [row for row in scanner["classes"] if row["lang"] == lang]
+            recall = {OPTIONS[lang].index(row["class"]): row[MODEL] for row in rows}
+            table.add_row(
+                label,
+                lang,
+                f"{scanner['anatomy_share']:.2f}",
+                *(f"{recall[i]:.2f}" if i in recall else "-" for i in range(len(OPTIONS[lang]))),
+                f"{accuracy(rows):.2f}",
+                str(sum(row["records"] for row in rows)),
+            )
     return table
 
 
@@ -143,13 +130,15 @@ def main() -> None:
         scanner = parse_scanner(text)
         samples = radiograph_records(scanner, args.patients, ARCHIVE_SEED + args.seed, spec)
         likelihoods = option_log_likelihoods(answerer.model, answerer.processor, spec, samples)
+        classes = class_recall(samples, {MODEL: choices(likelihoods)})
         rows[text] = {
             "border": scanner.border,
             "noise": scanner.noise,
             "anatomy_share": 1 / (1 + 2 * scanner.border),
-            **summarise(confusion(samples, likelihoods)),
+            "accuracy": accuracy(classes),
+            "classes": classes,
         }
-        console.print(f"{text}: {rows[text]['records']} records scored")
+        console.print(f"{text}: {len(samples)} records scored")
     console.print(shift_table(rows))
     settings = {**vars(args), "out": str(args.out), "model": str(args.model)}
     write_result(args.out, {"settings": settings, "scanners": rows}, console)

@@ -9,6 +9,7 @@ import pytest
 
 from shared_model.sample import Geometry, Sample
 from shared_model.tasks import get_task
+from simulations.class_recall import class_recall
 from simulations.phantoms import PUBLIC_SCANNER, Scanner
 from simulations.synthetic import OPTIONS
 from tests.conftest import load_benchmark
@@ -65,8 +66,16 @@ def test_recall_and_answers_come_from_each_records_highest_option(scanner_shift)
     assert [get_task(s.task).reference(s.fields) for s in samples] == [3, 3, 1, 0]
     likelihoods = [[-1.0, -2.0, -3.0, -4.0], [-5.0, -4.0, -3.0, -0.5], [-3, -1, -2, -4]]
     likelihoods.append([-0.1, -2.0, -2.0, -2.0])
-    summary = scanner_shift.summarise(scanner_shift.confusion(samples, likelihoods))
-    assert summary["records"] == 4 and summary["accuracy"] == pytest.approx(0.75)
-    assert summary["recall"] == {"normal": 1.0, "nodule": 1.0, "mass": None, "cyst": 0.5}
-    assert summary["answered"]["cyst"] == {"normal": 1, "cyst": 1}
-    assert summary["answered"]["mass"] == {}
+    readings = scanner_shift.choices(likelihoods)
+    assert [reading.strict for reading in readings] == [0, 3, 1, 0]
+    rows = class_recall(samples, {scanner_shift.MODEL: readings})
+    recall = {(row["lang"], row["class"]): row[scanner_shift.MODEL] for row in rows}
+    assert recall == {("en", "normal"): 1.0, ("en", "nodule"): 1.0, ("en", "cyst"): 0.0,
+                      ("zh", "囊肿"): 1.0}  # fmt: skip
+    assert [row["answered"] for row in rows if row["class"] in ("cyst", "囊肿")] == [
+        {"normal": 1},
+        {"囊肿": 1},
+    ]
+    assert scanner_shift.accuracy(rows) == pytest.approx(0.75)
+    table = scanner_shift.shift_table({"0:1": {"anatomy_share": 1.0, "classes": rows}})
+    assert table.row_count == 2  # one row per language, "-" where a class has no record
