@@ -9,8 +9,8 @@ records Chinese), reads its radiographs' classification records through the site
 and scores the model's choice among the listed options by their likelihood
 (:mod:`shared_model.option_scores`): per language, each class's recall, the accuracy and what
 its records were answered (:mod:`simulations.class_recall`). The border says how large the
-anatomy lands on the canvas: at
-border ``b`` it spans ``1 / (1 + 2 b)`` of it. Prints a table and writes JSON.
+anatomy lands on the canvas: at border ``b`` it spans ``1 / (1 + 2 b)`` of it. Prints a table
+and writes JSON.
 
     python benchmarks/scanner_shift.py [--scanners 0.1667:2 0.0833:1 0.04:1 0:1] [--model DIR]
 """
