@@ -91,6 +91,11 @@ class Policy:
     max_evaluations_per_run, max_evaluations:
         Evaluations the site answers per run, and over its lifetime (its audit log counts
         them): evaluation is not covered by DP, so how often it can be asked is bounded.
+    max_eval_records:
+        Most records of a split one evaluation scores (0: every one). The site keeps the same
+        fixed subset at every evaluation, the records whose ids hash lowest
+        (:func:`client.disclosure.evaluation_subset`), so an evaluation's cost stays bounded as
+        the archive grows and no request can choose which records are scored.
     send_train_loss:
         Whether training replies carry the mean training loss (not covered by DP).
     count_rounding:
@@ -129,6 +134,7 @@ class Policy:
     score_decimals: int = 2
     max_evaluations_per_run: int = 20
     max_evaluations: int = 500
+    max_eval_records: int = 0
     send_train_loss: bool = False
     count_rounding: int = 10
     replayable_noise_seed: int | None = None
@@ -490,6 +496,7 @@ def _policy(reader: _Reader) -> Policy:
             "policy", "max_evaluations_per_run", int, default.max_evaluations_per_run
         ),
         max_evaluations=reader.get("policy", "max_evaluations", int, default.max_evaluations),
+        max_eval_records=reader.get("policy", "max_eval_records", int, default.max_eval_records),
         send_train_loss=reader.get("policy", "send_train_loss", bool, default.send_train_loss),
         count_rounding=reader.get("policy", "count_rounding", int, default.count_rounding),
         replayable_noise_seed=seed,
@@ -509,6 +516,7 @@ def _policy(reader: _Reader) -> Policy:
         ("score_decimals", 0 <= policy.score_decimals <= 6, "must be in 0..6"),
         ("max_evaluations_per_run", policy.max_evaluations_per_run >= 0, "must be >= 0"),
         ("max_evaluations", policy.max_evaluations >= 0, "must be >= 0"),
+        ("max_eval_records", policy.max_eval_records >= 0, "must be >= 0 (0: every record)"),
         ("count_rounding", policy.count_rounding >= 1, "must be at least 1"),
         ("answer_count_noise", policy.answer_count_noise > 0, "must be positive"),
     )

@@ -4,14 +4,17 @@ Evaluation is not covered by differential privacy, so the site meters it by its 
 task and language with fewer than ``min_group_size`` records discloses nothing (a group of one
 record would read that record out), scores are rounded to ``score_decimals``, and counts to a
 multiple of ``count_rounding``. Exact counts of misses are withheld too: the share of malformed
-answers travels as a rounded score like any other.
+answers travels as a rounded score like any other. An evaluation scores at most
+``max_eval_records`` of the split, the same fixed subset every time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Mapping, Sequence
 
 from client.config import Policy
+from shared_model.sample import Sample
 from shared_model.tasks.scoring import COUNT, MISSES, count_key
 
 
@@ -39,3 +42,15 @@ def disclose_scores(metrics: Mapping[str, float], policy: Policy) -> dict[str, f
         else:
             disclosed[key] = round(float(value), policy.score_decimals)
     return disclosed
+
+
+def evaluation_subset(records: Sequence[Sample], most: int) -> list[Sample]:
+    """The records an evaluation scores: every one when ``most`` is 0 or they are no more than
+    ``most``; otherwise the ``most`` whose ids' SHA-256 digests are lowest, in their original
+    order. The subset depends on the record ids alone, so every evaluation of the same split
+    scores the same records (a uniform sample of them, whatever order the archive lists)."""
+    if most <= 0 or len(records) <= most:
+        return list(records)
+    digests = [hashlib.sha256(r.record_id.encode("utf-8")).digest() for r in records]
+    kept = set(sorted(range(len(records)), key=digests.__getitem__)[:most])
+    return [record for position, record in enumerate(records) if position in kept]

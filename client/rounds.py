@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from client.disclosure import disclose_scores, round_count
+from client.disclosure import disclose_scores, evaluation_subset, round_count
 from client.journal import JournalError, MissingJournalError
 from client.policy import RoundRequest, apply_policy
 from client.privacy import LedgerUnitError, Reservation, plan_round
@@ -300,7 +300,7 @@ def evaluate_round(
             f"{policy.max_evaluations_per_run}), {answered.total} in all (cap "
             f"{policy.max_evaluations})",
         )
-    samples = site.samples(split, stage)
+    samples = evaluation_subset(site.samples(split, stage), policy.max_eval_records)
     if not samples:
         raise SiteRefusal(Refusal.NO_RECORDS, f"no usable {stage} records in split {split!r}")
     trainer = site.trainer(stage, align_arrays)

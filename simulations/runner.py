@@ -42,6 +42,7 @@ def write_site_config(
     contrast: Mapping[str, Any] | None = None,
     balance_answers: bool = False,
     tasks: Sequence[str] | None = None,
+    max_eval_records: int = 0,
 ) -> Path:
     """A site config TOML for a virtual hospital (generous local caps: simulations vary them),
     with its privacy ledger and audit log created.
@@ -51,7 +52,8 @@ def write_site_config(
     the site report its training loss (the run's loss curve), which deployments leave off.
     ``subspace`` and ``contrast`` are the config's ``[subspace]`` and ``[contrast]`` tables, if
     any (:class:`client.config.SubspaceConfig`, :class:`client.config.ContrastConfig`);
-    ``balance_answers`` and ``tasks`` (default: every task) are the policy's.
+    ``balance_answers``, ``tasks`` (default: every task) and ``max_eval_records`` (default:
+    every record) are the policy's.
     """
     data: dict[str, Any] = {
         "site": {
@@ -71,6 +73,7 @@ def write_site_config(
             "require_dp": require_dp,
             "send_train_loss": send_train_loss,
             "balance_answers": balance_answers,
+            "max_eval_records": max_eval_records,
         },
     }
     if replayable_noise_seed is not None:

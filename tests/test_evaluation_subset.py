@@ -1,0 +1,61 @@
+"""A site's cap on the records one evaluation scores: a fixed subset that the records' ids
+alone decide, and a policy key that refuses a negative cap."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from client.config import SiteConfigError, load_site_config
+from client.disclosure import evaluation_subset
+from shared_model.sample import Sample
+
+
+def records(count: int, task: str = "vqa", first: int = 0) -> list[Sample]:
+    """``count`` image-less records ``r{first}``, ``r{first + 1}``, ... of ``task``."""
+    return [
+        Sample(f"r{i}", f"p{i}", task, "en", "val", (), ()) for i in range(first, first + count)
+    ]
+
+
+def ids(samples: list[Sample]) -> list[str]:
+    return [s.record_id for s in samples]
+
+
+def test_no_cap_or_few_records_scores_every_record() -> None:
+    split = records(30)
+    assert ids(evaluation_subset(split, 0)) == ids(split)
+    assert ids(evaluation_subset(split, 30)) == ids(split)
+
+
+def test_the_subset_is_the_same_whatever_order_the_archive_lists() -> None:
+    split = records(200)
+    kept = evaluation_subset(split, 50)
+    assert len(kept) == 50
+    positions = [ids(split).index(i) for i in ids(kept)]
+    assert positions == sorted(positions)  # the split's own order
+    shuffled = random.Random(0).sample(split, len(split))
+    assert sorted(ids(evaluation_subset(shuffled, 50))) == sorted(ids(kept))
+    assert ids(kept) != ids(split[:50])  # not the first records listed
+
+
+def test_the_subset_samples_every_kind_of_record_about_evenly() -> None:
+    split = records(500, "vqa") + records(500, "classification", first=500)
+    kept = evaluation_subset(split, 200)
+    share = sum(s.task == "vqa" for s in kept) / len(kept)
+    assert 0.38 < share < 0.62  # 100 expected; the bounds are 3.4 standard deviations away
+
+
+def test_a_negative_cap_is_refused_and_names_its_key(tmp_path: Path) -> None:
+    config = tmp_path / "site.toml"
+    text = (
+        '[site]\nname = "a"\narchive = "archive"\nwork_dir = "work"\n'
+        "[policy]\nmax_eval_records = {}\n"
+    )
+    config.write_text(text.format(300))
+    assert load_site_config(config).policy.max_eval_records == 300
+    config.write_text(text.format(-1))
+    with pytest.raises(SiteConfigError, match=r"\[policy\.max_eval_records\]"):
+        load_site_config(config)
