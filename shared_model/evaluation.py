@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from tqdm import tqdm
 
@@ -46,21 +47,33 @@ def answer_samples(
     return answers
 
 
+def record_references(samples: Sequence[Sample]) -> list[Any]:
+    """Each sample's reference answer, as its task reads it from the record's fields: computed
+    once for a bootstrap that scores the same records hundreds of times."""
+    return [get_task(sample.task).reference(sample.fields) for sample in samples]
+
+
 def score_predictions(
     samples: Sequence[Sample],
     predictions: Sequence[Reading],
     indices: Sequence[int] | None = None,
+    references: Sequence[Any] | None = None,
 ) -> dict[str, float]:
     """Score one reading per sample, per task and language; with ``indices``, only those
-    samples (repeats allowed, as in a bootstrap draw)."""
+    samples (repeats allowed, as in a bootstrap draw); ``references``
+    (:func:`record_references`) saves reading each sample's reference again."""
     groups: dict[tuple[str, str], tuple[list, list]] = defaultdict(lambda: ([], []))
     for index in range(len(samples)) if indices is None else indices:
         sample = samples[index]
-        parsed, references = groups[(sample.task, sample.lang)]
+        parsed, expected = groups[(sample.task, sample.lang)]
         parsed.append(predictions[index])
-        references.append(get_task(sample.task).reference(sample.fields))
+        expected.append(
+            get_task(sample.task).reference(sample.fields)
+            if references is None
+            else references[index]
+        )
     metrics: dict[str, float] = {}
-    for (task, lang), (parsed, references) in sorted(groups.items()):
-        for name, value in get_task(task).score(parsed, references, lang).items():
+    for (task, lang), (parsed, expected) in sorted(groups.items()):
+        for name, value in get_task(task).score(parsed, expected, lang).items():
             metrics[f"{task}/{lang}/{name}"] = float(value)
     return metrics

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from shared_model.evaluation import score_predictions
+from shared_model.evaluation import record_references, score_predictions
 from shared_model.sample import Sample
 
 RESAMPLES = 500
@@ -28,18 +29,20 @@ def paired_intervals(
     resamples: int = RESAMPLES,
     level: float = LEVEL,
     seed: int = 0,
-    score: Callable[[Sequence[Sample], Sequence[Any], Sequence[int]], Mapping[str, float]] = (
-        score_predictions
-    ),
+    score: Callable[[Sequence[Sample], Sequence[Any], Sequence[int]], Mapping[str, float]]
+    | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Per metric key, the central ``level`` interval of ``after - before`` over ``resamples``
     draws of the records, with replacement, within each task and language.
 
     ``before`` and ``after`` each hold one or more runs' predictions (one per sample); a
     model's score on a draw is the mean over its runs, as in a table of several seeds.
-    ``score(samples, run, drawn)`` scores one run on a draw (default: the answers' readings;
+    ``score(samples, run, drawn)`` scores one run on a draw (default: the answers' readings,
+    :func:`~shared_model.evaluation.score_predictions`;
     :func:`shared_model.option_scores.option_auc` scores option likelihoods).
     """
+    if score is None:
+        score = partial(score_predictions, references=record_references(samples))
     if not before or not after:
         raise ValueError("at least one run of predictions is needed from each model")
     if any(len(run) != len(samples) for run in (*before, *after)):

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from shared_model.evaluation import score_predictions
+from shared_model.evaluation import record_references, score_predictions
 from shared_model.sample import LANGUAGES, Sample
 from shared_model.tasks import Reading
 from simulations.bootstrap import LEVEL, RESAMPLES, central_interval
@@ -123,6 +123,7 @@ def language_gaps(
         raise ValueError("one reading per sample, one twin per sample, one reading per twin")
     both = [*samples, *twins]
     answers = [*readings, *twin_readings]
+    references = record_references(both)
     pairs: dict[str, list[int]] = defaultdict(list)
     for index, sample in enumerate(samples):
         if sample.task in metric_of:
@@ -134,7 +135,7 @@ def language_gaps(
 
         def scores(drawn: Sequence[int], task: str = task, metric: str = metric) -> tuple:
             indices = [*drawn, *(len(samples) + i for i in drawn)]
-            scored = score_predictions(both, answers, indices)
+            scored = score_predictions(both, answers, indices, references)
             return tuple(scored[f"{task}/{lang}/{metric}"] for lang in ("en", "zh"))
 
         english, chinese = scores(members)
