@@ -81,22 +81,7 @@ class Site:
     def samples(self, split: str, stage: str) -> list[Sample]:
         """Usable samples of ``split`` for the tasks of ``stage`` that the policy allows."""
         if split not in self._samples:
-            from client.archive import load_site_samples
-
-            samples, report = load_site_samples(
-                self.config,
-                canvas=self.spec.canvas,
-                slices=self.spec.volume_slices,
-                splits=(split,),
-                progress=self.progress,
-            )
-            if report.problems:
-                log.warning(
-                    "%s: %d records skipped (see `fedumit site check`)",
-                    self.config.name,
-                    len(report.problems),
-                )
-            self._samples[split] = samples
+            self._read_splits(split)
         policy = self.config.policy
         allowed = set(STAGE_TASKS[stage]) & set(policy.tasks)
         if stage == "align":
@@ -105,6 +90,29 @@ class Site:
             usable = [s for s in self._samples[split] if s.task in policy.tasks]
             return stage1_samples(usable, policy.derive_stage1, sorted(allowed))
         return [s for s in self._samples[split] if s.task in allowed]
+
+    def _read_splits(self, split: str) -> None:
+        """Read ``split`` and every other split the site may use (training and the policy's
+        evaluation splits) not read yet, in one pass over the manifest."""
+        from client.archive import load_site_samples
+
+        splits = dict.fromkeys((split, "train", *self.config.policy.eval_splits))
+        wanted = [name for name in splits if name not in self._samples]
+        samples, report = load_site_samples(
+            self.config,
+            canvas=self.spec.canvas,
+            slices=self.spec.volume_slices,
+            splits=wanted,
+            progress=self.progress,
+        )
+        if report.problems:
+            log.warning(
+                "%s: %d records skipped (see `fedumit site check`)",
+                self.config.name,
+                len(report.problems),
+            )
+        for name in wanted:
+            self._samples[name] = [s for s in samples if s.split == name]
 
     def public_subspace(
         self, trainer: LocalTrainer, config: TrainConfig

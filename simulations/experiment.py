@@ -57,6 +57,11 @@ def model_spec_file(out: Path, base: Path | None) -> Path:
     return spec.write_toml(out / CONSORTIUM_SPEC)
 
 
+SITE_EVAL_RECORDS = 300
+"""Every virtual site's ``[policy] max_eval_records``: the federated evaluations at the end of
+each stage score at most this many of a site's validation records (a fixed subset), so that
+their cost stays bounded at any hospital size (the middle synthetic hospital holds about 700
+validation records at the default size, 2,900 at ``--patients 1600``)."""
 PUBLIC_STAND_INS = 256
 """Train patients of a public dataset set apart from the hospitals when a run needs a public
 archive of their kind (``--contrast``, ``--subspace``): a public dataset of the same kind, used
@@ -99,6 +104,8 @@ class Consortium:
     """Every site's ``[policy] balance_answers``."""
     tasks: tuple[str, ...] | None = None
     """Every site's ``[policy] tasks`` (:func:`site_tasks`), or none: every task."""
+    max_eval_records: int = SITE_EVAL_RECORDS
+    """Every site's ``[policy] max_eval_records``."""
 
     @property
     def spec(self) -> ModelSpec:
@@ -135,6 +142,7 @@ class Consortium:
                 contrast=self.contrast,
                 balance_answers=self.balance_answers,
                 tasks=self.tasks,
+                max_eval_records=self.max_eval_records,
             )
             for archive in archives
         ]

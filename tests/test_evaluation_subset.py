@@ -59,3 +59,42 @@ def test_a_negative_cap_is_refused_and_names_its_key(tmp_path: Path) -> None:
     config.write_text(text.format(-1))
     with pytest.raises(SiteConfigError, match=r"\[policy\.max_eval_records\]"):
         load_site_config(config)
+
+
+def test_a_site_reads_its_training_and_evaluation_splits_in_one_pass(
+    tmp_path: Path, tiny_base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import client.archive
+    from client.archive import load_site_samples
+    from client.site import Site
+    from shared_model.spec import SPEC_FILE
+    from simulations.runner import write_site_config
+    from simulations.synthetic import generate_consortium
+
+    (archive,) = generate_consortium(tmp_path / "archives", n_sites=1, patients=20, seed=1)
+    config = load_site_config(
+        write_site_config(
+            tmp_path / "site.toml",
+            name=archive.name,
+            archive=archive,
+            work_dir=tmp_path / "work",
+            model_spec=tiny_base / SPEC_FILE,
+        )
+    )
+    site = Site(config, progress=False)
+    reads = []
+    monkeypatch.setattr(
+        client.archive,
+        "load_site_samples",
+        lambda *args, **kwargs: (
+            reads.append(kwargs["splits"]) or load_site_samples(*args, **kwargs)
+        ),
+    )
+    train = site.samples("train", "instruct")
+    val = site.samples("val", "instruct")
+    assert site.samples("val", "align") and reads == [["train", "val"]]
+    alone, _ = load_site_samples(
+        config, canvas=site.spec.canvas, slices=site.spec.volume_slices, splits=("val",)
+    )
+    assert ids(val) == [s.record_id for s in alone if s.task in {t.task for t in train}]
+    assert {s.split for s in train} == {"train"}

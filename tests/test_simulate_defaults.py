@@ -14,7 +14,7 @@ from simulations.defaults import (
     fill_schedule_defaults,
     learning_rate,
 )
-from simulations.experiment import Consortium, run_overrides
+from simulations.experiment import SITE_EVAL_RECORDS, Consortium, run_overrides
 
 PNEUMONIA = DATASET_DEFAULTS["pneumoniamnist"]
 
@@ -148,7 +148,9 @@ def test_balanced_answers_are_a_datasets_default_that_reaches_every_sites_policy
             tmp_path, tmp_path / "spec.toml", archives, balance_answers=balanced
         )
         configs = consortium.site_configs(f"run-{balanced}", archives, epsilon=8.0, dp=True, seed=0)
-        assert [load_site_config(p).policy.balance_answers for p in configs] == [balanced] * 2
+        policies = [load_site_config(p).policy for p in configs]
+        assert [p.balance_answers for p in policies] == [balanced] * 2
+        assert [p.max_eval_records for p in policies] == [SITE_EVAL_RECORDS] * 2
 
 
 def test_the_export_averages_the_rounds_a_dataset_asks_for_and_the_flag_wins(tmp_path) -> None:
