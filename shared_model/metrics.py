@@ -16,6 +16,7 @@ import functools
 import math
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -157,8 +158,13 @@ def token_recall(prediction: str | None, reference: str) -> float:
 
     A reference without any token counts as recalled when the prediction is not ``None``.
     """
-    if prediction is None:
-        return 0.0
+    return 0.0 if prediction is None else _token_recall(prediction, reference)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _token_recall(prediction: str, reference: str) -> float:
+    """One pair's token recall, remembered (a bootstrap scores the same pairs hundreds of
+    times)."""
     wanted = tokenize(reference)
     if not wanted:
         return 1.0
@@ -179,13 +185,12 @@ def macro_f1(predictions: Sequence[int | None], references: Sequence[int]) -> fl
     no class; a predicted class absent from the references only costs its reference class.
     """
     check_lengths(predictions, references)
-    pairs = list(zip(predictions, references, strict=True))
+    pairs = Counter(zip(predictions, references, strict=True))
+    answered, expected = Counter(predictions), Counter(references)
     scores = []
-    for label in sorted(set(references)):
-        tp = sum(p == label and r == label for p, r in pairs)
-        fp = sum(p == label and r != label for p, r in pairs)
-        fn = sum(r == label and p != label for p, r in pairs)
-        scores.append(2.0 * tp / (2 * tp + fp + fn))
+    for label in sorted(expected):
+        hits = pairs[(label, label)]
+        scores.append(2.0 * hits / (answered[label] + expected[label]))
     return mean(scores)
 
 
@@ -209,6 +214,13 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     Boxes are ``(x1, y1, x2, y2)`` or ``(x1, y1, z1, x2, y2, z2)`` with ``min <= max`` per axis.
     Boxes of different dimension have IoU 0; two identical empty boxes have IoU 1.
     """
+    return _box_iou(tuple(a), tuple(b))
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """:func:`box_iou` of two boxes as tuples, remembered (a bootstrap matches the same boxes
+    hundreds of times)."""
     if len(a) != len(b):
         return 0.0
     dim = len(a) // 2
@@ -217,7 +229,7 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     size_b = math.prod(b[i + dim] - b[i] for i in range(dim))
     union = size_a + size_b - inter
     if union <= 0.0:
-        return float(tuple(a) == tuple(b))
+        return float(a == b)
     return inter / union
 
 

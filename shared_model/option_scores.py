@@ -79,24 +79,41 @@ def option_auc(
     some option: the mean over options of the one-vs-rest AUC of that option's likelihood share,
     within each group of records that list the same options. With ``indices``, only those
     samples (repeats allowed, as in a bootstrap draw)."""
-    groups: dict[tuple[str, str, tuple[str, ...]], list[tuple[np.ndarray, int]]] = defaultdict(list)
-    for position in range(len(samples)) if indices is None else indices:
-        sample, scores = samples[position], likelihoods[position]
-        if scores is None:
-            continue
-        task = get_task(sample.task)
-        key = (sample.task, sample.lang, tuple(task.option_targets(sample.fields, sample.lang)))
-        shares = np.exp(np.asarray(scores) - np.logaddexp.reduce(scores))
-        groups[key].append((shares, task.reference(sample.fields)))
-    aucs: dict[str, list[float]] = defaultdict(list)
-    for (task_name, lang, options), entries in groups.items():
-        shares = np.stack([entry[0] for entry in entries])
-        right = np.array([entry[1] for entry in entries])
-        for option in range(len(options)):
-            chosen = right == option
-            if chosen.any() and not chosen.all():
-                aucs[f"{task_name}/{lang}/option_auc"].append(auc(shares[:, option], chosen))
-    return {key: float(np.mean(values)) for key, values in aucs.items()}
+    return OptionShares(samples, likelihoods).auc(indices)
+
+
+class OptionShares:
+    """Each sample's option list and likelihood shares, read once, for :func:`option_auc` over
+    many draws of the same samples (a bootstrap)."""
+
+    def __init__(
+        self, samples: Sequence[Sample], likelihoods: Sequence[Sequence[float] | None]
+    ) -> None:
+        self.entries: dict[int, tuple[tuple, np.ndarray, int]] = {}
+        for position, (sample, scores) in enumerate(zip(samples, likelihoods, strict=True)):
+            if scores is None:
+                continue
+            task = get_task(sample.task)
+            key = (sample.task, sample.lang, tuple(task.option_targets(sample.fields, sample.lang)))
+            shares = np.exp(np.asarray(scores) - np.logaddexp.reduce(scores))
+            self.entries[position] = (key, shares, task.reference(sample.fields))
+
+    def auc(self, indices: Sequence[int] | None = None) -> dict[str, float]:
+        """:func:`option_auc` over ``indices`` (default: every sample)."""
+        groups: dict[tuple, list[tuple[tuple, np.ndarray, int]]] = defaultdict(list)
+        for position in self.entries if indices is None else indices:
+            entry = self.entries.get(position)
+            if entry is not None:
+                groups[entry[0]].append(entry)
+        aucs: dict[str, list[float]] = defaultdict(list)
+        for (task_name, lang, options), members in groups.items():
+            shares = np.stack([entry[1] for entry in members])
+            right = np.array([entry[2] for entry in members])
+            for option in range(len(options)):
+                chosen = right == option
+                if chosen.any() and not chosen.all():
+                    aucs[f"{task_name}/{lang}/option_auc"].append(auc(shares[:, option], chosen))
+        return {key: float(np.mean(values)) for key, values in aucs.items()}
 
 
 def auc(scores: np.ndarray, positive: np.ndarray) -> float:

@@ -16,10 +16,28 @@ from typing import Any
 import numpy as np
 
 from shared_model.evaluation import record_references, score_predictions
+from shared_model.option_scores import OptionShares
 from shared_model.sample import Sample
 
 RESAMPLES = 500
 LEVEL = 0.95
+
+DrawScore = Callable[[Sequence[int]], Mapping[str, float]]
+"""One run's scores on a draw of the records (their positions, repeats allowed)."""
+Scorer = Callable[[Sequence[Sample], Sequence[Any]], DrawScore]
+"""Prepares a run's predictions on the records once, for scoring many draws."""
+
+
+def reading_scorer(samples: Sequence[Sample], run: Sequence[Any]) -> DrawScore:
+    """Scores a run of readings (:func:`~shared_model.evaluation.score_predictions`), each
+    record's reference read once."""
+    return partial(score_predictions, samples, run, references=record_references(samples))
+
+
+def option_auc_scorer(samples: Sequence[Sample], run: Sequence[Any]) -> DrawScore:
+    """Scores a run of option likelihoods (:func:`shared_model.option_scores.option_auc`),
+    each record's likelihood shares computed once."""
+    return OptionShares(samples, run).auc
 
 
 def paired_intervals(
@@ -29,20 +47,16 @@ def paired_intervals(
     resamples: int = RESAMPLES,
     level: float = LEVEL,
     seed: int = 0,
-    score: Callable[[Sequence[Sample], Sequence[Any], Sequence[int]], Mapping[str, float]]
-    | None = None,
+    scorer: Scorer = reading_scorer,
 ) -> dict[str, tuple[float, float]]:
     """Per metric key, the central ``level`` interval of ``after - before`` over ``resamples``
     draws of the records, with replacement, within each task and language.
 
     ``before`` and ``after`` each hold one or more runs' predictions (one per sample); a
     model's score on a draw is the mean over its runs, as in a table of several seeds.
-    ``score(samples, run, drawn)`` scores one run on a draw (default: the answers' readings,
-    :func:`~shared_model.evaluation.score_predictions`;
-    :func:`shared_model.option_scores.option_auc` scores option likelihoods).
+    ``scorer`` prepares each run for scoring draws (:func:`reading_scorer` for the answers'
+    readings, :func:`option_auc_scorer` for option likelihoods).
     """
-    if score is None:
-        score = partial(score_predictions, references=record_references(samples))
     if not before or not after:
         raise ValueError("at least one run of predictions is needed from each model")
     if any(len(run) != len(samples) for run in (*before, *after)):
@@ -50,12 +64,14 @@ def paired_intervals(
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for index, sample in enumerate(samples):
         groups[(sample.task, sample.lang)].append(index)
+    old_runs = [scorer(samples, run) for run in before]
+    new_runs = [scorer(samples, run) for run in after]
     rng = np.random.default_rng(seed)
     differences: dict[str, list[float]] = defaultdict(list)
     for _ in range(resamples):
         drawn = [int(i) for members in groups.values() for i in rng.choice(members, len(members))]
-        old = mean_scores([score(samples, run, drawn) for run in before])
-        new = mean_scores([score(samples, run, drawn) for run in after])
+        old = mean_scores([score(drawn) for score in old_runs])
+        new = mean_scores([score(drawn) for score in new_runs])
         for key in old.keys() & new.keys():
             differences[key].append(new[key] - old[key])
     return {key: central_interval(values, level) for key, values in differences.items()}

@@ -43,7 +43,7 @@ from shared_model.evaluation import score_predictions
 from shared_model.option_scores import option_auc
 from shared_model.sample import Sample
 from shared_model.tasks import Reading, score_rows
-from simulations.bootstrap import mean_scores, paired_intervals
+from simulations.bootstrap import mean_scores, option_auc_scorer, paired_intervals
 from simulations.experiment import (
     REPLAYABLE_NOTE,
     Consortium,
@@ -181,7 +181,9 @@ def comparison_rows(
         columns[name].update(mean_scores([option_auc(samples, run) for run in runs]))
     if rankings:
         intervals.update(
-            paired_intervals(samples, rankings[CENTRALIZED], rankings[FEDERATED], score=option_auc)
+            paired_intervals(
+                samples, rankings[CENTRALIZED], rankings[FEDERATED], scorer=option_auc_scorer
+            )
         )
     rows = add_intervals(score_rows({name: columns[name] for name in ARMS}), intervals)
     return add_majority(rows, samples, predictions[FEDERATED_DP])

@@ -17,7 +17,7 @@ from shared_model.option_scores import option_auc
 from shared_model.sample import Sample
 from shared_model.spec import SPEC_FILE, ModelSpec
 from shared_model.tasks import STAGE_TASKS, score_rows
-from simulations.bootstrap import paired_intervals
+from simulations.bootstrap import option_auc_scorer, paired_intervals
 from simulations.class_recall import class_recall, print_class_recall
 from simulations.datasets import public_archives, public_stand_in
 from simulations.defaults import learning_rate
@@ -280,7 +280,9 @@ def scored_rows(
     }
     intervals = {
         **paired_intervals(samples, [before.readings], [after.readings]),
-        **paired_intervals(samples, [before.likelihoods], [after.likelihoods], score=option_auc),
+        **paired_intervals(
+            samples, [before.likelihoods], [after.likelihoods], scorer=option_auc_scorer
+        ),
     }
     rows = add_intervals(score_rows(columns), intervals)
     return add_majority(rows, samples, [after.readings])

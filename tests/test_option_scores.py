@@ -8,7 +8,7 @@ import torch
 from shared_model.inputs import IGNORE_INDEX, collate, encode_sample
 from shared_model.loading import load_base
 from shared_model.loss import answer_token_loss, answer_window
-from shared_model.option_scores import option_auc, option_log_likelihoods
+from shared_model.option_scores import OptionShares, option_auc, option_log_likelihoods
 from shared_model.sample import Geometry, Sample
 from shared_model.tasks import get_task
 from tests.conftest import lesion_image
@@ -51,6 +51,21 @@ def test_option_auc_ranks_records_by_the_share_of_each_option(right, wrong, expe
     samples = [classified(i, i % 2) for i in range(6)]
     likelihoods = [list(right) if s.fields["label"] == 0 else list(wrong) for s in samples]
     assert option_auc(samples, likelihoods) == {"classification/en/option_auc": expected}
+
+
+def test_prepared_shares_score_a_draw_as_the_drawn_records_would() -> None:
+    samples = [classified(i, i % 2) for i in range(8)]
+    samples += [classified(8 + i, i % 3, ["a", "b", "c"]) for i in range(6)]
+    likelihoods = [
+        [-1.0 - (i % 5), -2.0 + (i % 3), -3.0][: len(s.fields.get("options", "ab"))]
+        for i, s in enumerate(samples)
+    ]
+    likelihoods[3] = None
+    shares = OptionShares(samples, likelihoods)
+    for drawn in ([0, 0, 1, 2, 3, 5, 8, 9, 10, 11], list(range(len(samples))), [1, 1, 2, 12, 13]):
+        picked = [samples[i] for i in drawn]
+        assert shares.auc(drawn) == option_auc(picked, [likelihoods[i] for i in drawn])
+    assert shares.auc() == option_auc(samples, likelihoods)
 
 
 def test_option_auc_is_a_half_for_a_model_that_ranks_every_record_alike() -> None:

@@ -4,6 +4,7 @@ are well-formed (strict and lenient agree) unless a test says otherwise."""
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 
 import pytest
@@ -181,6 +182,22 @@ def test_macro_f1_ignores_classes_absent_from_references() -> None:
 def test_box_iou(a: tuple, b: tuple, iou: float) -> None:
     assert box_iou(a, b) == pytest.approx(iou)
     assert box_iou(b, a) == pytest.approx(iou)
+    assert box_iou(list(a), list(b)) == box_iou(a, b)  # boxes as lists, as JSON gives them
+
+
+def test_macro_f1_counts_as_the_per_class_definition_does() -> None:
+    rng = random.Random(0)
+    for _ in range(50):
+        references = [rng.randrange(4) for _ in range(rng.randrange(1, 30))]
+        predictions = [rng.choice([None, 0, 1, 2, 3, 5]) for _ in references]
+        pairs = list(zip(predictions, references, strict=True))
+        expected = []
+        for label in sorted(set(references)):
+            tp = sum(p == label == r for p, r in pairs)
+            fp = sum(p == label != r for p, r in pairs)
+            fn = sum(r == label != p for p, r in pairs)
+            expected.append(2 * tp / (2 * tp + fp + fn))
+        assert macro_f1(predictions, references) == pytest.approx(sum(expected) / len(expected))
 
 
 def test_detection_scores() -> None:
