@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
+import sys
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +31,12 @@ from simulations.language_twins import LanguageGap, language_gaps, language_twin
 from simulations.majority import MAJORITY, VS_MAJORITY, add_majority
 from simulations.report import Change, add_intervals, print_answers, print_metric_table
 from simulations.runner import simulate, write_site_config
-from simulations.synthetic import generate_consortium, generate_public_archive
+from simulations.synthetic import (
+    HospitalProfile,
+    consortium_profiles,
+    generate_public_archive,
+    write_hospital,
+)
 from simulations.verdict import judged_metric, verdict, verdict_lines
 
 ROUND_0 = "round 0"
@@ -84,9 +93,37 @@ def site_archives(args: argparse.Namespace) -> list[Path]:
             alpha=args.alpha,
             public_patients=PUBLIC_STAND_INS if wants_public_archive(args) else 0,
         )
-    return generate_consortium(
-        args.out / "archives", n_sites=args.sites, patients=args.patients, seed=args.seed
-    )
+    profiles = consortium_profiles(args.sites, args.patients, args.seed)
+    return write_hospitals(args.out / "archives", profiles)
+
+
+PARALLEL_WRITING_FROM = 1000
+"""Patients over all synthetic hospitals from which they are written on several processes."""
+
+
+def write_hospitals(
+    out: Path, profiles: Sequence[HospitalProfile], workers: int | None = None
+) -> list[Path]:
+    """Each profile's archive under ``out``, the same bytes however many processes write them.
+
+    From :data:`PARALLEL_WRITING_FROM` patients, on Linux, on up to one process per core
+    (``workers``), the largest hospital first: pydicom's writer is pure Python, so threads would
+    share one core. The processes are forked, so that no caller needs a ``__main__`` guard;
+    they write files with numpy, pydicom and nibabel only, never torch.
+    """
+    folders = [out / profile.name for profile in profiles]
+    if workers is None:
+        large = sum(p.patients for p in profiles) >= PARALLEL_WRITING_FROM
+        workers = (os.cpu_count() or 1) if large and sys.platform == "linux" else 1
+    workers = min(workers, len(profiles))
+    if workers < 2:
+        return [write_hospital(folder, p) for folder, p in zip(folders, profiles, strict=True)]
+    order = sorted(range(len(profiles)), key=lambda i: -profiles[i].patients)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        jobs = [pool.submit(write_hospital, folders[i], profiles[i]) for i in order]
+        for job in jobs:
+            job.result()  # raises what the hospital's process raised
+    return folders
 
 
 @dataclass(frozen=True)
