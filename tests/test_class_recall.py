@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from shared_model.tasks import Reading
-from simulations.class_recall import MALFORMED, class_recall, print_class_recall
+from simulations.class_recall import MALFORMED, class_recall, impression, print_class_recall
 from tests.test_language_twins import as_sample
 
 OPTIONS = {"en": ["normal", "nodule", "mass", "cyst"], "zh": ["正常", "结节", "肿块", "囊肿"]}
@@ -48,3 +48,45 @@ def test_a_class_never_named_has_recall_zero_and_shows_what_was_answered() -> No
 def test_no_classification_records_no_rows() -> None:
     vqa = as_sample({"id": "v", "task": "vqa", "lang": "en", "question": "Q?"})
     assert class_recall([vqa], {"final": [Reading(None, None)]}) == []
+
+
+def report(number: int, lang: str, finding: str):
+    text = {
+        "en": f"Findings: a {finding} in the left lung. Impression: {finding}.",
+        "zh": f"所见：左侧肺部见{finding}。印象：{finding}。",
+    }[lang]
+    return as_sample({"id": "r", "task": "report", "lang": lang, "report": text}, number)
+
+
+def test_each_class_says_how_often_the_reports_on_its_images_name_it() -> None:
+    samples = [record(0, "en", 3), record(1, "en", 0), record(2, "zh", 3)]
+    samples += [report(3, "en", "cyst"), report(4, "en", "cyst"), report(5, "zh", "囊肿")]
+    samples.append(report(6, "en", "mass"))  # no classification record of a mass: no row
+    written = [
+        "Findings: a cyst in the left lung. Impression: cyst.",
+        "Findings: lungs are clear. Impression: normal.",
+        "所见：左侧肺部见囊肿。印象：囊肿。",
+        "Findings: a mass in the left lung. Impression: mass.",
+    ]
+    final = [Reading(0, 0), Reading(0, 0), Reading(0, 0)]
+    final += [Reading(text, text) for text in written]
+    base = [Reading(0, 0)] * 3 + [Reading(None, written[0])] * 4  # malformed: never counts
+    rows = {(r["lang"], r["class"]): r for r in class_recall(samples, {"b": base, "f": final})}
+    assert rows[("en", "cyst")]["f"] == 0.0  # never answered in classification ...
+    assert rows[("en", "cyst")]["reports"] == 2
+    assert rows[("en", "cyst")]["f in reports"] == 0.5  # ... named in one report of two
+    assert rows[("en", "cyst")]["b in reports"] == 0.0
+    assert rows[("zh", "囊肿")]["f in reports"] == 1.0
+    assert "reports" not in rows[("en", "normal")]
+    console = Console(record=True, width=200)
+    print_class_recall(list(rows.values()), ("b", "f"), console)
+    shown = console.export_text()
+    assert "reports name it, f" in shown and "0.50" in shown
+
+
+def test_a_report_names_the_finding_after_its_impression_marker() -> None:
+    assert impression("Findings: a cyst in the left lung. Impression: cyst.", "en") == "cyst"
+    assert impression("所见：双肺清晰。印象：正常。", "zh") == "正常"
+    assert impression("Impression:", "en") is None
+    assert impression("a cyst, no impression", "en") is None
+    assert impression(None, "en") is None
