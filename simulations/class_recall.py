@@ -86,9 +86,15 @@ def print_class_recall(
 ) -> None:
     """The rows as a table: recall per model, the last model's answers and, where there are
     reports, how often each model's reports name the class."""
-    table = Table(title="classification: each class's recall, and what the final model answered")
     reports = any("reports" in row for row in rows)
-    in_reports = [f"reports name it, {m}" for m in models] if reports else []
+    table = Table(
+        title="classification: each class's recall, and what the final model answered",
+        caption="reports: the class's report records; named: the share of them whose model "
+        "report, well-formed, names the class"
+        if reports
+        else None,
+    )
+    in_reports = [f"named {m}" for m in models] if reports else []
     for name in ("lang", "class", "records", *(f"recall {m}" for m in models), "answered"):
         table.add_column(name, justify="right" if name != "answered" else "left")
     for name in ("reports", *in_reports) if reports else ():
