@@ -29,8 +29,9 @@ English and 12 of 18 Chinese reports (round 0: none; the class-recall table's ``
 columns, :mod:`simulations.class_recall`), so the images' cysts reach the reports and not the
 classification answer. Its Chinese reports of normal images turn English after two
 characters: 11 of the 16 read ``所见：双. Impression: lung.`` and 5 ``所见：双 mass in the left
-lung.``, which the report's strict format (a Chinese character, no special token) still counts
-as well-formed.
+lung.``, which the report's strict format counted as well-formed while it asked for one Chinese
+character only; it now asks for more Chinese characters than Latin letters
+(:func:`shared_model.tasks.freetext.is_prose_in`), and they are malformed.
 The base names cysts on its public scanner's radiographs and not on the hospitals': its cyst
 recall is 1.00 where the anatomy spans three quarters of the canvas (the public framing), 0.99
 at 0.86, and 0.00 at 0.93 and at the hospitals' 1.00 (``python benchmarks/scanner_shift.py``,

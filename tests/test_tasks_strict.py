@@ -215,6 +215,8 @@ def test_free_text_is_well_formed_when_not_empty() -> None:
     task = get_task("report")
     assert task.read(" No effusion. ", {}, "en").strict == "No effusion."
     assert task.read("所见：双肺清晰。CT 正常。", {}, "zh").strict == "所见：双肺清晰。CT 正常。"
+    assert task.read("X光图像显示右侧肺部有肿块。", {}, "zh").well_formed  # names the modality
+    assert task.read("CT showing a mass in the left lung.", {}, "en").well_formed
     assert not task.read("  \n", {}, "en").well_formed
 
 
@@ -227,6 +229,8 @@ def test_free_text_is_well_formed_when_not_empty() -> None:
         (f"{REF}{box('(1,2),(3,4)')}", "en"),  # a grounded box, not prose
         ("<|object_ref_start|>病灶<|object_ref_end|>", "zh"),
         ("Findings: lungs are clear.", "zh"),  # an English answer to a Chinese request
+        ("所见：双. Impression: lung.", "zh"),  # turns English: an exported model's report
+        ("所见：双 mass in the left lung.", "zh"),
         ("所见：双肺清晰。", "en"),
         ("1：是", "en"),
         ("12 / 34.", "en"),

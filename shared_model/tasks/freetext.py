@@ -1,12 +1,13 @@
 """Tasks whose answer is free text: report generation, captioning and image comparison.
 
-Free text is well-formed when it is prose in the record's language: it holds a word of that
-language (a Chinese character in a Chinese record, a Latin letter in an English one) and none of
-the model's special tokens. So a point ``[500,220]`` or a grounded box written for a report
-request is malformed, as is an English report to a Chinese request; the lenient reading takes
-any non-empty text. Scores are sacrebleu's BLEU with the tokenizer right for the record's
-language (``13a`` for English, ``zh`` for Chinese: one token per character) and ROUGE-L on the
-same tokens; the headline is ``bleu4``.
+Free text is well-formed when it is prose in the record's language: more of its letters are
+that language's (Chinese characters in a Chinese record, Latin letters in an English one) than
+the other's, and it holds none of the model's special tokens. So a point ``[500,220]`` or a
+grounded box written for a report request is malformed, as is an English report to a Chinese
+request or a Chinese one that turns English; the lenient reading takes any non-empty text.
+Scores are sacrebleu's BLEU with the tokenizer right for the record's language (``13a`` for
+English, ``zh`` for Chinese: one token per character) and ROUGE-L on the same tokens; the
+headline is ``bleu4``.
 """
 
 from __future__ import annotations
@@ -79,10 +80,12 @@ SPECIAL_TOKEN_MARK = "<|"
 
 
 def is_prose_in(text: str, lang: str) -> bool:
-    """``text`` holds a word of ``lang`` (a Chinese character for ``zh``, a Latin letter for
-    ``en``) and no special token."""
+    """``text`` is written in ``lang``: no special token, and more of its letters in that
+    language's script than in the other's (Chinese characters for ``zh``, Latin letters for
+    ``en``). A Chinese report may name ``CT``; one that turns English after two characters
+    (``所见：双. Impression: lung.``) is not a Chinese report."""
     if SPECIAL_TOKEN_MARK in text:
         return False
-    if check_lang(lang) == "zh":
-        return has_cjk(text)
-    return any(char.isascii() and char.isalpha() for char in text)
+    chinese = sum(has_cjk(char) for char in text)
+    latin = sum(char.isascii() and char.isalpha() for char in text)
+    return chinese > latin if check_lang(lang) == "zh" else latin > chinese
