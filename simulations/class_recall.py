@@ -94,10 +94,10 @@ def print_class_recall(
         if reports
         else None,
     )
-    in_reports = [f"named {m}" for m in models] if reports else []
+    beside_columns = ["reports", *(f"named {m}" for m in models)] if reports else []
     for name in ("lang", "class", "records", *(f"recall {m}" for m in models), "answered"):
         table.add_column(name, justify="right" if name != "answered" else "left")
-    for name in ("reports", *in_reports) if reports else ():
+    for name in beside_columns:
         table.add_column(name, justify="right")
     for row in rows:
         said = ", ".join(f"{name} {count}" for name, count in row["answered"].items())
