@@ -23,7 +23,7 @@ from client.archive import ArchiveReader, decode
 from client.archive.loader import to_canvas
 from client.archive.manifest import MANIFEST
 from client.config import ImagingConfig, SiteConfig
-from shared_model.evaluation import evaluate_samples
+from shared_model.evaluation import answer_samples, score_predictions
 from shared_model.export import read_export_info
 from shared_model.inference import Answer, Answerer, Question, load_answerer
 from shared_model.sample import Geometry, Sample
@@ -93,22 +93,6 @@ def readings(
     }
 
 
-class RecordingAnswerer(Answerer):
-    """An :class:`Answerer` that keeps every answer it gives, in order."""
-
-    def __init__(self, answerer: Answerer) -> None:
-        super().__init__(
-            answerer.model, answerer.processor, answerer.canvas, answerer.max_new_tokens
-        )
-        self.given: list[Answer] = []
-
-    def answer(self, questions: Sequence[Question]) -> list[Answer]:
-        """Answer and record."""
-        answers = super().answer(questions)
-        self.given.extend(answers)
-        return answers
-
-
 def answer_manifest(
     answerer: Answerer,
     manifest: Path,
@@ -140,11 +124,11 @@ def answer_manifest(
             problem.file,
             problem.reason,
         )
-    recorder = RecordingAnswerer(answerer)
-    metrics = evaluate_samples(recorder, samples, batch_size=batch_size, progress=True)
+    answers = answer_samples(answerer, samples, batch_size=batch_size, progress=True)
+    metrics = score_predictions(samples, [answer.reading for answer in answers])
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as handle:
-        for sample, answer in zip(samples, recorder.given, strict=True):
+        for sample, answer in zip(samples, answers, strict=True):
             handle.write(json.dumps(prediction(sample, answer), ensure_ascii=False) + "\n")
     metrics_path = out.with_name(out.stem + "-metrics.json")
     metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
