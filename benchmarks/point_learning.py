@@ -9,8 +9,10 @@ prompt, answered ``[x,y]`` on the 0-1000 grid. Images (``--images``):
 - ``scenes``: the marker's ring (radius 3 % of the side, 2.4 % thick) on the plain noisy grey
   of the pretraining scenes (:mod:`shared_model.tiny.scenes`);
 - ``chest``: the hospitals' chest radiograph with its marker and, as often as at the
-  hospitals, a lesion (:func:`simulations.phantoms.chest_xray`), windowed as a site windows a
-  radiograph without a window of its own (the 0.5-99.5 percentiles) and fitted to the canvas.
+  hospitals, a lesion (:func:`simulations.phantoms.chest_xray`), windowed as a site windows it
+  and fitted to the canvas: by the window the hospitals' files carry (``--window file``,
+  :class:`simulations.phantoms.Scanner`) or, as for a radiograph without a window of its own,
+  by its 0.5-99.5 percentiles (``--window percentile``).
 
 ``--range hospital`` places the scenes' ring where the hospitals' marker lies (x 0.42-0.58,
 y 0.15-0.30 of the side), ``--range wide`` anywhere in 0.1-0.9; the chest's marker is always
@@ -21,8 +23,8 @@ error and SDR (within 20 grid units, the task's headline), each axis's correlati
 truth, and the same scores of the constant answer at the training points' mean. Prints the
 table and writes JSON.
 
-    python benchmarks/point_learning.py [--images scenes|chest] [--range hospital|wide]
-        [--steps 900] [--every 300] [--lr 1e-3] [--base DIR]
+    python benchmarks/point_learning.py [--images scenes|chest] [--window file|percentile]
+        [--range hospital|wide] [--steps 900] [--every 300] [--lr 1e-3] [--base DIR]
 """
 
 from __future__ import annotations
@@ -38,14 +40,14 @@ from rich.console import Console
 from rich.table import Table
 from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 
-from client.archive.processing import percentile_normalise, to_canvas_pixels
+from client.archive.processing import percentile_normalise, to_canvas_pixels, window
 from shared_model.device import configure_cpu_threads
 from shared_model.inference import Answerer, Question
 from shared_model.inputs import encode_example
 from shared_model.tasks import get_task
 from shared_model.tiny import TINY_CANVAS, ensure_tiny_base
 from shared_model.tiny.build import fit
-from simulations.phantoms import LESION_CLASSES, chest_xray
+from simulations.phantoms import HOSPITAL_SCANNER, LESION_CLASSES, chest_xray
 from simulations.synthetic import MARKER_WORD
 
 SIDE = 96
@@ -72,21 +74,25 @@ def scene_with_ring(rng: random.Random, marker_range: str) -> Image:
     return to_canvas_pixels(pixels, TINY_CANVAS), (1000 * cx, 1000 * cy)
 
 
-def chest_with_marker(rng: random.Random) -> Image:
-    """A hospital chest radiograph (a lesion in three of four), and its marker in grid units."""
+def chest_with_marker(rng: random.Random, windowing: str) -> Image:
+    """A hospital chest radiograph (a lesion in three of four) windowed by ``windowing``
+    (``file`` or ``percentile``), and its marker in grid units."""
     generator = np.random.default_rng(rng.getrandbits(32))
     lesion = rng.choice((None, *LESION_CLASSES))
     stored, finding = chest_xray(generator, lesion, size=SIDE)
-    unit = percentile_normalise(stored, 0.5, 99.5)
+    if windowing == "file":
+        unit = window(stored, *HOSPITAL_SCANNER.window)
+    else:
+        unit = percentile_normalise(stored, 0.5, 99.5)
     x, y = finding.landmark
     return to_canvas_pixels(unit, TINY_CANVAS), (1000 * x / SIDE, 1000 * y / SIDE)
 
 
-def draw_images(kind: str, marker_range: str, count: int, seed: int) -> list[Image]:
+def draw_images(kind: str, marker_range: str, windowing: str, count: int, seed: int) -> list[Image]:
     """``count`` images of ``kind`` with their points."""
     rng = random.Random(seed)
     if kind == "chest":
-        return [chest_with_marker(rng) for _ in range(count)]
+        return [chest_with_marker(rng, windowing) for _ in range(count)]
     return [scene_with_ring(rng, marker_range) for _ in range(count)]
 
 
@@ -154,6 +160,7 @@ def print_table(rows: list[dict], console: Console) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", choices=("scenes", "chest"), default="chest")
+    parser.add_argument("--window", choices=("file", "percentile"), default="file")
     parser.add_argument("--range", choices=tuple(RANGES), default="hospital")
     parser.add_argument("--steps", type=int, default=900)
     parser.add_argument("--every", type=int, default=300)
@@ -171,8 +178,8 @@ def main() -> None:
     model = Qwen2VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32)
     fields = {"landmark": MARKER_WORD["en"], "point": [0, 0]}
     prompt = get_task("landmark").prompt(fields, "en")
-    train = draw_images(args.images, args.range, args.train_images, seed=0)
-    test = draw_images(args.images, args.range, args.test_images, seed=TEST_SEED)
+    train = draw_images(args.images, args.range, args.window, args.train_images, seed=0)
+    test = draw_images(args.images, args.range, args.window, args.test_images, seed=TEST_SEED)
     examples = [
         encode_example(processor, [im], prompt, point_text(p), canvas=TINY_CANVAS, max_length=512)
         for im, p in train
@@ -193,8 +200,8 @@ def main() -> None:
         done += chunk
     console = Console()
     console.print(
-        f"base: {base.name}; images: {args.images}, range {args.range}; {len(train)} training "
-        f"images, {args.batch} a step at {args.lr:g}; {len(test)} held out"
+        f"base: {base.name}; images: {args.images} ({args.window} window), range {args.range}; "
+        f"{len(train)} training images, {args.batch} a step at {args.lr:g}; {len(test)} held out"
     )
     print_table(rows, console)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}

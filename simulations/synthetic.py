@@ -116,7 +116,12 @@ def write_hospital(archive: Path, profile: HospitalProfile) -> Path:
             relative = f"{patient}/cr-{visit}.dcm"
             stored, finding = chest_xray(rng, lesion, scanner=profile.scanner)
             write_dicom_image(
-                archive / relative, stored, patient_id=patient, modality="CR", spacing=(0.4, 0.4)
+                archive / relative,
+                stored,
+                patient_id=patient,
+                modality="CR",
+                spacing=(0.4, 0.4),
+                window=profile.scanner.window,
             )
             records += xray_records(patient, relative, finding, lang, split, visit)
             if previous is not None:
