@@ -88,8 +88,10 @@ def chest_with_marker(rng: random.Random, windowing: str) -> Image:
     return to_canvas_pixels(unit, TINY_CANVAS), (1000 * x / SIDE, 1000 * y / SIDE)
 
 
-def draw_images(kind: str, marker_range: str, windowing: str, count: int, seed: int) -> list[Image]:
-    """``count`` images of ``kind`` with their points."""
+def draw_images(
+    kind: str, marker_range: str, count: int, seed: int, windowing: str = "file"
+) -> list[Image]:
+    """``count`` images of ``kind`` with their points (radiographs windowed by ``windowing``)."""
     rng = random.Random(seed)
     if kind == "chest":
         return [chest_with_marker(rng, windowing) for _ in range(count)]
@@ -178,8 +180,8 @@ def main() -> None:
     model = Qwen2VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32)
     fields = {"landmark": MARKER_WORD["en"], "point": [0, 0]}
     prompt = get_task("landmark").prompt(fields, "en")
-    train = draw_images(args.images, args.range, args.window, args.train_images, seed=0)
-    test = draw_images(args.images, args.range, args.window, args.test_images, seed=TEST_SEED)
+    train = draw_images(args.images, args.range, args.train_images, 0, args.window)
+    test = draw_images(args.images, args.range, args.test_images, TEST_SEED, args.window)
     examples = [
         encode_example(processor, [im], prompt, point_text(p), canvas=TINY_CANVAS, max_length=512)
         for im, p in train
