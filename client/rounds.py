@@ -92,6 +92,12 @@ def train_round(
     samples = site.samples("train", request.stage)
     if not samples:
         raise SiteRefusal(Refusal.NO_RECORDS, f"no usable {request.stage} training records")
+    trainer = site.trainer(request.stage, align_arrays)
+    samples = site.encodable(trainer, samples)
+    if not samples:
+        raise SiteRefusal(
+            Refusal.NO_RECORDS, f"no {request.stage} training record the model can take"
+        )
     unit_keys = site.unit_keys(samples)
     sample_rate = min(1.0, request.batch_size / len(set(unit_keys)))
     steps = _steps(request, sample_rate, policy.max_local_epochs)
@@ -103,7 +109,6 @@ def train_round(
         rounds_left=rounds_left,
     )  # fmt: skip
     mechanism = reservation.mechanism
-    trainer = site.trainer(request.stage, align_arrays)
     with _layout_refusal():
         trainer.adapter.load_arrays(arrays, site.fingerprint)
     train_config = TrainConfig(

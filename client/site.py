@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from client.privacy.ledger import PrivacyLedger
 from client.privacy.randomness import SiteRandomness
 from client.privacy.subspace import GradientSubspace
 from client.records import site_logger
-from client.stage1 import stage1_samples
+from client.stage1 import DERIVED_SUFFIX, stage1_samples
 from client.stage1_store import Stage1Store
 from client.trainer import LocalTrainer, TrainConfig
 from protocol import arrays_hash
@@ -35,6 +36,9 @@ from shared_model.loading import load_base, merge_stage
 from shared_model.sample import Sample
 from shared_model.spec import ModelSpec
 from shared_model.tasks import STAGE_TASKS
+
+if TYPE_CHECKING:
+    from client.archive import Problem
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,7 @@ class Site:
         self._samples: dict[str, list[Sample]] = {}
         self._public: dict[tuple[str, str], list[Sample]] = {}
         self._trainers: dict[tuple[str, str], LocalTrainer] = {}
+        self._unfit: set[str] = set()  # record ids already reported as not encodable
         self.stage1_store = Stage1Store(config.work_dir / "stage1")  # frozen global align
         self.ledger = PrivacyLedger(config.ledger_path)
         self.answer_counts = AnswerCountsStore(config.work_dir / "answer_counts")
@@ -90,6 +95,28 @@ class Site:
             usable = [s for s in self._samples[split] if s.task in policy.tasks]
             return stage1_samples(usable, policy.derive_stage1, sorted(allowed))
         return [s for s in self._samples[split] if s.task in allowed]
+
+    def encodable(
+        self, trainer: LocalTrainer, samples: Sequence[Sample], archive: Path | None = None
+    ) -> list[Sample]:
+        """``samples`` the model can take, each encoded now (the trainer keeps it for the
+        steps). One it cannot, such as a prompt longer than the spec's ``max_text_length``,
+        would fail a whole DP step and so the round: it is skipped, and reported once in the
+        site's log with its manifest line in ``archive`` (the site's own by default) and why."""
+        usable, unfit = trainer.encodable(samples)
+        new = {record: reason for record, reason in unfit.items() if record not in self._unfit}
+        if new:
+            self._unfit.update(new)
+            self.log.warning("%d records skipped: the model cannot take them", len(new))
+            for problem in unfit_problems(new, archive or self.config.archive):
+                self.log.warning(
+                    "record %s (line %d, %s): %s",
+                    problem.record_id,
+                    problem.line,
+                    problem.file,
+                    problem.reason,
+                )
+        return usable
 
     def _read_splits(self, split: str) -> None:
         """Read ``split`` and every other split the site may use (training and the policy's
@@ -123,7 +150,11 @@ class Site:
         settings = self.config.subspace
         if settings is None:
             return None
-        records = self._public_records("subspace", trainer.adapter.stage)
+        records = self.encodable(
+            trainer,
+            self._public_records("subspace", trainer.adapter.stage),
+            self.config.public_archive_config("subspace").archive,
+        )
         if not records:
             self.log.info("no public %s records: noise on every parameter", trainer.adapter.stage)
             return None
@@ -209,6 +240,18 @@ def public_records(
     usable.sort(key=lambda s: s.record_id)
     stride = max(1.0, len(usable) / settings.records)
     return [usable[int(i * stride)] for i in range(min(len(usable), settings.records))]
+
+
+def unfit_problems(unfit: Mapping[str, str], archive: Path) -> list[Problem]:
+    """A :class:`Problem` for each record id of ``unfit`` (with its reason), at its line of
+    ``archive``'s manifest; a caption derived from a record points at that record's line."""
+    from client.archive import MANIFEST, Problem, read_manifest
+
+    lines = {record.record_id: record.line for record in read_manifest(archive)[0]}
+    return [
+        Problem(record, lines.get(record.removesuffix(DERIVED_SUFFIX), 0), MANIFEST, reason)
+        for record, reason in unfit.items()
+    ]
 
 
 def _save_atomically(model: torch.nn.Module, directory: Path) -> None:

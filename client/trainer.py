@@ -197,6 +197,19 @@ class LocalTrainer:
                 self._encoded[sample.record_id] = encode_sample(self.processor, sample, self.spec)
         return [self._encoded[s.record_id] for s in samples]
 
+    def encodable(self, samples: Sequence[Sample]) -> tuple[list[Sample], dict[str, str]]:
+        """``samples`` that encode (kept for the steps) and, by record id, why each of the
+        others does not (a prompt longer than the spec's ``max_text_length``)."""
+        usable, unfit = [], {}
+        for sample in samples:
+            try:
+                self.encode([sample])
+            except ValueError as error:
+                unfit[sample.record_id] = str(error)
+            else:
+                usable.append(sample)
+        return usable, unfit
+
     def preload(self, encoded: Mapping[str, Encoded]) -> None:
         """Records already encoded, by record id (a benchmark's synthetic records)."""
         self._encoded.update(encoded)
