@@ -7,7 +7,12 @@ from pathlib import Path
 
 from shared_model.tasks import STAGE_TASKS
 from simulations.datasets import PARTITIONS, PUBLIC_DATASETS
-from simulations.defaults import DATASET_DEFAULTS, SIMULATION_DEFAULTS, fill_schedule_defaults
+from simulations.defaults import (
+    DATASET_DEFAULTS,
+    OTHER_DATA_DEFAULTS,
+    SIMULATION_DEFAULTS,
+    fill_schedule_defaults,
+)
 
 DATASETS = ("synthetic", *PUBLIC_DATASETS)
 
@@ -126,7 +131,6 @@ def add_consortium_arguments(simulate: argparse.ArgumentParser) -> None:
     simulate.add_argument(
         "--subspace",
         type=int,
-        default=SIMULATION_DEFAULTS["subspace"],
         help="DP noise in this many directions of public records' gradients (0: on every "
         "parameter; not with --archives)" + _default("subspace", ";"),
     )
@@ -177,6 +181,8 @@ def _default(key: str, separator: str = "") -> str:
         for name in (key, dp_key)
         if name in values
     ]
+    if key in OTHER_DATA_DEFAULTS:
+        differing.insert(0, f"{OTHER_DATA_DEFAULTS[key]:g} over a public dataset or --archives")
     note = f"default {SIMULATION_DEFAULTS[key]:g}" + "".join(f", {d}" for d in differing)
     return f"{separator} {note}" if separator else note
 

@@ -81,7 +81,9 @@ def test_subspace_sites_share_a_public_archive_of_no_hospitals_patients(tmp_path
     from simulations.experiment import subspace_table
     from simulations.synthetic import generate_consortium
 
-    assert subspace_table(parsed(), tmp_path, Console()) is None  # off by default
+    for off in (parsed("--dataset", "vqa-rad"), parsed("--archives", "a", "b")):
+        assert off.subspace == 0 and subspace_table(off, tmp_path, Console()) is None
+    assert parsed().subspace == SIMULATION_DEFAULTS["subspace"] > 0  # the main job's
     with pytest.raises(SystemExit, match="cannot tell for --archives"):
         subspace_table(parsed("--archives", "a", "b", "--subspace", "8"), tmp_path, Console())
     table = subspace_table(parsed("--subspace", "8"), tmp_path, Console(quiet=True))
@@ -140,6 +142,9 @@ def test_balanced_answers_are_a_datasets_default_that_reaches_every_sites_policy
     from simulations.synthetic import generate_consortium
 
     assert parsed("--dataset", "pneumoniamnist").balance_answers == 1
+    assert parsed().balance_answers == 1  # the main job's
+    for off in (("--dataset", "vqa-rad"), ("--archives", "a"), ("--no-balance-answers",)):
+        assert not parsed(*off).balance_answers, off
     assert not parsed("--dataset", "pneumoniamnist", "--no-balance-answers").balance_answers
     archives = generate_consortium(tmp_path / "archives", n_sites=2, patients=6)
     (tmp_path / "spec.toml").touch()
