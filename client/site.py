@@ -66,7 +66,7 @@ class Site:
         self._samples: dict[str, list[Sample]] = {}
         self._public: dict[tuple[str, str], list[Sample]] = {}
         self._trainers: dict[tuple[str, str], LocalTrainer] = {}
-        self._unfit: set[str] = set()  # record ids already reported as not encodable
+        self._unfit: set[tuple[str, str]] = set()  # (source, record id) already reported
         self.stage1_store = Stage1Store(config.work_dir / "stage1")  # frozen global align
         self.ledger = PrivacyLedger(config.ledger_path)
         self.answer_counts = AnswerCountsStore(config.work_dir / "answer_counts")
@@ -97,18 +97,25 @@ class Site:
         return [s for s in self._samples[split] if s.task in allowed]
 
     def encodable(
-        self, trainer: LocalTrainer, samples: Sequence[Sample], archive: Path | None = None
+        self, trainer: LocalTrainer, samples: Sequence[Sample], section: str | None = None
     ) -> list[Sample]:
         """``samples`` the model can take, each encoded now (the trainer keeps it for the
         steps). One it cannot, such as a prompt longer than the spec's ``max_text_length``,
         would fail a whole DP step and so the round: it is skipped, and reported once in the
-        site's log with its manifest line in ``archive`` (the site's own by default) and why."""
-        usable, unfit = trainer.encodable(samples)
-        new = {record: reason for record, reason in unfit.items() if record not in self._unfit}
+        site's log with its manifest line and why. ``section`` names the config section of a
+        public archive the samples come from (``subspace``); ``None``: the site's own."""
+        source = "site" if section is None else "public"
+        archive = (
+            self.config.archive
+            if section is None
+            else self.config.public_archive_config(section).archive
+        )
+        usable, unfit = trainer.encodable(samples, source)
+        new = {r: reason for r, reason in unfit.items() if (source, r) not in self._unfit}
         if new:
-            self._unfit.update(new)
+            self._unfit.update((source, record) for record in new)
             self.log.warning("%d records skipped: the model cannot take them", len(new))
-            for problem in unfit_problems(new, archive or self.config.archive):
+            for problem in unfit_problems(new, archive):
                 self.log.warning(
                     "record %s (line %d, %s): %s",
                     problem.record_id,
@@ -150,11 +157,8 @@ class Site:
         settings = self.config.subspace
         if settings is None:
             return None
-        records = self.encodable(
-            trainer,
-            self._public_records("subspace", trainer.adapter.stage),
-            self.config.public_archive_config("subspace").archive,
-        )
+        records = self._public_records("subspace", trainer.adapter.stage)
+        records = self.encodable(trainer, records, section="subspace")
         if not records:
             self.log.info("no public %s records: noise on every parameter", trainer.adapter.stage)
             return None

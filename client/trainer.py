@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -41,6 +42,10 @@ from shared_model.spec import ModelSpec
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 LORA_MARKER = "lora_"
+
+RecordSource = Literal["site", "public", "control"]
+"""Where an encoded record comes from: the site's archive, a public archive (gradient
+directions, readout maps), or a contrast control (a site record's prompt over a public image)."""
 
 
 @dataclass(frozen=True)
@@ -188,22 +193,27 @@ class LocalTrainer:
         self.clip_groups = clip_group_index(
             adapter.trainable_parameters(), spec.stage(adapter.stage).clip_groups
         )
-        self._encoded: dict[str, Encoded] = {}
+        self._encoded: dict[tuple[RecordSource, str], Encoded] = {}
 
-    def encode(self, samples: Sequence[Sample]) -> list[Encoded]:
-        """Processor outputs per sample, cached by record id."""
+    def encode(self, samples: Sequence[Sample], source: RecordSource = "site") -> list[Encoded]:
+        """Processor outputs per sample, cached by ``source`` and record id: ids are unique
+        within one archive only, and a public record must never take the place of a site's
+        record of the same id (or the other way round)."""
         for sample in samples:
-            if sample.record_id not in self._encoded:
-                self._encoded[sample.record_id] = encode_sample(self.processor, sample, self.spec)
-        return [self._encoded[s.record_id] for s in samples]
+            if (source, sample.record_id) not in self._encoded:
+                encoded = encode_sample(self.processor, sample, self.spec)
+                self._encoded[source, sample.record_id] = encoded
+        return [self._encoded[source, s.record_id] for s in samples]
 
-    def encodable(self, samples: Sequence[Sample]) -> tuple[list[Sample], dict[str, str]]:
+    def encodable(
+        self, samples: Sequence[Sample], source: RecordSource = "site"
+    ) -> tuple[list[Sample], dict[str, str]]:
         """``samples`` that encode (kept for the steps) and, by record id, why each of the
         others does not (a prompt longer than the spec's ``max_text_length``)."""
         usable, unfit = [], {}
         for sample in samples:
             try:
-                self.encode([sample])
+                self.encode([sample], source)
             except ValueError as error:
                 unfit[sample.record_id] = str(error)
             else:
@@ -211,14 +221,16 @@ class LocalTrainer:
         return usable, unfit
 
     def preload(self, encoded: Mapping[str, Encoded]) -> None:
-        """Records already encoded, by record id (a benchmark's synthetic records)."""
-        self._encoded.update(encoded)
+        """Site records already encoded, by record id (a benchmark's synthetic records)."""
+        self._encoded.update({("site", record): value for record, value in encoded.items()})
 
-    def record_gradients(self, samples: Sequence[Sample], config: TrainConfig) -> torch.Tensor:
+    def record_gradients(
+        self, samples: Sequence[Sample], config: TrainConfig, source: RecordSource = "site"
+    ) -> torch.Tensor:
         """Each sample's exact gradient of its answer loss at the current adapter, flattened
         over the trainable parameters in order: ``(len(samples), d)``, float32 on the CPU.
         Micro-batches are packed within the config's row and token limits, as a step's are."""
-        encoded = _LazyEncoded(self, samples)
+        encoded = _LazyEncoded(self, samples, source=source)
         model = self._training_model(config)
         parameters = [p for _, p in self.adapter.trainable_parameters()]
         rows = [(len(encoded[i].input_ids), i, i) for i in range(len(samples))]
@@ -257,17 +269,19 @@ class LocalTrainer:
         """The leading ``directions`` of ``records``' gradients at the current adapter
         (:func:`~client.privacy.subspace.top_directions`; ``by_task``, an equal share for each
         task), as the subspace a DP round clips and noises in. ``records`` must be public."""
-        gradients = self.record_gradients(records, config)
+        gradients = self.record_gradients(records, config, source="public")
         groups = [record.task for record in records] if by_task else None
         basis = top_directions(gradients, min(directions, len(records)), groups)
         return GradientSubspace([p for _, p in self.adapter.trainable_parameters()], basis)
 
-    def answer_states(self, records: Sequence[Sample], batch: int = 16) -> torch.Tensor:
+    def answer_states(
+        self, records: Sequence[Sample], batch: int = 16, source: RecordSource = "site"
+    ) -> torch.Tensor:
         """The final hidden state (the output layer's input) at every position where one of
         ``records``' answer tokens is written, under the current adapter: ``(positions, H)``."""
         model = self.adapter.model.eval()
         device = next(model.parameters()).device
-        encoded = self.encode(records)
+        encoded = self.encode(records, source)
         states = []
         for start in range(0, len(encoded), batch):
             inputs = collate(encoded[start : start + batch], self.processor.tokenizer.pad_token_id)
@@ -282,7 +296,7 @@ class LocalTrainer:
     def readout_map(self, records: Sequence[Sample]) -> torch.Tensor:
         """The whitening map the output rows train through this round
         (:mod:`shared_model.readout_map`), from ``records``, which must be public."""
-        return whitening_map(self.answer_states(records))
+        return whitening_map(self.answer_states(records, source="public"))
 
     def train(
         self,
@@ -550,11 +564,13 @@ class _LazyEncoded:
         trainer: LocalTrainer,
         samples: Sequence[Sample],
         controls: Sequence[Sample | None] | None = None,
+        source: RecordSource = "site",
     ) -> None:
         self.trainer, self.samples, self.controls = trainer, samples, controls
+        self.source = source
 
     def __getitem__(self, position: int) -> Encoded:
-        return self.trainer.encode([self.samples[position]])[0]
+        return self.trainer.encode([self.samples[position]], self.source)[0]
 
     def with_controls(
         self, micro: MicroBatch, weight: float
@@ -565,6 +581,6 @@ class _LazyEncoded:
         if self.controls is None:
             return examples, micro.unit_slots, [1.0] * len(examples)
         paired = [k for k, i in enumerate(micro.records) if self.controls[i] is not None]
-        controls = self.trainer.encode([self.controls[micro.records[k]] for k in paired])
+        controls = self.trainer.encode([self.controls[micro.records[k]] for k in paired], "control")
         slots = torch.cat([micro.unit_slots, micro.unit_slots[paired]])
         return [*examples, *controls], slots, [1.0] * len(examples) + [-weight] * len(paired)

@@ -209,6 +209,39 @@ def test_a_site_finds_its_subspace_from_public_records_only(public_sites: list[P
     assert (bases[0] - other).abs().max() > 1e-3
 
 
+def test_a_public_record_sharing_a_site_records_id_is_not_taken_for_it(
+    tmp_path: Path, tiny_base: Path
+) -> None:
+    """Record ids are unique within one archive only. After the site's own records are
+    encoded for a round, public records of the same ids still give their own gradients: the
+    basis is the one a site that never read its archive finds, so it stays public."""
+    from client.site import Site, public_records
+
+    public = generate_public_archive(tmp_path / "public", patients=6, seed=0)
+    own = generate_public_archive(tmp_path / "own", patients=6, seed=1)  # same ids, other images
+    path = write_site_config(
+        tmp_path / "site.toml",
+        name="site",
+        archive=own,
+        work_dir=tmp_path / "work",
+        model_spec=tiny_base / SPEC_FILE,
+        subspace={"public_archive": str(public), "directions": 8, "records": 24},
+    )
+
+    def basis(after_own_records: bool) -> torch.Tensor:
+        site = Site(load_site_config(path), progress=False)
+        trainer = site.trainer("instruct")
+        arrays = initial_arrays(site.spec, "instruct", 0, None)
+        trainer.adapter.load_arrays({n: a + 0.01 for n, a in arrays.items()}, site.fingerprint)
+        if after_own_records:
+            encoded = site.encodable(trainer, site.samples("train", "instruct"))
+            chosen = public_records(site.config, site.spec, "instruct")
+            assert {s.record_id for s in encoded} & {s.record_id for s in chosen}
+        return site.public_subspace(trainer, TrainConfig(steps=1, sample_rate=1.0)).basis
+
+    torch.testing.assert_close(basis(True), basis(False), atol=1e-5, rtol=1e-4)
+
+
 def test_the_subspace_section_is_checked(tmp_path: Path, tiny_base: Path) -> None:
     archive = generate_consortium(tmp_path / "archives", n_sites=1, patients=6, seed=5)[0]
 
