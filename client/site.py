@@ -105,17 +105,13 @@ class Site:
         site's log with its manifest line and why. ``section`` names the config section of a
         public archive the samples come from (``subspace``); ``None``: the site's own."""
         source = "site" if section is None else "public"
-        archive = (
-            self.config.archive
-            if section is None
-            else self.config.public_archive_config(section).archive
-        )
         usable, unfit = trainer.encodable(samples, source)
         new = {r: reason for r, reason in unfit.items() if (source, r) not in self._unfit}
         if new:
             self._unfit.update((source, record) for record in new)
             self.log.warning("%d records skipped: the model cannot take them", len(new))
-            for problem in unfit_problems(new, archive):
+            config = self.config if section is None else self.config.public_archive_config(section)
+            for problem in unfit_problems(new, config.archive):
                 self.log.warning(
                     "record %s (line %d, %s): %s",
                     problem.record_id,
