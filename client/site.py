@@ -21,7 +21,7 @@ from transformers import Qwen2VLForConditionalGeneration
 from client.audit import AuditLog
 from client.config import SiteConfig, SiteConfigError, load_site_config
 from client.privacy.answer_prior import AnswerCountsStore
-from client.privacy.contrast import public_controls
+from client.privacy.contrast import public_controls, public_pairs
 from client.privacy.ledger import PrivacyLedger
 from client.privacy.randomness import SiteRandomness
 from client.privacy.subspace import GradientSubspace
@@ -158,7 +158,10 @@ class Site:
         if not records:
             self.log.info("no public %s records: noise on every parameter", trainer.adapter.stage)
             return None
-        return trainer.gradient_subspace(records, settings.directions, config, settings.by_task)
+        controls = public_pairs(records) if self.config.contrast is not None else None
+        return trainer.gradient_subspace(
+            records, settings.directions, config, settings.by_task, controls
+        )
 
     def controls(self, samples: Sequence[Sample], stage: str) -> list[Sample | None] | None:
         """Each sample's control over a public image (``[contrast]`` of the site config,

@@ -265,11 +265,21 @@ class LocalTrainer:
         directions: int,
         config: TrainConfig,
         by_task: bool = True,
+        controls: Sequence[Sample | None] | None = None,
     ) -> GradientSubspace:
         """The leading ``directions`` of ``records``' gradients at the current adapter
         (:func:`~client.privacy.subspace.top_directions`; ``by_task``, an equal share for each
-        task), as the subspace a DP round clips and noises in. ``records`` must be public."""
+        task), as the subspace a DP round clips and noises in. ``records`` must be public.
+
+        With ``controls`` (public too, one per record or ``None``) and ``config``'s
+        ``control_weight``, each record's gradient is the contrasted one a round clips: its own
+        minus the weight times its control's."""
         gradients = self.record_gradients(records, config, source="public")
+        paired = [i for i, control in enumerate(controls or ()) if control is not None]
+        if paired and config.control_weight:
+            pairs = [controls[i] for i in paired]
+            control_gradients = self.record_gradients(pairs, config, source="public")
+            gradients[paired] -= config.control_weight * control_gradients
         groups = [record.task for record in records] if by_task else None
         basis = top_directions(gradients, min(directions, len(records)), groups)
         return GradientSubspace([p for _, p in self.adapter.trainable_parameters()], basis)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from client.config import ContrastConfig, SiteConfigError, load_site_config
-from client.privacy.contrast import CONTROL_PREFIX, public_controls
+from client.privacy.contrast import CONTROL_PREFIX, public_controls, public_pairs
+from client.trainer import TrainConfig
 from shared_model.inputs import collate
 from shared_model.loss import answer_token_loss
 from shared_model.sample import Geometry, Sample
@@ -65,6 +66,50 @@ def test_controls_keep_the_prompt_and_take_a_public_image_of_the_same_shape() ->
         assert control.fields == record.fields
         assert control.images[0] is public[image].images[0]  # taken in turn, never the 64 px one
         assert control.geometries == public[image].geometries
+
+
+def test_public_pairs_take_the_next_public_image_of_the_same_shape() -> None:
+    public = [
+        public_image_record("p0", "left", 112, 90),
+        public_image_record("p1", "right", 112, 91),
+        public_image_record("p2", "left", 64, 92),
+        public_image_record("p3", "right", 112, 93),
+    ]
+    pairs = public_pairs(public)
+
+    assert pairs[2] is None  # the only 64 px record: no other image to contrast with
+    for index, partner in ((0, 1), (1, 3), (3, 0)):
+        assert pairs[index].record_id == CONTROL_PREFIX + public[index].record_id
+        assert pairs[index].fields == public[index].fields
+        assert pairs[index].images[0] is public[partner].images[0]
+
+
+def test_a_contrasted_subspace_spans_the_contrasted_gradients(tiny_spec) -> None:
+    """With a control weight the basis is found on each public record's gradient minus the
+    weight times its pair's: every such gradient lies in the span of all the directions, and
+    the plain records' basis misses them."""
+    torch.manual_seed(0)
+    trainer = instruct_trainer(tiny_spec, init_lora_weights=False)
+    public, _ = site_samples()
+    pairs = public_pairs(public)
+    config = TrainConfig(steps=1, sample_rate=1.0, control_weight=WEIGHT)
+    gradients = trainer.record_gradients(public, config, source="public")
+    contrasted = gradients - WEIGHT * trainer.record_gradients(pairs, config, source="public")
+
+    def residual(basis: torch.Tensor) -> torch.Tensor:
+        outside = contrasted - (contrasted @ basis) @ basis.T
+        return outside.norm(dim=1) / contrasted.norm(dim=1)
+
+    k = len(public)
+    spanning = trainer.gradient_subspace(public, k, config, by_task=False, controls=pairs)
+    plain = trainer.gradient_subspace(public, k, config, by_task=False)
+    unweighted = trainer.gradient_subspace(
+        public, k, replace(config, control_weight=0.0), by_task=False, controls=pairs
+    )
+    assert residual(spanning.basis).max() < 1e-3
+    assert residual(plain.basis).max() > 0.1
+    same_span = unweighted.basis @ (unweighted.basis.T @ plain.basis)
+    torch.testing.assert_close(same_span, plain.basis, atol=1e-4, rtol=1e-3)
 
 
 def brute_force_contrast(adapter, examples, controls, units, pad_id) -> list[list[torch.Tensor]]:

@@ -48,14 +48,34 @@ def public_controls(public: Sequence[Sample], records: Sequence[Sample]) -> list
         if not pool:
             controls.append(None)
             continue
-        image = pool[used[shape] % len(pool)]
+        controls.append(_over(record, pool[used[shape] % len(pool)]))
         used[shape] += 1
-        controls.append(
-            replace(
-                record,
-                record_id=f"{CONTROL_PREFIX}{record.record_id}",
-                images=image.images,
-                geometries=image.geometries,
-            )
-        )
     return controls
+
+
+def public_pairs(public: Sequence[Sample]) -> list[Sample | None]:
+    """Each public record's prompt and answer over the images of the next public record of the
+    same image shapes (in order, the last taking the first), or ``None`` where it is the only
+    one of its shapes: the controls of the contrast gradients a gradient subspace is found on,
+    so that its directions are those of what a contrasted record's clipped gradient carries."""
+    by_shape: dict[tuple, list[int]] = defaultdict(list)
+    for index, record in enumerate(public):
+        by_shape[image_shapes(record)].append(index)
+    controls: list[Sample | None] = [None] * len(public)
+    for members in by_shape.values():
+        if len(members) < 2:
+            continue
+        for position, index in enumerate(members):
+            partner = public[members[(position + 1) % len(members)]]
+            controls[index] = _over(public[index], partner)
+    return controls
+
+
+def _over(record: Sample, image_record: Sample) -> Sample:
+    """``record``'s prompt and answer over ``image_record``'s images, as a control."""
+    return replace(
+        record,
+        record_id=f"{CONTROL_PREFIX}{record.record_id}",
+        images=image_record.images,
+        geometries=image_record.geometries,
+    )
