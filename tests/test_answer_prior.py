@@ -15,12 +15,15 @@ from client.config import SiteConfigError, load_site_config
 from client.privacy import PrivacyLedger, SiteRandomness
 from client.privacy.answer_prior import (
     CLOSED_TASKS,
+    COUNT_ROWS,
     OPTION_CELLS,
+    QUESTION_ROWS,
     RELEASE_STAGE,
     AnswerCounts,
     AnswerCountsStore,
     answer_class,
     count_release,
+    count_row,
     release_answer_counts,
 )
 from client.privacy.per_unit import clip_and_sum
@@ -60,9 +63,20 @@ def closed(patient: str, answer: str) -> Sample:
     return record("vqa", patient, question="Lesion?", options=["yes", "no"], answer=answer)
 
 
-def test_only_closed_questions_have_an_answer_class() -> None:
-    assert answer_class(classified("p", 1)) == ("classification", 1)
-    assert answer_class(closed("p", "no")) == ("vqa", 1)
+def side(patient: str, answer: str) -> Sample:
+    return record("vqa", patient, question="Side?", options=["left", "right"], answer=answer)
+
+
+FINDING_ROW = count_row("classification", ["0:normal", "1:mass"])
+LESION_ROW = count_row("vqa", ["1:yes", "2:no"])
+
+
+def test_only_closed_questions_have_an_answer_class_in_their_questions_row() -> None:
+    assert answer_class(classified("p", 1)) == (FINDING_ROW, 1, 2)
+    assert answer_class(closed("p", "no")) == (LESION_ROW, 1, 2)
+    assert answer_class(side("p", "left"))[:2] == (count_row("vqa", ["1:left", "2:right"]), 0)
+    assert answer_class(side("p", "left"))[0] != LESION_ROW
+    assert FINDING_ROW.startswith("classification/") and LESION_ROW.startswith("vqa/")
     assert answer_class(record("vqa", "p", question="What organ?", answer="liver")) is None
     assert answer_class(record("report", "p", report="No finding.")) is None
     assert set(CLOSED_TASKS) == {"classification", "vqa"}
@@ -91,7 +105,7 @@ def test_a_units_contribution_has_norm_at_most_one() -> None:
     def exact(keep: set[str]) -> np.ndarray:
         kept = [(s, u) for s, u in zip(samples, units, strict=True) if u in keep]
         counts = release_answer_counts([s for s, _ in kept], [u for _, u in kept], 0.0, EXACT)
-        return np.concatenate([counts.counts[task] for task in CLOSED_TASKS])
+        return np.concatenate([counts.counts[row] for row in COUNT_ROWS])
 
     everyone = exact(set(units))
     moved = {unit: np.linalg.norm(everyone - exact(set(units) - {unit})) for unit in "abcd"}
@@ -115,10 +129,10 @@ def test_the_release_adds_noise_of_the_policys_scale() -> None:
                 exact.counts[task],
             )
             for seed in range(40)
-            for task in CLOSED_TASKS
+            for task in COUNT_ROWS
         ]
     )
-    assert offsets.size == 40 * len(CLOSED_TASKS) * OPTION_CELLS
+    assert offsets.size == 40 * len(CLOSED_TASKS) * QUESTION_ROWS * OPTION_CELLS
     assert np.std(offsets) == pytest.approx(5.0, rel=0.1)
     assert abs(np.mean(offsets)) < 0.5
     assert count_release(5.0) == (5.0, 1.0, 1)
@@ -128,14 +142,17 @@ def test_weights_balance_a_questions_own_options_with_rare_counts_floored() -> N
     """``p_min / p_y`` over the record's own options, a count under three noise deviations read
     as that floor: a site holding almost only one class adds little of it."""
     scale = 1 / math.sqrt(len(CLOSED_TASKS))
+    three = ["normal", "mass", "cyst"]
     counts = AnswerCounts(
         {
-            "classification": [90 * scale, 10 * scale, 2.0] + [0.0] * (OPTION_CELLS - 3),
-            "vqa": [0.0] * OPTION_CELLS,
+            FINDING_ROW: [90 * scale, 10 * scale, 2.0] + [0.0] * (OPTION_CELLS - 3),
+            count_row("classification", ["0:normal", "1:mass", "2:cyst"]): (
+                [90 * scale, 10 * scale, 2.0] + [0.0] * (OPTION_CELLS - 3)
+            ),
+            LESION_ROW: [0.0] * OPTION_CELLS,
         },
         noise_std=1.0,
     )
-    three = ["normal", "mass", "cyst"]
     majority, minority = classified("p", 0), classified("p", 1)
     assert counts.weight(majority) == pytest.approx(10 / 90)  # two options: cyst not asked
     assert counts.weight(minority) == 1.0
@@ -146,17 +163,30 @@ def test_weights_balance_a_questions_own_options_with_rare_counts_floored() -> N
     assert of_three == pytest.approx([3.0 / (90 * scale), 3.0 / (10 * scale), 1.0])
     assert counts.weight(closed("p", "yes")) == 1.0  # no vqa answers here: every class floored
     assert counts.weight(record("report", "p", report="x")) == 1.0
-    single = AnswerCounts({"classification": [8 * scale, 760 * scale] + [0.0] * 14}, 5.0)
+    single = AnswerCounts({FINDING_ROW: [8 * scale, 760 * scale] + [0.0] * 14}, 5.0)
     assert single.weight(classified("p", 0)) == 1.0
     assert single.weight(classified("p", 1)) == pytest.approx(15.0 / (760 * scale))
     assert AnswerCounts.from_json(counts.to_json()) == counts
+
+
+def test_each_question_is_balanced_over_its_own_answers() -> None:
+    """A site whose lesion question is mostly ``yes`` and whose side question is even: the
+    side question's answers weigh the same (each 1), the lesion question's ``yes`` less. Counted
+    by option index alone, ``left`` (the first option, like ``yes``) weighed 0.6."""
+    samples = [closed(f"p{i}", "yes" if i % 4 else "no") for i in range(80)]
+    samples += [side(f"p{i}", "left" if i % 2 else "right") for i in range(80)]
+    counts = release_answer_counts(samples, [s.patient_id for s in samples], 0.0, EXACT)
+    assert counts.weight(side("q", "left")) == pytest.approx(1.0)
+    assert counts.weight(side("q", "right")) == pytest.approx(1.0)
+    assert counts.weight(closed("q", "yes")) == pytest.approx(1 / 3)
+    assert counts.weight(closed("q", "no")) == pytest.approx(1.0)
 
 
 def test_the_store_keeps_counts_by_run_and_never_uses_the_run_id_as_a_path(
     tmp_path: Path,
 ) -> None:
     store = AnswerCountsStore(tmp_path / "answer_counts")
-    counts = AnswerCounts({"classification": [1.0] * OPTION_CELLS}, 5.0)
+    counts = AnswerCounts({FINDING_ROW: [1.0] * OPTION_CELLS}, 5.0)
     assert store.get("../../escape") is None
     path = store.put("../../escape", counts)
     assert path.parent == tmp_path / "answer_counts" and ".." not in path.name
@@ -201,8 +231,8 @@ def test_a_balanced_site_releases_its_counts_once_a_run_within_its_budget(
     assert counts is not None and counts.noise_std == config.policy.answer_count_noise
     samples = site.samples("train", "instruct")
     exact = release_answer_counts(samples, site.unit_keys(samples), 0.0, EXACT)
-    assert sum(exact.counts["classification"]) > 0
-    offsets = np.concatenate([np.subtract(counts.counts[t], exact.counts[t]) for t in CLOSED_TASKS])
+    assert sum(sum(exact.counts[row]) for row in COUNT_ROWS if row.startswith("classification"))
+    offsets = np.concatenate([np.subtract(counts.counts[r], exact.counts[r]) for r in COUNT_ROWS])
     assert 2.5 < np.std(offsets) < 8.0  # the site's own noise on its own answers
 
 

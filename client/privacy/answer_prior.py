@@ -21,8 +21,9 @@ The shares are the site's data, so they are released under DP before they are us
 task, the mean of its records' one-hot answers, scaled by ``1 / sqrt(tasks)``), and Gaussian
 noise of standard deviation ``noise_std`` is added to every count: a Gaussian mechanism of noise
 multiplier ``noise_std``, which the site's ledger records as one full-batch step
-(:func:`count_release`). The counts never leave the site. Cells are a fixed grid (each closed
-task of the ``instruct`` stage, by option index) so that which cells exist reveals nothing.
+(:func:`count_release`). The counts never leave the site. Cells are a fixed grid (for each
+closed task of the ``instruct`` stage, :data:`QUESTION_ROWS` rows of option indices, a question
+taking the row its listed options hash to) so that which cells exist reveals nothing.
 """
 
 from __future__ import annotations
@@ -55,17 +56,36 @@ RELEASE_STAGE = "answer-counts"
 """The ledger's stage name for a count release."""
 CLOSED_TASKS = tuple(name for name in STAGE_TASKS["instruct"] if get_task(name).discrete)
 """The tasks whose answers are counted: the discrete (option) tasks of the ``instruct`` stage."""
+QUESTION_ROWS = 64
+"""Rows of counts per closed task. Each question is balanced over its own answers: its row is
+picked by a hash of its listed options (their texts, in its language). Counted by option index
+alone, a task's questions shared one row, and a side question's ``2:right`` weighed as much
+as the rarer ``2:no`` of the lesion question beside it: over the synthetic hospitals the
+``left`` answers weighed about half as much as ``right``, and the federation answered ``right``
+to 65 of the 80 Chinese side questions of the test split, 33 of which are on the right.
+Two questions share a row by chance only (one in 64 a pair)."""
+COUNT_ROWS = tuple(f"{task}/{row}" for task in CLOSED_TASKS for row in range(QUESTION_ROWS))
+"""Every row of counts, in a fixed order: a task and a question's row."""
 
 
-def answer_class(sample: Sample) -> tuple[str, int] | None:
-    """``(task, option index)`` of a closed question's right answer, ``None`` for a record
-    without listed options (open questions, boxes, points, reports)."""
+def count_row(task: str, options: Sequence[str]) -> str:
+    """The row of :data:`COUNT_ROWS` that counts the answers of ``task``'s question listing
+    ``options``."""
+    key = json.dumps([task, list(options)], ensure_ascii=False).encode()
+    row = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % QUESTION_ROWS
+    return f"{task}/{row}"
+
+
+def answer_class(sample: Sample) -> tuple[str, int, int] | None:
+    """``(count row, option index, options listed)`` of a closed question's right answer,
+    ``None`` for a record without listed options (open questions, boxes, points, reports)."""
     if sample.task not in CLOSED_TASKS:
         return None
     task = get_task(sample.task)
-    if task.option_targets(sample.fields, sample.lang) is None:
+    options = task.option_targets(sample.fields, sample.lang)
+    if options is None:
         return None
-    return sample.task, int(task.reference(sample.fields))
+    return count_row(sample.task, options), int(task.reference(sample.fields)), len(options)
 
 
 def count_release(noise_std: float) -> Mechanism:
@@ -76,7 +96,7 @@ def count_release(noise_std: float) -> Mechanism:
 
 @dataclass(frozen=True)
 class AnswerCounts:
-    """Noisy answer counts per closed task (``OPTION_CELLS`` each, in units of
+    """Noisy answer counts per row of :data:`COUNT_ROWS` (``OPTION_CELLS`` each, in units of
     ``1 / sqrt(len(CLOSED_TASKS))`` a patient) and the noise's standard deviation."""
 
     counts: dict[str, list[float]]
@@ -88,9 +108,8 @@ class AnswerCounts:
         found = answer_class(sample)
         if found is None or found[1] >= OPTION_CELLS:
             return 1.0
-        task, option = found
-        listed = len(get_task(task).option_targets(sample.fields, sample.lang) or ())
-        counts = np.asarray(self.counts.get(task, [0.0] * OPTION_CELLS), dtype=float)
+        row, option, listed = found
+        counts = np.asarray(self.counts.get(row, [0.0] * OPTION_CELLS), dtype=float)
         floored = np.maximum(counts[: min(listed, OPTION_CELLS)], self.floor)
         return float(floored.min() / floored[option])
 
@@ -125,22 +144,21 @@ def release_answer_counts(
     counts, for a site that trains without DP)."""
     if noise_std < 0:
         raise ValueError(f"the counts' noise must be at least 0, got {noise_std}")
-    answers: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    answers: dict[str, dict[str, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
     for sample, unit in zip(samples, unit_keys, strict=True):
         found = answer_class(sample)
         if found is not None and found[1] < OPTION_CELLS:
-            answers[unit][found[0]].append(found[1])
-    summed = np.zeros((len(CLOSED_TASKS), OPTION_CELLS))
+            row, option, _ = found
+            answers[unit][sample.task].append((COUNT_ROWS.index(row), option))
+    summed = np.zeros((len(COUNT_ROWS), OPTION_CELLS))
     scale = 1.0 / math.sqrt(len(CLOSED_TASKS))
     for by_task in answers.values():
-        for task, options in by_task.items():
-            row = summed[CLOSED_TASKS.index(task)]
-            np.add.at(row, options, scale / len(options))
+        for cells in by_task.values():
+            rows, options = zip(*cells, strict=True)
+            np.add.at(summed, (list(rows), list(options)), scale / len(cells))
     if noise_std > 0:
         summed += randomness.gaussian(summed.shape, noise_std).double().numpy()
-    return AnswerCounts(
-        {task: summed[i].tolist() for i, task in enumerate(CLOSED_TASKS)}, noise_std
-    )
+    return AnswerCounts({row: summed[i].tolist() for i, row in enumerate(COUNT_ROWS)}, noise_std)
 
 
 class AnswerCountsStore:
