@@ -3,7 +3,9 @@ and a real site's rounds that release once a run and stay within the budget."""
 
 from __future__ import annotations
 
+import json
 import math
+from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,6 +34,8 @@ from server.coordinator import initial_arrays
 from shared_model.evaluation import evaluate_samples
 from shared_model.inference import Answerer
 from shared_model.sample import Geometry, Sample
+from shared_model.tasks import get_task
+from simulations.synthetic import generate_consortium
 from tests.conftest import lesion_image, side_records
 from tests.test_dp_exact import instruct_trainer
 from tests.test_site_privacy import small_site, train_config
@@ -77,6 +81,8 @@ def test_only_closed_questions_have_an_answer_class_in_their_questions_row() -> 
     assert answer_class(side("p", "left"))[:2] == (count_row("vqa", ["1:left", "2:right"]), 0)
     assert answer_class(side("p", "left"))[0] != LESION_ROW
     assert FINDING_ROW.startswith("classification/") and LESION_ROW.startswith("vqa/")
+    assert len(set(COUNT_ROWS)) == len(CLOSED_TASKS) * QUESTION_ROWS
+    assert {FINDING_ROW, LESION_ROW} < set(COUNT_ROWS)
     assert answer_class(record("vqa", "p", question="What organ?", answer="liver")) is None
     assert answer_class(record("report", "p", report="No finding.")) is None
     assert set(CLOSED_TASKS) == {"classification", "vqa"}
@@ -105,7 +111,7 @@ def test_a_units_contribution_has_norm_at_most_one() -> None:
     def exact(keep: set[str]) -> np.ndarray:
         kept = [(s, u) for s, u in zip(samples, units, strict=True) if u in keep]
         counts = release_answer_counts([s for s, _ in kept], [u for _, u in kept], 0.0, EXACT)
-        return np.concatenate([counts.counts[row] for row in COUNT_ROWS])
+        return np.concatenate([counts.counts.get(row, [0.0] * OPTION_CELLS) for row in COUNT_ROWS])
 
     everyone = exact(set(units))
     moved = {unit: np.linalg.norm(everyone - exact(set(units) - {unit})) for unit in "abcd"}
@@ -116,23 +122,16 @@ def test_a_units_contribution_has_norm_at_most_one() -> None:
     assert all(0 < distance <= 1.0 + 1e-12 for distance in moved.values())
 
 
-def test_the_release_adds_noise_of_the_policys_scale() -> None:
+def test_the_release_adds_noise_of_the_policys_scale_and_keeps_the_rows_in_use() -> None:
     samples = [classified(f"p{i}", i % 2) for i in range(40)]
     units = [s.patient_id for s in samples]
     exact = release_answer_counts(samples, units, 0.0, EXACT)
-    offsets = np.concatenate(
-        [
-            np.subtract(
-                release_answer_counts(
-                    samples, units, 5.0, SiteRandomness.replayable(seed, "counts")
-                ).counts[task],
-                exact.counts[task],
-            )
-            for seed in range(40)
-            for task in COUNT_ROWS
-        ]
-    )
-    assert offsets.size == 40 * len(CLOSED_TASKS) * QUESTION_ROWS * OPTION_CELLS
+    assert set(exact.counts) == {FINDING_ROW}
+    offsets = []
+    for seed in range(400):
+        noisy = release_answer_counts(samples, units, 5.0, SiteRandomness.replayable(seed, "c"))
+        assert set(noisy.counts) == {FINDING_ROW}
+        offsets.append(np.subtract(noisy.counts[FINDING_ROW], exact.counts[FINDING_ROW]))
     assert np.std(offsets) == pytest.approx(5.0, rel=0.1)
     assert abs(np.mean(offsets)) < 0.5
     assert count_release(5.0) == (5.0, 1.0, 1)
@@ -180,6 +179,19 @@ def test_each_question_is_balanced_over_its_own_answers() -> None:
     assert counts.weight(side("q", "right")) == pytest.approx(1.0)
     assert counts.weight(closed("q", "yes")) == pytest.approx(1 / 3)
     assert counts.weight(closed("q", "no")) == pytest.approx(1.0)
+
+
+def test_the_synthetic_hospitals_questions_each_count_in_a_row_of_their_own(tmp_path) -> None:
+    """Rows are picked by hash: the main job's questions (two languages) must not share one."""
+    option_sets = defaultdict(set)
+    for archive in generate_consortium(tmp_path, n_sites=3, patients=30, seed=0):
+        for line in (archive / "manifest.jsonl").read_text().splitlines():
+            entry = json.loads(line)
+            if entry["task"] in CLOSED_TASKS and entry.get("options"):
+                options = get_task(entry["task"]).option_targets(entry, entry["lang"])
+                option_sets[count_row(entry["task"], options)].add(tuple(options))
+    assert len(option_sets) >= 6  # classification and two questions, in both languages
+    assert all(len(sets) == 1 for sets in option_sets.values())
 
 
 def test_the_store_keeps_counts_by_run_and_never_uses_the_run_id_as_a_path(
@@ -231,8 +243,9 @@ def test_a_balanced_site_releases_its_counts_once_a_run_within_its_budget(
     assert counts is not None and counts.noise_std == config.policy.answer_count_noise
     samples = site.samples("train", "instruct")
     exact = release_answer_counts(samples, site.unit_keys(samples), 0.0, EXACT)
-    assert sum(sum(exact.counts[row]) for row in COUNT_ROWS if row.startswith("classification"))
-    offsets = np.concatenate([np.subtract(counts.counts[r], exact.counts[r]) for r in COUNT_ROWS])
+    assert any(row.startswith("classification/") for row in exact.counts)
+    assert set(counts.counts) == set(exact.counts)
+    offsets = np.concatenate([np.subtract(counts.counts[r], exact.counts[r]) for r in exact.counts])
     assert 2.5 < np.std(offsets) < 8.0  # the site's own noise on its own answers
 
 

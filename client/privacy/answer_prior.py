@@ -56,14 +56,15 @@ RELEASE_STAGE = "answer-counts"
 """The ledger's stage name for a count release."""
 CLOSED_TASKS = tuple(name for name in STAGE_TASKS["instruct"] if get_task(name).discrete)
 """The tasks whose answers are counted: the discrete (option) tasks of the ``instruct`` stage."""
-QUESTION_ROWS = 64
+QUESTION_ROWS = 1024
 """Rows of counts per closed task. Each question is balanced over its own answers: its row is
 picked by a hash of its listed options (their texts, in its language). Counted by option index
 alone, a task's questions shared one row, and a side question's ``2:right`` weighed as much
 as the rarer ``2:no`` of the lesion question beside it: over the synthetic hospitals the
 ``left`` answers weighed about half as much as ``right``, and the federation answered ``right``
 to 65 of the 80 Chinese side questions of the test split, 33 of which are on the right.
-Two questions share a row by chance only (one in 64 a pair)."""
+Two questions share a row by chance only, one in 1,024 a pair (at 64 rows the synthetic
+hospitals' English and Chinese classification questions did)."""
 COUNT_ROWS = tuple(f"{task}/{row}" for task in CLOSED_TASKS for row in range(QUESTION_ROWS))
 """Every row of counts, in a fixed order: a task and a question's row."""
 
@@ -140,8 +141,9 @@ def release_answer_counts(
     randomness: SiteRandomness,
 ) -> AnswerCounts:
     """Every closed task's answer counts over ``samples``, one vector of norm at most 1 per
-    unit (``unit_keys``), plus Gaussian noise of ``noise_std`` on every cell (0: the exact
-    counts, for a site that trains without DP)."""
+    unit (``unit_keys``), plus Gaussian noise of ``noise_std`` on every cell of the grid (0: the
+    exact counts, for a site that trains without DP). The rows no sample's question takes are
+    drawn and dropped: only the kept rows weigh a record."""
     if noise_std < 0:
         raise ValueError(f"the counts' noise must be at least 0, got {noise_std}")
     answers: dict[str, dict[str, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
@@ -158,7 +160,10 @@ def release_answer_counts(
             np.add.at(summed, (list(rows), list(options)), scale / len(cells))
     if noise_std > 0:
         summed += randomness.gaussian(summed.shape, noise_std).double().numpy()
-    return AnswerCounts({row: summed[i].tolist() for i, row in enumerate(COUNT_ROWS)}, noise_std)
+    used = sorted(
+        {row for by_task in answers.values() for cells in by_task.values() for row, _ in cells}
+    )
+    return AnswerCounts({COUNT_ROWS[i]: summed[i].tolist() for i in used}, noise_std)
 
 
 class AnswerCountsStore:
