@@ -132,8 +132,8 @@ def test_learning_under_dp_at_epsilon_8(simulation: dict[str, Any]) -> None:
     classification beyond its interval, Chinese classification rises, nine answers in ten are
     well-formed at the end, and closed VQA ends no worse than the base in either language.
     (The base writes the tasks' formats from its public phase, so the first round's loss is
-    already low: 0.51, then 0.42. Chinese classification rises from 0.30 to 0.37 here, within
-    the interval of its 30 test records.)"""
+    already low: 0.51, then 0.42. Chinese classification need only rise: its 30 test records
+    give too wide an interval at this size.)"""
     run = simulation["run"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r["train_loss"] for r in records if r["stage"] == "instruct" and "train_loss" in r]

@@ -183,7 +183,8 @@ class TinyShape:
       (``--balance-answers``, seed 0, 6:08) the same 4 of 10 and English closed VQA unmoved
       (classification's gap +0.08). Over this base the main job's schedule then took the
       noise into a public gradient subspace with balanced answers (``simulations/defaults.py``):
-      5, 6 and 4 of 10, English closed VQA above its majority answer at every seed.
+      5, 8 and 5 of 10 (5, 6 and 4 while balanced answers were counted by option number
+      alone).
     - Over that window, a public archive pooled from four scanners' framings (borders 1/4,
       1/6, 1/12 and 1/24 of the anatomy, 64 patients each, twice the hospitals' noise), so
       that the base reads the hospitals' tighter framing: this base reads its own scanner's
