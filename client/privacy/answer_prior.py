@@ -67,6 +67,7 @@ Two questions share a row by chance only, one in 1,024 a pair (at 64 rows the sy
 hospitals' English and Chinese classification questions did)."""
 COUNT_ROWS = tuple(f"{task}/{row}" for task in CLOSED_TASKS for row in range(QUESTION_ROWS))
 """Every row of counts, in a fixed order: a task and a question's row."""
+_ROW_POSITION = {row: position for position, row in enumerate(COUNT_ROWS)}
 
 
 def count_row(task: str, options: Sequence[str]) -> str:
@@ -151,7 +152,7 @@ def release_answer_counts(
         found = answer_class(sample)
         if found is not None and found[1] < OPTION_CELLS:
             row, option, _ = found
-            answers[unit][sample.task].append((COUNT_ROWS.index(row), option))
+            answers[unit][sample.task].append((_ROW_POSITION[row], option))
     summed = np.zeros((len(COUNT_ROWS), OPTION_CELLS))
     scale = 1.0 / math.sqrt(len(CLOSED_TASKS))
     for by_task in answers.values():
