@@ -12,6 +12,7 @@ from server.checkpoints import load_checkpoint
 from server.config import RunConfig
 from server.coordinator import Coordinator
 from server.export import export_run
+from server.folder_lock import driving
 from server.run_folder import RunFolder, new_run_id
 from shared_model.spec import ModelSpec
 
@@ -48,6 +49,13 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
         log.info("resuming %s with the config it started with", folder.root)
     else:
         folder = RunFolder(Path(config.run_dir) / (config.run_id or new_run_id()))
+    with driving(folder.root, wait_s=config.round_timeout):
+        coordinate(grid, config, folder)
+    return folder
+
+
+def coordinate(grid: Grid, config: RunConfig, folder: RunFolder) -> None:
+    """Run the stages into ``folder`` (its coordinator lock held) and export when complete."""
     spec = resolve_spec(config.model_spec)
     folder.create(
         {"run": config.to_dict(), "model": spec.to_dict(), "fingerprint": spec.fingerprint()}
@@ -63,4 +71,3 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
         export_run(folder, folder.root / "export")
     else:
         log.error("run stopped early: %s", outcome.stopped_reason)
-    return folder

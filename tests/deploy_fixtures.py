@@ -80,6 +80,14 @@ class Processes:
         """What process ``name`` printed so far."""
         return (self.logs / f"{name}.log").read_text(errors="replace")
 
+    def tails(self, lines: int = 30) -> str:
+        """The last ``lines`` lines of every process's log, for a failure's report."""
+        tails = []
+        for log in sorted(self.logs.glob("*.log")):
+            last = log.read_text(errors="replace").splitlines()[-lines:]
+            tails.append("\n".join([f"--- {log.stem} ---", *last]))
+        return "\n".join(tails)
+
     def stop(self, process: subprocess.Popen) -> None:
         """SIGTERM the process group, SIGKILL what is left after a grace period."""
         for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
@@ -148,9 +156,10 @@ def wait_for(
     condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.5
 ) -> None:
     """Poll ``condition`` every ``interval`` seconds until true, or fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    started = time.monotonic()
+    while time.monotonic() < started + timeout:
         if condition():
+            print(f"{time.strftime('%H:%M:%S')} {what}: after {time.monotonic() - started:.1f}s")
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

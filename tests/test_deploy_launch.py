@@ -26,7 +26,8 @@ from client.privacy import PrivacyLedger, epsilon_for
 from simulations.synthetic import generate_consortium
 from tests.deploy_fixtures import Consortium, running, wait_for
 
-pytestmark = pytest.mark.slow
+# The scenario runs in the module's first test's setup: the whole of it under one timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 FEDERATION = "e2e"
 RUN_ID = "e2e"
@@ -98,7 +99,11 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Itera
     with running(root) as processes:
         consortium = Consortium(root, processes, tiny_base / SPEC_FILE, FEDERATION, RUN_ID)
         seen: dict[str, Any] = {}
-        run_scenario(consortium, seen)
+        try:
+            run_scenario(consortium, seen)
+        except BaseException:  # pytest-timeout's failure too: print what each process said
+            print(processes.tails())
+            raise
         yield Scenario(consortium, seen)
 
 
