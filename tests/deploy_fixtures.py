@@ -154,13 +154,13 @@ def running(tmp_path: Path) -> Iterator[Processes]:
 
 def wait_for(
     condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.5
-) -> None:
-    """Poll ``condition`` every ``interval`` seconds until true, or fail naming ``what``."""
+) -> float:
+    """Poll ``condition`` every ``interval`` seconds until true, or fail naming ``what``;
+    returns the seconds it took."""
     started = time.monotonic()
     while time.monotonic() < started + timeout:
         if condition():
-            print(f"{time.strftime('%H:%M:%S')} {what}: after {time.monotonic() - started:.1f}s")
-            return
+            return time.monotonic() - started
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 

@@ -14,7 +14,7 @@ each check one part of what the scenario left behind.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,28 +46,35 @@ def run_scenario(c: Consortium, seen: dict[str, Any]) -> None:
     # warm site trains a round of two tiny steps in about a second and can reply between the
     # log poll that sees its train message and the SIGKILL, a cold one takes tens of seconds.
     victim = archives[-1].name
+    waits = seen.setdefault("waits", [])  # how long each step took, printed if one fails
+
+    def wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+        waits.append(
+            f"{time.strftime('%H:%M:%S')} {what} after {wait_for(condition, timeout, what):.0f} s"
+        )
+
     c.site_flags[victim] = ("--cold",)
     c.start(archives)
     c.launch(RUN_CONFIG)
 
     seen["victim"] = victim
-    wait_for(lambda: c.record("align", 1) is not None, 600, "align round 1")
-    wait_for(lambda: c.trains_received(victim) >= 2, 300, f"{victim} training align round 2")
+    wait(lambda: c.record("align", 1) is not None, 600, "align round 1")
+    wait(lambda: c.trains_received(victim) >= 2, 300, f"{victim} training align round 2")
     assert c.record("align", 2) is None, "the victim must die while align round 2 is open"
     c.processes.kill(c.nodes[victim])
     seen["ledger_at_kill"] = c.ledger(victim)
-    wait_for(lambda: "offline" in c.statuses(), 180, f"the SuperLink to see {victim} offline")
+    wait(lambda: "offline" in c.statuses(), 180, f"the SuperLink to see {victim} offline")
     time.sleep(5)  # the coordinator polls every 0.2 s: it has the "node unavailable" reply now
     c.start_site(victim, "restarted")
-    wait_for(lambda: c.record("align", 2) is not None, 300, "align round 2 without the victim")
+    wait(lambda: c.record("align", 2) is not None, 300, "align round 2 without the victim")
 
-    wait_for(lambda: c.checkpointed("instruct", 1), 600, "instruct round 1")
+    wait(lambda: c.checkpointed("instruct", 1), 600, "instruct round 1")
     c.processes.kill(c.link)
     seen["rounds_at_link_crash"] = trained_rounds(c)
     c.start_superlink("superlink-restarted")
-    wait_for(lambda: c.statuses() == ["online"] * 3, 180, "the sites back on the new SuperLink")
+    wait(lambda: c.statuses() == ["online"] * 3, 180, "the sites back on the new SuperLink")
     c.resume()
-    wait_for(lambda: (c.run_folder / "export").is_dir(), 600, "the resumed run's export")
+    wait(lambda: (c.run_folder / "export").is_dir(), 600, "the resumed run's export")
     seen["status"] = c.fedumit("status", "--federation", FEDERATION, "--run", str(c.run_folder))
 
 
@@ -102,7 +109,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Itera
         try:
             run_scenario(consortium, seen)
         except BaseException:  # pytest-timeout's failure too: print what each process said
-            print(processes.tails())
+            print("\n".join([*seen.get("waits", []), processes.tails()]))
             raise
         yield Scenario(consortium, seen)
 
