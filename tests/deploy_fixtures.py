@@ -288,6 +288,32 @@ class Consortium:
         """Each SuperNode's status as the SuperLink lists it."""
         return [node["status"] for node in self.supernodes()]
 
+    def flwr(self, *args: str) -> str:
+        """What one ``flwr`` command against this consortium's SuperLink printed."""
+        from deploy.flower import executable
+
+        done = subprocess.run(
+            [executable("flwr"), *args], env=self.processes.env, capture_output=True, text=True,
+            timeout=60, check=True,
+        )  # fmt: skip
+        return done.stdout
+
+    def runs(self) -> dict[str, str]:
+        """Each run's status as the SuperLink lists it (``running``, ``finished:failed`` ...),
+        by Flower run id."""
+        from deploy.flower import flwr_answer
+
+        listed = flwr_answer(self.flwr("ls", self.federation, "--format", "json"), "list runs")
+        return {run["run-id"]: run["status"] for run in listed.get("runs", [])}
+
+    def server_logs(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of each run's ServerApp log, as the SuperLink keeps it."""
+        logs = []
+        for run_id, status in self.runs().items():
+            shown = self.flwr("log", run_id, self.federation, "--show").splitlines()[-lines:]
+            logs.append("\n".join([f"--- run {run_id} ({status}) ---", *shown]))
+        return "\n".join(logs)
+
     def launch(self, run_config: str, app: Path | None = None) -> None:
         """``fedumit launch`` the app in ``app`` (default: the one the sites approved) with
         ``run_config`` overrides (detached)."""

@@ -5,14 +5,16 @@ hospitals' SuperNodes (two keep their ClientApp warm, the default; one runs ``--
 process per message), and ``fedumit launch`` running both stages. In ``align`` round 2 the cold
 hospital's SuperNode is SIGKILLed while it trains (a crash, not a shutdown); the round finishes
 with the other two, and the hospital restarts and rejoins the next round with its privacy ledger
-intact. After the first ``instruct`` checkpoint the coordinator's SuperLink is SIGKILLed too,
-restarted on the same database, and ``fedumit launch --resume`` (no other option: the run goes on
-with the config it started with) completes the run from its last checkpoint. The tests below
-each check one part of what the scenario left behind.
+intact. After the first ``instruct`` checkpoint the coordinator's SuperLink is SIGKILLed too and
+restarted on the same database; the crashed run's ServerApp, which outlives it, is stopped when
+it calls in, and ``fedumit launch --resume`` (no other option: the run goes on with the config it
+started with) completes the run from its last checkpoint. The tests below each check one part of
+what the scenario left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -73,6 +75,8 @@ def run_scenario(c: Consortium, seen: dict[str, Any]) -> None:
     seen["rounds_at_link_crash"] = trained_rounds(c)
     c.start_superlink("superlink-restarted")
     wait(lambda: c.statuses() == ["online"] * 3, 180, "the sites back on the new SuperLink")
+    # The crashed run's ServerApp outlives the SuperLink; the new one stops it when it calls in.
+    wait(lambda: "running" not in c.runs().values(), 180, "the crashed run to stop")
     c.resume()
     wait(lambda: (c.run_folder / "export").is_dir(), 600, "the resumed run's export")
     seen["status"] = c.fedumit("status", "--federation", FEDERATION, "--run", str(c.run_folder))
@@ -110,6 +114,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Itera
             run_scenario(consortium, seen)
         except BaseException:  # pytest-timeout's failure too: print what each process said
             print("\n".join([*seen.get("waits", []), processes.tails()]))
+            with contextlib.suppress(Exception):  # the SuperLink may be what failed
+                print(consortium.server_logs())
             raise
         yield Scenario(consortium, seen)
 
@@ -167,3 +173,16 @@ def test_the_run_resumes_after_the_superlink_restarts(scenario: Scenario) -> Non
     planned = [(s, n) for s in ("align", "instruct") for n in range(1, ROUNDS + 1)]
     assert scenario.seen["rounds_at_link_crash"] == planned[:3]
     assert trained_rounds(scenario.consortium) == planned, "each round once, align not re-run"
+
+
+def test_the_crashed_runs_serverapp_is_stopped_and_only_the_resumed_run_completes(
+    scenario: Scenario,
+) -> None:
+    c = scenario.consortium
+    statuses = sorted(c.runs().values())
+    assert len(statuses) == 2, statuses  # the launch and the resume, nothing in between
+    completed, crashed = statuses  # "finished:completed" sorts before "finished:failed"
+    assert completed == "finished:completed", statuses
+    assert crashed in ("finished:failed", "finished:stopped"), statuses
+    logs = c.server_logs()
+    assert logs.count("Start `flwr-serverapp` process") == 2, logs
