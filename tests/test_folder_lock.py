@@ -58,7 +58,7 @@ def test_the_lock_is_free_once_its_holder_is_killed(tmp_path: Path) -> None:
 
 def test_a_waiting_coordinator_goes_on_when_the_holder_lets_go(tmp_path: Path) -> None:
     folder = tmp_path / "run"
-    released = threading.Event()
+    started, released = threading.Event(), threading.Event()
 
     def hold_briefly() -> None:
         with driving(folder, wait_s=0):
@@ -66,7 +66,6 @@ def test_a_waiting_coordinator_goes_on_when_the_holder_lets_go(tmp_path: Path) -
             time.sleep(0.5)
         released.set()
 
-    started = threading.Event()
     first = threading.Thread(target=hold_briefly)
     first.start()
     started.wait(5)
