@@ -118,14 +118,20 @@ def _kill_group_leftovers(group: int) -> None:
         os.killpg(group, signal.SIGKILL)
 
 
+def flwr_output(env: dict[str, str], *args: str) -> str:
+    """What one ``flwr`` command printed (it must exit 0 within a minute)."""
+    from deploy.flower import executable
+
+    argv = [executable("flwr"), *args]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout
+
+
 def supernodes(env: dict[str, str], federation: str) -> list[dict[str, str]]:
     """The SuperLink's SuperNodes as ``flwr supernode list`` reports them."""
     from deploy.coordinator import site_rows
-    from deploy.flower import executable
 
-    argv = [executable("flwr"), "supernode", "list", federation, "--format", "json"]
-    listed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=True)
-    return site_rows(listed.stdout)
+    return site_rows(flwr_output(env, "supernode", "list", federation, "--format", "json"))
 
 
 def flower_env(home: Path) -> dict[str, str]:
@@ -288,30 +294,20 @@ class Consortium:
         """Each SuperNode's status as the SuperLink lists it."""
         return [node["status"] for node in self.supernodes()]
 
-    def flwr(self, *args: str) -> str:
-        """What one ``flwr`` command against this consortium's SuperLink printed."""
-        from deploy.flower import executable
-
-        done = subprocess.run(
-            [executable("flwr"), *args], env=self.processes.env, capture_output=True, text=True,
-            timeout=60, check=True,
-        )  # fmt: skip
-        return done.stdout
-
     def runs(self) -> dict[str, str]:
         """Each run's status as the SuperLink lists it (``running``, ``finished:failed`` ...),
         by Flower run id."""
         from deploy.flower import flwr_answer
 
-        listed = flwr_answer(self.flwr("ls", self.federation, "--format", "json"), "list runs")
-        return {run["run-id"]: run["status"] for run in listed.get("runs", [])}
+        listed = flwr_output(self.processes.env, "ls", self.federation, "--format", "json")
+        return {run["run-id"]: run["status"] for run in flwr_answer(listed, "list runs")["runs"]}
 
     def server_logs(self, lines: int = 40) -> str:
         """The last ``lines`` lines of each run's ServerApp log, as the SuperLink keeps it."""
-        logs = []
+        logs, env = [], self.processes.env
         for run_id, status in self.runs().items():
-            shown = self.flwr("log", run_id, self.federation, "--show").splitlines()[-lines:]
-            logs.append("\n".join([f"--- run {run_id} ({status}) ---", *shown]))
+            shown = flwr_output(env, "log", run_id, self.federation, "--show").splitlines()
+            logs.append("\n".join([f"--- run {run_id} ({status}) ---", *shown[-lines:]]))
         return "\n".join(logs)
 
     def launch(self, run_config: str, app: Path | None = None) -> None:
