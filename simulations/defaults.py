@@ -23,7 +23,18 @@ VQA at seed 2 answers every question as the base does (its majority answer, ``1:
 ``1:left``), though it ranks the options from the images (option AUC 0.43 to 0.84). On the same
 images (:mod:`simulations.language_twins`) Chinese ends within 5 points of English on every task
 at seed 0; at seed 1 its closed VQA ends 0.10 above English, at seed 2 its closed VQA and
-classification 0.14 above. Until the balanced answers' counts were kept per question
+classification 0.14 above. What the privacy costs here, measured with the same schedule without
+noise or clipping (``--no-dp``, 4:50 and 4:59): 6 and 7 of 10 at seeds 0 and 1, boxes in both
+languages at both (mAP50 0.00 to 0.13 and 0.16 English, 0.09 and 0.03 Chinese), classification
+and reports, English closed VQA at seed 1 (0.65 to 0.86) but not at seed 0 (0.64 to 0.68,
+option AUC 0.45 to 0.88), Chinese closed VQA at neither (0.80 to 0.77, 0.74 to 0.69) and the
+points at neither. With 135 noise-free steps instead of 45 (``--no-dp --instruct-rounds 9``,
+seed 0, 9:16) 8 of 10 rise, everything but the points: closed VQA 0.64 to 0.90 English and
+0.80 to 0.93 Chinese, classification 0.20 to 0.80 and 0.26 to 0.79, boxes 0.17 English and
+0.08 Chinese; English points 0.05 to 0.10, at their interval's edge. So at 45 steps what DP
+costs the main job is the boxes and much of classification's rise; the points, and closed VQA
+where the base's first-option habit holds, are not learned in 45 steps of this base even
+without noise. Until the balanced answers' counts were kept per question
 (:data:`client.privacy.answer_prior.QUESTION_ROWS`) a side question's answers were weighed by
 its task's counts pooled by option number, ``left`` about half as much as ``right`` (the lesion
 question's ``no`` is rarer than its ``yes``); over that mistake the same seeds raised 5, 6 and 4
