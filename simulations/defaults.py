@@ -43,7 +43,8 @@ noise-free run (boxes 0.13, classification 0.57 there) and the 128 directions th
 keep the noise of epsilon 8 small and leave out most of what the boxes learn. Found on more
 public records they did not keep more of it: the directions of 1,024 records' gradients from a
 public archive of 256 patients (a patch, not kept; seed 0, 9:30) raised 5 of 10, English boxes
-0.001, Chinese 0.016.
+0.001, Chinese 0.016; 512 directions of 512 records from 128 patients (``--subspace 512`` over
+the same patch, 7:14) 4 of 10, boxes 0.001 and 0.004, English classification 0.20 to 0.47.
 Until the balanced answers' counts were kept per question
 (:data:`client.privacy.answer_prior.QUESTION_ROWS`) a side question's answers were weighed by
 its task's counts pooled by option number, ``left`` about half as much as ``right`` (the lesion
