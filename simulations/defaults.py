@@ -46,7 +46,12 @@ Found on more public records they did not keep more of it: the directions of 1,0
 records' gradients from a public archive of 256 patients (a patch, not kept; seed 0, 9:30)
 raised 5 of 10, English boxes 0.001, Chinese 0.016; 512 directions of 512 records from 128
 patients (``--subspace 512`` over the same patch, 7:14) 4 of 10, boxes 0.001 and 0.004,
-English classification 0.20 to 0.47.
+English classification 0.20 to 0.47. Each task's share led by the mean of its public records'
+gradients, then its leading directions (a patch of
+:func:`client.privacy.subspace.top_directions`, not kept; seeds 0 and 1, 5:49 and 5:41): 6 and
+7 of 10 (here 5 and 8), English boxes at both seeds (mAP50 0.013 and 0.02) and Chinese at seed
+1, but Chinese points fell beyond their interval at both (SDR 0.10 to 0.04, 0.07 to 0.02) and
+Chinese classification ended 0.06-0.07 above English on the same images.
 Until the balanced answers' counts were kept per question
 (:data:`client.privacy.answer_prior.QUESTION_ROWS`) a side question's answers were weighed by
 its task's counts pooled by option number, ``left`` about half as much as ``right`` (the lesion
