@@ -79,18 +79,18 @@ def top_directions(
     rows = gradients.double()
     rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
     if groups is None:
-        return _leading(rows, k).float().contiguous()
+        return leading_directions(rows, k).float().contiguous()
     labels = sorted(set(groups))
     shares = [k // len(labels) + (i < k % len(labels)) for i in range(len(labels))]
     parts = []
     for label, share in zip(labels, shares, strict=True):
         members = rows[[i for i, group in enumerate(groups) if group == label]]
-        parts.append(_leading(members, min(share, len(members))))
+        parts.append(leading_directions(members, min(share, len(members))))
     basis, _ = torch.linalg.qr(torch.cat(parts, dim=1))
     return basis.float().contiguous()
 
 
-def _leading(rows: torch.Tensor, k: int) -> torch.Tensor:
+def leading_directions(rows: torch.Tensor, k: int) -> torch.Tensor:
     """The ``k`` leading right singular vectors of ``rows``, as columns."""
     _, _, right = torch.linalg.svd(rows, full_matrices=False)
     return right[:k].T
