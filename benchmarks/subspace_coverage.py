@@ -7,6 +7,8 @@ records' gradients at the hospitals. At the tiny base, over ``--records`` traini
 each task of the pooled synthetic hospitals, this prints per task:
 
 - its public records (a task's own leading directions are at most that many);
+- the median norm of its records' gradients, against the clipping norm (``C`` 0.1 by default):
+  where every record's is above it, clipping scales every record to the same norm;
 - its coherence: the norm of its records' mean unit gradient (each record's gradient scaled to
   norm 1, as clipping scales it when every record is clipped), 1 when they all pull the same
   way; the part a step's sum adds up, where the rest averages out like noise;
@@ -78,10 +80,12 @@ def coverage(
     public_rows, site_rows = unit_rows(public), unit_rows(site)
     result = {}
     for task in sorted(set(site_tasks)):
-        rows = site_rows[[i for i, t in enumerate(site_tasks) if t == task]]
+        members = [i for i, t in enumerate(site_tasks) if t == task]
+        rows = site_rows[members]
         own = public_rows[[i for i, t in enumerate(public_tasks) if t == task]]
         result[task] = {
             "public_records": len(own),
+            "median_norm": float(site[members].double().norm(dim=1).median()),
             "coherence": float(rows.mean(dim=0).norm()),
             "site_basis": kept(basis, rows),
             "own": {
@@ -95,7 +99,7 @@ def print_table(result: dict[str, dict], directions: int, console: Console) -> N
     ks = sorted({k for task in result.values() for k in task["own"]})
     for part, title in (("record", "a record's gradient norm"), ("mean", "the mean unit gradient")):
         table = Table(title=f"share of {title} kept at the hospitals")
-        for column in ("task", "public", "coherence", f"basis {directions}"):
+        for column in ("task", "public", "norm", "coherence", f"basis {directions}"):
             table.add_column(column, justify="left" if column == "task" else "right")
         for k in ks:
             table.add_column(f"own {k}", justify="right")
@@ -104,6 +108,7 @@ def print_table(result: dict[str, dict], directions: int, console: Console) -> N
             table.add_row(
                 task,
                 str(row["public_records"]),
+                f"{row['median_norm']:.2f}",
                 f"{row['coherence']:.2f}",
                 *("-" if cell is None else f"{cell[part]:.2f}" for cell in cells),
             )

@@ -44,6 +44,7 @@ def test_a_task_inside_its_public_span_is_kept_and_one_outside_is_not(subspace_c
     assert result["vqa"]["site_basis"]["record"] == pytest.approx(0.5**0.5)
     assert result["vqa"]["site_basis"]["mean"] == pytest.approx(0.5**0.5)
     assert result["vqa"]["coherence"] == pytest.approx(1.0)  # six copies of one gradient
+    assert result["vqa"]["median_norm"] == pytest.approx(2**0.5)
     assert 0.0 < result["boxes"]["coherence"] < 1.0
 
 
