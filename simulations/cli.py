@@ -18,7 +18,7 @@ DATASETS = ("synthetic", *PUBLIC_DATASETS)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Register ``simulate`` and ``compare``."""
+    """Register ``simulate``, ``compare`` and ``seeds``."""
     simulate = commands.add_parser(
         "simulate",
         help="simulate a consortium: data, both stages with DP, export, bilingual answers",
@@ -45,6 +45,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "stays the same) and average: one run's arms can differ by more than the target",
     )
     compare.set_defaults(handler=_compare)
+    seeds = commands.add_parser(
+        "seeds",
+        help="several simulate runs side by side: how often each score clears its interval",
+    )
+    seeds.add_argument(
+        "runs",
+        nargs="+",
+        type=Path,
+        help="fedumit simulate --out folders, run folders or their summary.json files",
+    )
+    seeds.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    seeds.set_defaults(handler=_seeds)
 
 
 def add_tasks_argument(parser: argparse.ArgumentParser, trained: str) -> None:
@@ -197,3 +209,9 @@ def _compare(args: argparse.Namespace) -> int:
     from simulations.compare import run_compare
 
     return run_compare(fill_schedule_defaults(args))
+
+
+def _seeds(args: argparse.Namespace) -> int:
+    from simulations.seeds import run_seeds
+
+    return run_seeds(args.runs, args.json)
