@@ -104,6 +104,15 @@ def pooled_hospitals(args: argparse.Namespace, base: Path, subspace: int = 0) ->
     return consortium.site_configs("pooled", archives, epsilon=8.0, dp=False, seed=args.seed)
 
 
+def synthetic_hospitals(args: argparse.Namespace, base: Path, subspace: int = 0) -> list[Path]:
+    """:func:`pooled_hospitals` of the synthetic hospitals (IID), for a benchmark whose options
+    hold only their size (``--patients``), ``--seed`` and ``--out``."""
+    synthetic = argparse.Namespace(
+        **vars(args), dataset="synthetic", data_root=None, partition="iid", alpha=0.5, limit=None
+    )
+    return pooled_hospitals(synthetic, base, subspace)
+
+
 def public_stand_ins(public: list[Sample], template: list[Sample], count: int) -> list[Sample]:
     """Up to ``count`` of ``template``'s records (their prompts), each with the images of a
     public record of the same image shapes in place of its own (public records cycle)."""

@@ -31,7 +31,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dp_learning import clipped_mean, pooled_hospitals, start
+from dp_learning import clipped_mean, start, synthetic_hospitals
 
 from client.trainer import LocalTrainer, TrainConfig
 from shared_model.loading import stage_model
@@ -104,10 +104,7 @@ def main() -> None:
     spec = tiny_spec(base)
     if args.clip_groups is not None:
         spec = replace(spec, instruct=replace(spec.instruct, clip_groups=tuple(args.clip_groups)))
-    synthetic = argparse.Namespace(
-        **vars(args), dataset="synthetic", data_root=None, partition="iid", alpha=0.5, limit=None
-    )
-    train = pooled_samples(pooled_hospitals(synthetic, base), spec, "train")
+    train = pooled_samples(synthetic_hospitals(args, base), spec, "train")
     by_patient: dict[str, list] = collections.defaultdict(list)
     for sample in train:
         by_patient[sample.patient_id].append(sample)

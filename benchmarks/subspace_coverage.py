@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import random
 import sys
 from collections.abc import Sequence
@@ -37,7 +36,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dp_learning import pooled_hospitals, start
+from dp_learning import start, synthetic_hospitals, write_result
 
 from client.config import load_site_config
 from client.privacy.subspace import leading_directions, top_directions
@@ -130,10 +129,7 @@ def main() -> None:
     args = parse_args()
     console, base = start(args.seed)
     spec = tiny_spec(base)
-    synthetic = argparse.Namespace(
-        **vars(args), dataset="synthetic", data_root=None, partition="iid", alpha=0.5, limit=None
-    )
-    sites = pooled_hospitals(synthetic, base, args.subspace)
+    sites = synthetic_hospitals(args, base, args.subspace)
     by_task = collections.defaultdict(list)
     for sample in pooled_samples(sites, spec, "train"):
         by_task[sample.task].append(sample)
@@ -158,10 +154,7 @@ def main() -> None:
     )
     print_table(result, args.subspace, console)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "subspace_coverage.json"
-    path.write_text(json.dumps({"settings": settings, "tasks": result}, indent=2), "utf-8")
-    console.print(f"written to {path}")
+    write_result(args.out, {"settings": settings, "tasks": result}, console)
 
 
 if __name__ == "__main__":
