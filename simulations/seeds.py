@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,8 @@ class RunScores:
 def summary_paths(path: Path) -> list[Path]:
     """The run summaries ``path`` names: a summary file, a run folder holding one, or a
     ``fedumit simulate --out`` folder (every run under its ``runs/``, oldest first)."""
+    if not path.exists():
+        raise SummaryError(f"{path}: no such file or folder")
     if path.is_file():
         return [path]
     if (path / SUMMARY).is_file():
@@ -184,14 +187,14 @@ def print_across(runs: Sequence[RunScores], summary: dict[str, Any], console: Co
 def run_seeds(paths: Sequence[Path], as_json: bool = False) -> int:
     """``fedumit seeds``: print the runs side by side (or as JSON); 2 when a path holds no
     readable summary."""
-    console = Console()
-    if not console.is_terminal:  # a log or a pipe: room for a column per run
-        console = Console(width=LOG_WIDTH)
     try:
         runs = load_runs(paths)
     except SummaryError as error:
-        console.print(f"[red]{error}[/red]")
+        print(f"error: {error}", file=sys.stderr)
         return 2
+    console = Console()
+    if not console.is_terminal:  # a log or a pipe: room for a column per run
+        console = Console(width=LOG_WIDTH)
     summary = across_runs(runs)
     if as_json:
         print(json.dumps(summary, indent=2))

@@ -95,7 +95,9 @@ def test_a_folder_without_a_summary_or_a_broken_one_is_named(tmp_path, capsys) -
     empty = tmp_path / "unfinished"
     (empty / "runs" / "20261207-130000").mkdir(parents=True)
     assert main(["seeds", str(empty)]) == 2
-    assert "unfinished: no summary.json" in capsys.readouterr().out
+    assert "unfinished: no summary.json" in capsys.readouterr().err
+    assert main(["seeds", str(tmp_path / "typo")]) == 2
+    assert "typo: no such file or folder" in capsys.readouterr().err
 
     broken = tmp_path / "broken" / "summary.json"
     broken.parent.mkdir()
