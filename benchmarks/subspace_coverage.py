@@ -39,18 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dp_learning import start, synthetic_hospitals, write_result
 
 from client.config import load_site_config
-from client.privacy.subspace import leading_directions, top_directions
+from client.privacy.subspace import leading_directions, top_directions, unit_rows
 from client.site import public_records
 from client.trainer import LocalTrainer, TrainConfig
 from shared_model.loading import stage_model
 from shared_model.tiny import tiny_spec
 from simulations.heldout import pooled_samples
-
-
-def unit_rows(gradients: torch.Tensor) -> torch.Tensor:
-    """Each row scaled to norm 1 (float64)."""
-    rows = gradients.double()
-    return rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def kept(basis: torch.Tensor, rows: torch.Tensor) -> dict[str, float]:
@@ -95,6 +89,8 @@ def coverage(
 
 
 def print_table(result: dict[str, dict], directions: int, console: Console) -> None:
+    """Two tables of :func:`coverage`'s result: the shares kept of a record's gradient, then of
+    the task's mean unit gradient."""
     ks = sorted({k for task in result.values() for k in task["own"]})
     for part, title in (("record", "a record's gradient norm"), ("mean", "the mean unit gradient")):
         table = Table(title=f"share of {title} kept at the hospitals")

@@ -76,8 +76,7 @@ def top_directions(
     """
     if not 0 < k <= min(gradients.shape):
         raise ValueError(f"cannot take {k} directions of {tuple(gradients.shape)} gradients")
-    rows = gradients.double()
-    rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    rows = unit_rows(gradients)
     if groups is None:
         return leading_directions(rows, k).float().contiguous()
     labels = sorted(set(groups))
@@ -88,6 +87,12 @@ def top_directions(
         parts.append(leading_directions(members, min(share, len(members))))
     basis, _ = torch.linalg.qr(torch.cat(parts, dim=1))
     return basis.float().contiguous()
+
+
+def unit_rows(gradients: torch.Tensor) -> torch.Tensor:
+    """Each row of ``gradients`` scaled to norm 1, in float64."""
+    rows = gradients.double()
+    return rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def leading_directions(rows: torch.Tensor, k: int) -> torch.Tensor:
