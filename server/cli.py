@@ -1,9 +1,11 @@
-"""Coordinator commands: ``fedumit export``."""
+"""Coordinator commands: ``fedumit export`` and ``fedumit plan``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from server.plan_cli import add_plan_command
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -20,6 +22,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "(default: the run's export-average-rounds)",
     )
     export.set_defaults(handler=_export)
+    add_plan_command(commands)
 
 
 def _export(args: argparse.Namespace) -> int:
