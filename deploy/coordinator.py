@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ def launch_args(
         if not (resume / "config.json").is_file():
             raise FileNotFoundError(f"cannot resume: {resume} is not a run folder")
         args += ["--run-config", f"resume={toml_literal(str(resume.resolve()))}"]
+    # one ServerApp per launch even if Flower starts it twice (server/launch_claim.py)
+    args += ["--run-config", f"launch-id={toml_literal(uuid.uuid4().hex)}"]
     if stream:
         args.append("--stream")
     return args

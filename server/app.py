@@ -13,6 +13,7 @@ from server.config import RunConfig
 from server.coordinator import Coordinator
 from server.export import export_run
 from server.folder_lock import driving
+from server.launch_claim import claim_launch
 from server.run_folder import RunFolder, new_run_id
 from shared_model.spec import ModelSpec
 
@@ -26,7 +27,7 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Run every stage of the consortium's run and export the result."""
     config = RunConfig.from_flat(context.run_config)
-    run(grid, config)
+    run(grid, config, flower_run=context.run_id)
 
 
 def resolve_spec(model_spec: str) -> ModelSpec:
@@ -39,8 +40,9 @@ def resolve_spec(model_spec: str) -> ModelSpec:
     return ModelSpec.from_toml(ensure_tiny_base() / SPEC_FILE)
 
 
-def run(grid: Grid, config: RunConfig) -> RunFolder:
-    """Create or resume the run folder, run the stages, export when every round completed."""
+def run(grid: Grid, config: RunConfig, flower_run: int | None = None) -> RunFolder:
+    """Create or resume the run folder, run the stages, export when every round completed;
+    a second ``ServerApp`` of one launch (``launch-id``) ends without training."""
     if config.resume:
         folder = RunFolder(Path(config.resume))
         if not (folder.root / "config.json").is_file():
@@ -49,6 +51,18 @@ def run(grid: Grid, config: RunConfig) -> RunFolder:
         log.info("resuming %s with the config it started with", folder.root)
     else:
         folder = RunFolder(Path(config.run_dir) / (config.run_id or new_run_id()))
+    if config.launch_id:
+        earlier = claim_launch(folder.root.parent, config.launch_id, flower_run, folder.root)
+        if earlier is not None:
+            log.warning(
+                "launch %s was started twice (Flower's CLI retried its request); Flower run "
+                "%s drives it in %s, so this run (%s) ends without training",
+                config.launch_id,
+                earlier.get("flower_run", "of its first start"),
+                earlier.get("folder", folder.root),
+                flower_run,
+            )
+            return RunFolder(Path(earlier.get("folder", folder.root)))
     with driving(folder.root, wait_s=config.round_timeout):
         coordinate(grid, config, folder)
     return folder

@@ -44,6 +44,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "run-dir": "runs",
     "run-id": "",
     "resume": "",
+    "launch-id": "",
     "seed": 0,
     "aggregation": "fedavg",
     "proximal-mu": 0.0,
@@ -119,6 +120,7 @@ class RunConfig:
     run_dir: str
     run_id: str
     resume: str
+    launch_id: str
     seed: int
     aggregation: str
     proximal_mu: float
@@ -167,11 +169,11 @@ class RunConfig:
     def resuming(self) -> RunConfig:
         """The config a resumed run goes on with: the one its folder saved when it started, so
         a resumed run follows the same schedule, seeds and privacy settings whatever the new
-        launch passed (only ``resume`` itself is taken from it)."""
+        launch passed (only ``resume`` and ``launch-id`` are taken from it)."""
         from server.run_folder import RunFolder
 
         saved = RunFolder(Path(self.resume)).config()["run"]
-        return replace(RunConfig.from_dict(saved), resume=self.resume)
+        return replace(RunConfig.from_dict(saved), resume=self.resume, launch_id=self.launch_id)
 
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> RunConfig:
@@ -182,6 +184,7 @@ class RunConfig:
             run_dir=read.get("run-dir", str),
             run_id=read.get("run-id", str),
             resume=read.get("resume", str),
+            launch_id=read.get("launch-id", str),
             seed=read.get("seed", int),
             aggregation=read.choice("aggregation", tuple(RULES)),
             proximal_mu=read.number("proximal-mu", minimum=0.0),
