@@ -94,6 +94,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     launch.add_argument("--resume", type=Path, help="a run folder to continue")
     launch.add_argument("--stream", action="store_true", help="follow the run's logs")
+    launch.add_argument(
+        "--launch-id",
+        type=_launch_id,
+        help="this launch's id (letters, digits, - and _; default: a random one): a launch "
+        "started again with the same id ends without training, so a script may retry it",
+    )
     launch.set_defaults(handler=_launch)
 
     status = commands.add_parser("status", help="connected sites and the current run's round")
@@ -320,13 +326,24 @@ def _proxy_config(args: argparse.Namespace) -> int:
 
 
 @_guarded
+def _launch_id(value: str) -> str:
+    from deploy.coordinator import launch_id_argument
+
+    try:
+        return launch_id_argument(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def _launch(args: argparse.Namespace) -> int:
     from deploy.coordinator import launch_args
     from deploy.flower import run_flwr
 
     _connect(args)
     return run_flwr(
-        launch_args(args.app, args.federation, args.run_config, args.resume, args.stream)
+        launch_args(
+            args.app, args.federation, args.run_config, args.resume, args.stream, args.launch_id
+        )
     ).returncode
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 import uuid
 from dataclasses import dataclass
@@ -13,9 +14,15 @@ from server.run_folder import RunFolder
 
 
 def launch_args(
-    app: Path, federation: str, run_config: list[str], resume: Path | None, stream: bool
+    app: Path,
+    federation: str,
+    run_config: list[str],
+    resume: Path | None,
+    stream: bool,
+    launch_id: str | None = None,
 ) -> list[str]:
-    """``flwr`` arguments that start a FedUMIT run on connection ``federation``."""
+    """``flwr`` arguments that start a FedUMIT run on connection ``federation`` as launch
+    ``launch_id`` (default: a random id)."""
     refuse_legacy_federations(app)
     args = ["run", str(app.resolve()), federation]
     for override in run_config:
@@ -25,10 +32,18 @@ def launch_args(
             raise FileNotFoundError(f"cannot resume: {resume} is not a run folder")
         args += ["--run-config", f"resume={toml_literal(str(resume.resolve()))}"]
     # one ServerApp per launch even if Flower starts it twice (server/launch_claim.py)
-    args += ["--run-config", f"launch-id={toml_literal(uuid.uuid4().hex)}"]
+    launch_id = launch_id_argument(launch_id or uuid.uuid4().hex)
+    args += ["--run-config", f"launch-id={toml_literal(launch_id)}"]
     if stream:
         args.append("--stream")
     return args
+
+
+def launch_id_argument(value: str) -> str:
+    """``value`` if it is a launch id: 1 to 64 letters, digits, ``-`` and ``_``."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        raise ValueError(f"a launch id is 1 to 64 letters, digits, - and _, got {value!r}")
+    return value
 
 
 def refuse_legacy_federations(app: Path) -> None:

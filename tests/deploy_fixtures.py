@@ -320,11 +320,13 @@ class Consortium:
             "--run-config", f"{where} model-spec='{self.model_spec}' {run_config}",
         )  # fmt: skip
 
-    def resume(self) -> None:
-        """``fedumit launch --resume`` of this consortium's run folder, nothing else given."""
+    def resume(self, launch_id: str | None = None) -> None:
+        """``fedumit launch --resume`` of this consortium's run folder, nothing else given but
+        the launch's id (default: ``fedumit launch``'s own)."""
+        chosen = ("--launch-id", launch_id) if launch_id else ()
         self.fedumit(
             "launch", "--federation", self.federation, "--app", str(self.app),
-            "--resume", str(self.run_folder),
+            "--resume", str(self.run_folder), *chosen,
         )  # fmt: skip
 
     def records(self) -> list[dict[str, Any]]:

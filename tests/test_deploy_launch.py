@@ -9,8 +9,9 @@ intact. After the first ``instruct`` checkpoint the coordinator's SuperLink is S
 restarted on the same database; the crashed run's ServerApp, which outlives it, is stopped when
 it calls in, and ``fedumit launch --resume`` (no other option: the run goes on with the config it
 started with) completes the run from its last checkpoint; should Flower's CLI start that launch
-twice (it retries a request whose reply it lost), the second ServerApp ends without training. The
-tests below each check one part of what the scenario left behind.
+twice (it retries a request whose reply it lost; the scenario launches the resume twice under
+one launch id), the second ServerApp ends without training. The tests below each check one part
+of what the scenario left behind.
 """
 
 from __future__ import annotations
@@ -80,7 +81,10 @@ def run_scenario(c: Consortium, seen: dict[str, Any]) -> None:
     wait(lambda: c.statuses() == ["online"] * 3, 180, "the sites back on the new SuperLink")
     # The crashed run's ServerApp outlives the SuperLink; the new one stops it when it calls in.
     wait(lambda: "running" not in c.runs().values(), 180, "the crashed run to stop")
-    c.resume()
+    # The resume is launched twice under one id, as Flower's CLI does when it retries a
+    # StartRun whose reply it lost: the second ServerApp must end without training.
+    c.resume(launch_id="resume-1")
+    c.resume(launch_id="resume-1")
     wait(lambda: (c.run_folder / "export").is_dir(), 600, "the resumed run's export")
     seen["status"] = c.fedumit("status", "--federation", FEDERATION, "--run", str(c.run_folder))
 
@@ -191,8 +195,9 @@ def test_the_crashed_runs_serverapp_is_stopped_and_only_the_resumed_run_complete
     crashed, resumed = (str(claim["flower_run"]) for claim in claims)
     assert runs.pop(resumed) == "finished:completed", runs
     assert runs.pop(crashed) in ("finished:failed", "finished:stopped"), runs
-    # Flower's CLI may start a launch twice (it retries a StartRun whose reply it lost): such a
+    # the resume launched a second time, and any launch Flower's CLI started twice: such a
     # second run ends at once, without training
+    assert runs, "the second launch of the resume left no run"
     logs = c.server_logs()
     for duplicate, status in runs.items():
         assert status == "finished:completed", (duplicate, status)

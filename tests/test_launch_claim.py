@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.coordinator import launch_args
+from deploy.coordinator import launch_args, launch_id_argument
+from fedumit.cli import main
 from server.app import run
 from server.config import RUN_DEFAULTS, RunConfig
 from server.launch_claim import CLAIMS, claim_launch
@@ -74,11 +75,25 @@ def test_a_resumed_run_goes_on_under_the_new_launchs_id(tmp_path: Path) -> None:
     assert resumed.launch_id == "second" and resumed.seed == 5
 
 
-def test_every_launch_gets_its_own_launch_id() -> None:
-    def launch_id() -> str:
-        args = launch_args(REPO_ROOT, "fed", [], None, stream=False)
-        (value,) = [a for a in args if a.startswith("launch-id=")]
-        return value.removeprefix("launch-id=").strip("'")
+def launch_id_of(args: list[str]) -> str:
+    """The launch id ``launch_args`` put into the run config."""
+    (value,) = [arg for arg in args if arg.startswith("launch-id=")]
+    return value.removeprefix("launch-id=").strip("'")
 
-    first, second = launch_id(), launch_id()
+
+def test_every_launch_gets_its_own_launch_id_unless_it_names_one() -> None:
+    first, second = (launch_id_of(launch_args(REPO_ROOT, "fed", [], None, False)) for _ in "12")
     assert first != second and first.isalnum() and len(first) == 32
+    named = launch_args(REPO_ROOT, "fed", [], None, False, launch_id="nightly-2026_12")
+    assert launch_id_of(named) == "nightly-2026_12"
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "../x", "x" * 65, "id'; rm"])
+def test_a_launch_id_flwr_could_not_carry_plainly_is_refused(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ValueError, match="launch id"):
+        launch_id_argument(bad)
+    with pytest.raises(SystemExit):
+        main(["launch", "--federation", "fed", "--launch-id", bad])
+    assert "launch id" in capsys.readouterr().err
