@@ -325,16 +325,16 @@ def _proxy_config(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guarded
 def _launch_id(value: str) -> str:
-    from deploy.coordinator import launch_id_argument
+    from server.launch_claim import checked_launch_id
 
     try:
-        return launch_id_argument(value)
+        return checked_launch_id(value)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
+@_guarded
 def _launch(args: argparse.Namespace) -> int:
     from deploy.coordinator import launch_args
     from deploy.flower import run_flwr

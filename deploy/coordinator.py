@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import tomllib
 import uuid
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.flower import flwr_answer, toml_literal
+from server.launch_claim import checked_launch_id
 from server.run_folder import RunFolder
 
 
@@ -32,18 +32,11 @@ def launch_args(
             raise FileNotFoundError(f"cannot resume: {resume} is not a run folder")
         args += ["--run-config", f"resume={toml_literal(str(resume.resolve()))}"]
     # one ServerApp per launch even if Flower starts it twice (server/launch_claim.py)
-    launch_id = launch_id_argument(launch_id or uuid.uuid4().hex)
+    launch_id = checked_launch_id(launch_id or uuid.uuid4().hex)
     args += ["--run-config", f"launch-id={toml_literal(launch_id)}"]
     if stream:
         args.append("--stream")
     return args
-
-
-def launch_id_argument(value: str) -> str:
-    """``value`` if it is a launch id: 1 to 64 letters, digits, ``-`` and ``_``."""
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
-        raise ValueError(f"a launch id is 1 to 64 letters, digits, - and _, got {value!r}")
-    return value
 
 
 def refuse_legacy_federations(app: Path) -> None:

@@ -14,10 +14,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 CLAIMS = ".launches"
+
+
+def checked_launch_id(value: str) -> str:
+    """``value`` if it is a launch id, 1 to 64 letters, digits, ``-`` and ``_`` (a plain file
+    name, and a plain TOML string in a run config); else ``ValueError``."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        raise ValueError(f"a launch id is 1 to 64 letters, digits, - and _, got {value!r}")
+    return value
 
 
 def claim_launch(
@@ -26,11 +35,9 @@ def claim_launch(
     """Claim ``launch_id`` for this ``ServerApp`` (Flower run ``flower_run``, driving
     ``folder``): ``None`` when it is now this one's, else the claim an earlier ``ServerApp`` of
     the same launch wrote."""
-    if not launch_id or any(char in launch_id for char in "/\\") or launch_id.startswith("."):
-        raise ValueError(f"launch-id must be a plain name, got {launch_id!r}")
     claims = run_dir / CLAIMS
     claims.mkdir(parents=True, exist_ok=True)
-    path = claims / launch_id
+    path = claims / checked_launch_id(launch_id)
     record = {
         "flower_run": flower_run,
         "folder": str(folder),

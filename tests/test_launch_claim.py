@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from deploy.coordinator import launch_args, launch_id_argument
+from deploy.coordinator import launch_args
 from fedumit.cli import main
 from server.app import run
 from server.config import RUN_DEFAULTS, RunConfig
-from server.launch_claim import CLAIMS, claim_launch
+from server.launch_claim import CLAIMS, checked_launch_id, claim_launch
 from server.run_folder import RunFolder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def test_exactly_one_of_many_simultaneous_claims_wins(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bad", ["", "../x", "a/b", ".launches"])
 def test_a_launch_id_that_is_not_a_plain_name_is_refused(tmp_path: Path, bad: str) -> None:
-    with pytest.raises(ValueError, match="launch-id"):
+    with pytest.raises(ValueError, match="launch id"):
         claim_launch(tmp_path, bad, 1, tmp_path)
 
 
@@ -93,7 +93,15 @@ def test_a_launch_id_flwr_could_not_carry_plainly_is_refused(
     bad: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(ValueError, match="launch id"):
-        launch_id_argument(bad)
+        checked_launch_id(bad)
     with pytest.raises(SystemExit):
         main(["launch", "--federation", "fed", "--launch-id", bad])
     assert "launch id" in capsys.readouterr().err
+
+
+def test_a_launch_that_cannot_start_says_why_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["launch", "--federation", "fed", "--resume", str(tmp_path / "none")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "Traceback" not in error
