@@ -26,7 +26,9 @@ def add_plan_command(commands: argparse._SubParsersAction) -> None:
     plan = commands.add_parser(
         "plan",
         help="each site's noise at a schedule and privacy budget, and the signal it leaves",
-        description=__doc__.splitlines()[0],
+        description="Each site's noise multiplier at a schedule and privacy budget, the noise "
+        "a step's mean gradient carries (in clipping norms), and what it leaves of a consistent "
+        "signal: an estimate before anyone trains (client/privacy/forecast.py).",
     )
     plan.add_argument(
         "--patients", type=int, nargs="+", required=True, help="patients at each site"
@@ -45,7 +47,12 @@ def add_plan_command(commands: argparse._SubParsersAction) -> None:
     noised.add_argument(
         "--subspace", type=int, help="directions of the gradient subspace the noise lies in"
     )
-    plan.add_argument("--stage", choices=("align", "instruct"), default="instruct")
+    plan.add_argument(
+        "--stage",
+        choices=("align", "instruct"),
+        default="instruct",
+        help="the stage whose parameters --model-spec counts (default: instruct)",
+    )
     plan.add_argument("--epsilon", type=float, help="each site's budget (default: a site's, 8)")
     plan.add_argument("--delta", type=float, help="each site's delta (default: a site's, 1e-5)")
     plan.add_argument(
