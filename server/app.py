@@ -54,15 +54,16 @@ def run(grid: Grid, config: RunConfig, flower_run: int | None = None) -> RunFold
     if config.launch_id:
         earlier = claim_launch(folder.root.parent, config.launch_id, flower_run, folder.root)
         if earlier is not None:
+            driven = RunFolder(Path(earlier.get("folder", folder.root)))
             log.warning(
                 "launch %s was started twice (Flower's CLI retried its request); Flower run "
                 "%s drives it in %s, so this run (%s) ends without training",
                 config.launch_id,
                 earlier.get("flower_run", "of its first start"),
-                earlier.get("folder", folder.root),
+                driven.root,
                 flower_run,
             )
-            return RunFolder(Path(earlier.get("folder", folder.root)))
+            return driven
     with driving(folder.root, wait_s=config.round_timeout):
         coordinate(grid, config, folder)
     return folder

@@ -118,33 +118,32 @@ def print_forecast(result: Forecast, signal: float, console: Console) -> None:
     for column in ("", "patients", "rate", "sigma", "noise a step", "S/N at clip"):
         table.add_column(column, justify="right" if column else "left")
     table.add_column(f"S/N at {signal:g}", justify="right")
-    for number, site in enumerate(result.sites, 1):
+    rows = forecast_rows(result, signal)
+    for number, site in enumerate(rows["sites"], 1):
         table.add_row(
             f"site {number}",
-            str(site.patients),
-            f"{site.sample_rate:.3f}",
-            f"{site.noise_multiplier:.2f}",
-            f"{site.noise_norm:.3g}",
-            f"{result.signal_to_noise(1.0, site.noise_norm):.3g}",
-            f"{result.signal_to_noise(signal, site.noise_norm):.3g}",
+            str(site["patients"]),
+            f"{site['sample_rate']:.3f}",
+            f"{site['noise_multiplier']:.2f}",
+            *_ratios(site),
         )
-    table.add_row(
-        "federation",
-        str(sum(site.patients for site in result.sites)),
-        "",
-        "",
-        f"{result.noise_norm:.3g}",
-        f"{result.signal_to_noise(1.0):.3g}",
-        f"{result.signal_to_noise(signal):.3g}",
-    )
+    federation = rows["federation"]
+    patients = sum(site["patients"] for site in rows["sites"])
+    table.add_row("federation", str(patients), "", "", *_ratios(federation))
     console.print(table)
-    needed = math.ceil(result.steps_to_match(signal))
+    needed = math.ceil(federation["steps_to_match"])
     console.print(
         f"A consistent signal of {signal:g} clipping norms a step reaches the federation's noise "
         f"after {needed:,} step{'s' if needed > 1 else ''} at this noise ({result.steps} planned). "
         "A ratio far below 1 at the clipping norm means nothing can be learned at this budget "
         "and these sizes."
     )
+
+
+def _ratios(row: dict) -> tuple[str, str, str]:
+    """A forecast row's noise a step and its two signal-to-noise ratios, as table cells."""
+    keys = ("noise_norm", "signal_to_noise_at_clip", "signal_to_noise")
+    return tuple(f"{row[key]:.3g}" for key in keys)
 
 
 def _plan(args: argparse.Namespace) -> int:

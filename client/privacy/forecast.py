@@ -81,8 +81,8 @@ def forecast(
         raise ValueError(
             f"need a positive batch, steps and dimensions, got {batch}, {steps}, {dimensions}"
         )
-    sites = []
-    for count in patients:
+    by_size = {}  # sites of one size sample at one rate: one calibration
+    for count in sorted(set(patients)):
         rate = min(1.0, batch / count)
         sigma = calibrate_noise(
             target_epsilon=epsilon,
@@ -91,8 +91,10 @@ def forecast(
             steps=steps,
             accountant=accountant,
         )
-        norm = sigma * math.sqrt(dimensions) / (rate * count)
-        sites.append(SiteForecast(count, rate, sigma, norm))
+        by_size[count] = SiteForecast(
+            count, rate, sigma, sigma * math.sqrt(dimensions) / (rate * count)
+        )
+    sites = [by_size[count] for count in patients]
     total = sum(patients)
     pooled = math.sqrt(sum((site.patients / total * site.noise_norm) ** 2 for site in sites))
     return Forecast(sites, epsilon, delta, steps, dimensions, pooled)
