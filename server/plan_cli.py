@@ -4,7 +4,8 @@ Before a consortium trains, its coordinator (or a researcher deciding whether to
 knows the sites' sizes roughly and chooses the schedule; each site's sigma follows from them
 and its budget (:mod:`client.privacy.forecast`). The noised dimensions are given
 (``--dimensions``), counted from a model spec's stage (``--model-spec``: its trainable adapter
-parameters) or the gradient subspace's (``--subspace``: the noise lies in its directions only).
+parameters, from the base's config alone, so a 2B base costs what the tiny one does) or the
+gradient subspace's (``--subspace``: the noise lies in its directions only).
 """
 
 from __future__ import annotations
@@ -70,39 +71,10 @@ def noised_dimensions(args: argparse.Namespace) -> int:
     """The dimensions the noise lies in, from whichever option gave them."""
     if args.model_spec is None:
         return args.dimensions if args.dimensions is not None else args.subspace
-    from shared_model.loading import stage_model
+    from shared_model.loading import stage_parameter_count
     from shared_model.spec import ModelSpec
 
-    adapter, _ = stage_model(ModelSpec.from_toml(args.model_spec), args.stage)
-    return sum(p.numel() for p in adapter.model.parameters() if p.requires_grad)
-
-
-def forecast_rows(result: Forecast, signal: float) -> dict:
-    """The forecast as JSON: every site's noise and the federation's, and the ratios."""
-    return {
-        "epsilon": result.epsilon,
-        "delta": result.delta,
-        "steps": result.steps,
-        "dimensions": result.dimensions,
-        "signal": signal,
-        "sites": [
-            {
-                "patients": site.patients,
-                "sample_rate": site.sample_rate,
-                "noise_multiplier": site.noise_multiplier,
-                "noise_norm": site.noise_norm,
-                "signal_to_noise_at_clip": result.signal_to_noise(1.0, site.noise_norm),
-                "signal_to_noise": result.signal_to_noise(signal, site.noise_norm),
-            }
-            for site in result.sites
-        ],
-        "federation": {
-            "noise_norm": result.noise_norm,
-            "signal_to_noise_at_clip": result.signal_to_noise(1.0),
-            "signal_to_noise": result.signal_to_noise(signal),
-            "steps_to_match": result.steps_to_match(signal),
-        },
-    }
+    return stage_parameter_count(ModelSpec.from_toml(args.model_spec), args.stage)
 
 
 def print_forecast(result: Forecast, signal: float, console: Console) -> None:
@@ -118,7 +90,7 @@ def print_forecast(result: Forecast, signal: float, console: Console) -> None:
     for column in ("", "patients", "rate", "sigma", "noise a step", "S/N at clip"):
         table.add_column(column, justify="right" if column else "left")
     table.add_column(f"S/N at {signal:g}", justify="right")
-    rows = forecast_rows(result, signal)
+    rows = result.as_dict(signal)
     for number, site in enumerate(rows["sites"], 1):
         table.add_row(
             f"site {number}",
@@ -169,7 +141,7 @@ def _plan(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise SystemExit(f"cannot plan: {error}") from error
     if args.json:
-        print(json.dumps(forecast_rows(result, args.signal), indent=2))
+        print(json.dumps(result.as_dict(args.signal), indent=2))
     else:
         print_forecast(result, args.signal, Console())
     return 0

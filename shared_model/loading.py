@@ -7,7 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoProcessor, ProcessorMixin, Qwen2VLForConditionalGeneration
+from transformers import (
+    AutoConfig,
+    AutoProcessor,
+    ProcessorMixin,
+    Qwen2VLForConditionalGeneration,
+)
 
 from shared_model.adapters import StageAdapter
 from shared_model.spec import ModelSpec
@@ -63,3 +68,16 @@ def stage_model(
     if stage == "instruct" and align_arrays is not None:
         model = merge_stage(model, spec, "align", align_arrays, fingerprint)
     return StageAdapter.attach(model, spec, stage, fingerprint=fingerprint), processor
+
+
+def stage_parameter_count(spec: ModelSpec, stage: str) -> int:
+    """The parameters ``stage`` trains over ``spec``'s base (the dimensions DP noise lies in
+    without a gradient subspace), counted on the base's architecture built on the meta device:
+    no weights are read, so a 2B checkpoint costs what the tiny one does."""
+    config = AutoConfig.from_pretrained(spec.base)
+    with torch.device("meta"):
+        model = Qwen2VLForConditionalGeneration(config)
+    adapter = StageAdapter.attach(
+        model, spec, stage, fingerprint="counted only", init_lora_weights=False
+    )  # no weights to fingerprint, and the adapter is never trained or sent
+    return sum(parameter.numel() for _, parameter in adapter.trainable_parameters())

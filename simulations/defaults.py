@@ -334,8 +334,9 @@ counted as a report: today's ``bleu1_lenient`` (:mod:`shared_model.tasks.freetex
   layout without noise (96 patients a step) reaches 0.73 and writes 0.80 of English
   classification answers right.
   With the subspace, which leaves a consistent signal of a tenth of the clipping norm about
-  eight times the noise on the federation's mean after 60 steps and nine after 150 (``fedumit
-  plan --patients 300 400 520 --batch 96 --steps 60 --subspace 128``), more steps were measured
+  6.6 times the noise on the federation's mean after 60 steps and 7.1 after 150 (``fedumit
+  plan --patients 224 320 415 --batch 96 --steps 60 --subspace 128``, the hospitals' training
+  patients; ``fedumit simulate`` prints this before it trains), more steps were measured
   again over today's base (each run beside another job, so slower than alone): six rounds
   (``--instruct-rounds 6``, 90 ``instruct`` steps a site; seeds 0, 1 and 2, 11:04, 9:59 and
   10:16) raised 6, 6 and 5 of the ten (here 5, 8 and 5), English boxes at every seed (mAP50

@@ -29,6 +29,7 @@ from simulations.heldout import ModelAnswers, answer_and_rank, answer_heldout, h
 from simulations.heldout_plot import draw_heldout
 from simulations.language_twins import LanguageGap, language_gaps, language_twin
 from simulations.majority import MAJORITY, VS_MAJORITY, add_majority
+from simulations.noise_outlook import SIGNAL_SHARE, outlook_line, schedule_forecast
 from simulations.report import Change, add_intervals, print_answers, print_metric_table
 from simulations.runner import simulate, write_site_config
 from simulations.synthetic import (
@@ -367,6 +368,9 @@ def run_experiment(args: argparse.Namespace) -> int:
         f"instruct {args.instruct_rounds} rounds, DP {privacy}{balanced}{trained}{exported}"
     )
     console.print(REPLAYABLE_NOTE.format(seed=args.seed))
+    outlook = schedule_forecast(args, consortium.archives, consortium.spec, consortium.subspace)
+    if outlook is not None:
+        console.print(outlook_line(outlook))
     overrides = run_overrides(args, consortium, run_id, sites=len(sites), dp=args.dp)
     folder = simulate(sites, overrides)
     export = folder.root / "export"
@@ -392,6 +396,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         "run": str(folder.root),
         "export": str(export),
         "replayable_noise_seed": args.seed,
+        "noise_forecast": outlook.as_dict(SIGNAL_SHARE) if outlook is not None else None,
         "table": rows,
         "verdict": learned.as_dict(),
         "language_gaps": [{**asdict(gap), "gap": round(gap.gap, 4)} for gap in gaps],

@@ -117,6 +117,22 @@ def test_both_stages_ran_with_dp_and_were_checkpointed(simulation: dict[str, Any
         assert [(e.stage, e.server_round) for e in ledger] == spent
 
 
+def test_the_noise_forecast_agrees_with_the_sites_ledgers(simulation: dict[str, Any]) -> None:
+    """The forecast printed before training counts each site's patients as its sampler does
+    (the same rates) and estimates its sigma within a tenth: here the ``align`` round is
+    shorter than the ``instruct`` ones, which the forecast takes as alike."""
+    predicted = simulation["summary"]["noise_forecast"]
+    sites = sorted((simulation["run"] / "sites").glob("*.toml"))
+    assert predicted["dimensions"] == 128 and len(predicted["sites"]) == len(sites) == 3
+    for forecast, site in zip(predicted["sites"], sites, strict=True):
+        ledger = PrivacyLedger(load_site_config(site).ledger_path).entries()
+        trained = [entry for entry in ledger if entry.stage in ("align", "instruct")]
+        for entry in trained:
+            assert entry.sample_rate == pytest.approx(forecast["sample_rate"])
+        for entry in trained[1:]:
+            assert entry.noise_multiplier == pytest.approx(forecast["noise_multiplier"], rel=0.1)
+
+
 def test_export_loads_with_plain_transformers(simulation: dict[str, Any]) -> None:
     export = Path(simulation["summary"]["export"])
     model = Qwen2VLForConditionalGeneration.from_pretrained(export)

@@ -62,6 +62,34 @@ class Forecast:
         federation's noise, at the noise of this schedule's steps."""
         return (self.noise_norm / signal_share) ** 2
 
+    def as_dict(self, signal_share: float) -> dict:
+        """Every site's noise and the federation's, and the signal-to-noise ratios at the
+        clipping norm and at ``signal_share`` of it, as JSON."""
+        return {
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "steps": self.steps,
+            "dimensions": self.dimensions,
+            "signal": signal_share,
+            "sites": [
+                {
+                    "patients": site.patients,
+                    "sample_rate": site.sample_rate,
+                    "noise_multiplier": site.noise_multiplier,
+                    "noise_norm": site.noise_norm,
+                    "signal_to_noise_at_clip": self.signal_to_noise(1.0, site.noise_norm),
+                    "signal_to_noise": self.signal_to_noise(signal_share, site.noise_norm),
+                }
+                for site in self.sites
+            ],
+            "federation": {
+                "noise_norm": self.noise_norm,
+                "signal_to_noise_at_clip": self.signal_to_noise(1.0),
+                "signal_to_noise": self.signal_to_noise(signal_share),
+                "steps_to_match": self.steps_to_match(signal_share),
+            },
+        }
+
 
 def forecast(
     patients: Sequence[int],
