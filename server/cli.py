@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from server.plan_cli import add_plan_command
+from server.warm_start_cli import add_warm_start_command
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -23,6 +24,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     export.set_defaults(handler=_export)
     add_plan_command(commands)
+    add_warm_start_command(commands)
 
 
 def _export(args: argparse.Namespace) -> int:

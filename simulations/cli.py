@@ -162,6 +162,13 @@ def add_consortium_arguments(simulate: argparse.ArgumentParser) -> None:
         + _default("balance-answers", ";"),
     )
     simulate.add_argument(
+        "--warm-start",
+        type=int,
+        help="noise-free steps of the base's instruct adapter over public records of the "
+        "hospitals' kind before the consortium trains (0: off; not with --archives; "
+        "server/warm_start.py)" + _default("warm-start", ";"),
+    )
+    simulate.add_argument(
         "--epsilon", type=float, default=8.0, help="each site's privacy budget (epsilon)"
     )
     simulate.add_argument("--delta", type=float, default=1e-5, help="each site's delta")

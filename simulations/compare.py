@@ -52,6 +52,7 @@ from simulations.experiment import (
 )
 from simulations.heldout import ModelAnswers, answer_and_rank, held_out_samples
 from simulations.majority import MAJORITY, VS_MAJORITY, add_majority
+from simulations.noise_outlook import SIGNAL_SHARE, outlook_line, schedule_forecast
 from simulations.pooling import pool_archives
 from simulations.report import INTERVAL, Change, add_intervals, closed_form, print_metric_table
 from simulations.runner import simulate
@@ -83,6 +84,7 @@ def run_compare(args: argparse.Namespace) -> int:
     pooled = pool_archives(consortium.archives, consortium.out / "pooled" / run_id / POOLED_SITE)
 
     seeds = [args.seed + offset for offset in range(args.seeds)]
+    outlook = schedule_forecast(args, consortium.archives, consortium.spec, consortium.subspace)
     console.print(REPLAYABLE_NOTE.format(seed=", ".join(map(str, seeds))))
 
     def arm(name: str, archives: Sequence[Path], dp: bool, seed: int, scale: int = 1) -> Path:
@@ -96,6 +98,8 @@ def run_compare(args: argparse.Namespace) -> int:
         )
         console.rule(f"{label}: {len(archives)} site(s), DP {'on' if dp else 'off'}")
         console.print(arm_schedule(overrides))
+        if dp:
+            console.print(outlook_line(outlook))
         export = simulate(configs, overrides).root / "export"
         if not export.is_dir():
             raise RuntimeError(f"the {label} run stopped early: no export in {export.parent}")
@@ -134,6 +138,7 @@ def run_compare(args: argparse.Namespace) -> int:
         "noise": "replayable: keyed by each site config's replayable_noise_seed (the seeds)",
         "table": rows,
         "target": target,
+        "noise_forecast": outlook.as_dict(SIGNAL_SHARE),
     }
     write_json_atomically(report.with_suffix(".json"), summary)
     plot = draw_comparison(plotted_rows(rows), report.with_suffix(".png"))

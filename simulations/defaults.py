@@ -530,6 +530,7 @@ SIMULATION_DEFAULTS: dict[str, float | int] = {
     "contrast": 0.0,
     "balance-answers": 1,
     "export-average-rounds": 1,
+    "warm-start": 0,
 }
 
 OTHER_DATA_DEFAULTS: dict[str, float | int] = {"subspace": 0, "balance-answers": 0}
@@ -683,6 +684,7 @@ SCHEDULE_KEYS = (
     "subspace",
     "balance-answers",
     "export-average-rounds",
+    "warm-start",
 )
 """The options whose default may depend on the dataset (the stages' schedule, the clipping);
 the learning rates depend on DP as well (:func:`learning_rate`)."""

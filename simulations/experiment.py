@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from server.run_folder import new_run_id, write_json_atomically
+from server.warm_start import WarmStart
 from shared_model.evaluation import score_predictions
 from shared_model.option_scores import option_auc
 from shared_model.sample import Sample
@@ -39,6 +40,7 @@ from simulations.synthetic import (
     write_hospital,
 )
 from simulations.verdict import judged_metric, verdict, verdict_lines
+from simulations.warm_base import warm_started
 
 ROUND_0 = "round 0"
 FINAL = "final"
@@ -74,8 +76,9 @@ their cost stays bounded at any hospital size (the middle synthetic hospital hol
 validation records at the default size, 2,900 at ``--patients 1600``)."""
 PUBLIC_STAND_INS = 256
 """Train patients of a public dataset set apart from the hospitals when a run needs a public
-archive of their kind (``--contrast``, ``--subspace``): a public dataset of the same kind, used
-for its images or gradient directions only, never trained on."""
+archive of their kind (``--contrast``, ``--subspace``, ``--warm-start``): a public dataset of the
+same kind, used for its images, its gradient directions or a noise-free warm start of the base,
+never covered by a site's budget."""
 
 
 def site_archives(args: argparse.Namespace) -> list[Path]:
@@ -201,6 +204,10 @@ def prepare_consortium(args: argparse.Namespace, console: Console) -> Consortium
     spec_file = model_spec_file(out, args.base)
     console.print("hospitals")
     archives = site_archives(argparse.Namespace(**{**vars(args), "out": out}))
+    if args.warm_start:
+        public = public_archive(args, out, console, "--warm-start", "the warm start")
+        settings = WarmStart(steps=args.warm_start, seed=args.seed)
+        warm_started(spec_file, public, settings, out, console).write_toml(spec_file)
     return Consortium(
         out,
         spec_file,
@@ -243,7 +250,7 @@ def contrast_table(args: argparse.Namespace, out: Path, console: Console) -> dic
 
 def wants_public_archive(args: argparse.Namespace) -> bool:
     """Whether the run's sites need a public archive of the hospitals' kind."""
-    return bool(getattr(args, "subspace", 0) or getattr(args, "contrast", 0))
+    return any(getattr(args, option, 0) for option in ("subspace", "contrast", "warm_start"))
 
 
 def public_archive(
@@ -368,8 +375,9 @@ def run_experiment(args: argparse.Namespace) -> int:
         f"instruct {args.instruct_rounds} rounds, DP {privacy}{balanced}{trained}{exported}"
     )
     console.print(REPLAYABLE_NOTE.format(seed=args.seed))
-    outlook = schedule_forecast(args, consortium.archives, consortium.spec, consortium.subspace)
-    if outlook is not None:
+    outlook = None
+    if args.dp:
+        outlook = schedule_forecast(args, consortium.archives, consortium.spec, consortium.subspace)
         console.print(outlook_line(outlook))
     overrides = run_overrides(args, consortium, run_id, sites=len(sites), dp=args.dp)
     folder = simulate(sites, overrides)

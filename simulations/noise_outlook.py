@@ -45,10 +45,8 @@ def schedule_forecast(
     archives: Sequence[Path],
     spec: ModelSpec,
     subspace: dict | None,
-) -> Forecast | None:
-    """The forecast of ``args``'s schedule over ``archives`` (none without DP)."""
-    if not args.dp:
-        return None
+) -> Forecast:
+    """The forecast of ``args``'s schedule over ``archives`` at its DP budget."""
     steps = args.align_rounds * args.align_steps + args.instruct_rounds * args.instruct_steps
     dimensions = subspace["directions"] if subspace else stage_parameter_count(spec, "instruct")
     return forecast(

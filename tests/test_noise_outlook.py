@@ -23,7 +23,6 @@ from simulations.synthetic import HospitalProfile, write_hospital
 
 def _schedule(**changes) -> argparse.Namespace:
     schedule = dict(
-        dp=True,
         epsilon=8.0,
         delta=1e-5,
         align_rounds=1,
@@ -60,7 +59,6 @@ def test_the_forecast_is_plans_for_the_runs_steps_and_noised_dimensions(
     everywhere = schedule_forecast(args, [hospital], tiny_spec, None)
     assert everywhere.dimensions == stage_parameter_count(tiny_spec, "instruct")
     assert everywhere.steps == 60
-    assert schedule_forecast(_schedule(dp=False), [hospital], tiny_spec, None) is None
 
 
 def test_the_line_says_whether_a_tenth_of_the_clip_clears_the_noise() -> None:
