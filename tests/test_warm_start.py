@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 from transformers import Qwen2VLForConditionalGeneration
 
 from client.archive import load_site_samples
@@ -95,3 +97,25 @@ def test_warm_start_command_writes_a_base_a_site_can_name(
     assert ModelSpec.from_toml(out / SPEC_FILE).base.resolve() == out.resolve()
     with pytest.raises(SystemExit, match="positive"):
         main([*argv, str(public), "--out", str(tmp_path / "bad"), "--steps", "0"])
+
+
+def test_a_simulation_warm_starts_once_per_base_archive_and_setting(
+    public: Path, tiny_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import simulations.warm_base as warm_base
+
+    console = Console(file=io.StringIO())
+    settings = WarmStart(steps=2, batch=4)
+    first = warm_base.warm_started(tiny_base / SPEC_FILE, public, settings, tmp_path, console)
+    assert first.base.parent == tmp_path / warm_base.WARM_BASES
+
+    def train_again(*args, **kwargs):
+        raise AssertionError("a warm start made by an earlier run was trained again")
+
+    monkeypatch.setattr(warm_base, "warm_start", train_again)
+    again = warm_base.warm_started(tiny_base / SPEC_FILE, public, settings, tmp_path, console)
+    assert again.base.resolve() == first.base.resolve()
+    with pytest.raises(AssertionError, match="trained again"):  # another setting: another base
+        warm_base.warm_started(
+            tiny_base / SPEC_FILE, public, WarmStart(steps=3, batch=4), tmp_path, console
+        )
