@@ -8,9 +8,11 @@ a public archive of the same kind teach the format and a first reading of the im
 federation starts from there (measured in :mod:`simulations.defaults`).
 
 The coordinator (or anyone) runs it once, before the consortium, on records anyone may see:
-the public archive is read by the sites' own archive reader, its ``instruct`` tasks trained
-with the sites' own trainer without DP (each closed question's answers weighed the same, from
-exact counts: the records are public), and the adapter merged into the base. The result is a
+the public archive is read by the sites' own archive reader, its ``instruct`` records drawn in
+proportion to their balanced weights (each closed question's answers drawn equally often, from
+exact counts: the records are public; :mod:`client.privacy.answer_prior`), the adapter trained
+without noise on a warm-up-and-decay schedule (the tiny base's own pretraining loop) and merged
+into the base. The result is a
 new base, a plain Hugging Face checkpoint with its model spec beside it, which the consortium's
 sites name in ``[model] spec`` like any other base. No site's record is read and no site's
 budget is spent; the public archive must hold no record of any site's patients.
@@ -19,6 +21,7 @@ budget is spent; the public archive must hold no record of any site's patients.
 from __future__ import annotations
 
 import dataclasses
+import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,12 +65,13 @@ def warm_start(
     from client.config import SiteConfig
     from client.privacy.answer_prior import release_answer_counts
     from client.privacy.randomness import SiteRandomness
-    from client.trainer import LocalTrainer, TrainConfig
-    from shared_model.device import resolve_device
+    from shared_model.device import OnDevice, resolve_device
     from shared_model.export import export_merged
+    from shared_model.inputs import encode_sample
     from shared_model.loading import stage_model
     from shared_model.spec import write_spec_beside
     from shared_model.tasks import STAGE_TASKS
+    from shared_model.tiny.build import fit
 
     adapter, processor = stage_model(spec, "instruct", device=resolve_device(device))
     with tempfile.TemporaryDirectory(prefix="fedumit-warm-start-") as scratch:
@@ -88,25 +92,21 @@ def warm_start(
     if not samples:
         raise ValueError(f"{public_archive} holds no training record of an instruct task")
     units = [sample.patient_id or sample.record_id for sample in samples]
-    randomness = SiteRandomness.replayable(settings.seed, "warm start")
-    counts = release_answer_counts(samples, units, 0.0, randomness)
-    trainer = LocalTrainer(adapter, processor, spec, adapter.model.device)
-    result = trainer.train(
-        samples,
-        units,
-        TrainConfig(
-            steps=settings.steps,
-            sample_rate=min(1.0, settings.batch / len(set(units))),
-            learning_rate=settings.learning_rate,
-            dp=False,
-        ),
-        randomness=randomness,
-        record_weights=counts.weights(samples),
-        progress=progress,
+    counts = release_answer_counts(samples, units, 0.0, SiteRandomness.replayable(settings.seed))
+    weights = counts.weights(samples)
+    examples = [encode_sample(processor, sample, spec) for sample in samples]
+    draw = random.Random(settings.seed)
+    fit(
+        OnDevice(adapter.model),
+        processor,
+        lambda _: draw.choices(examples, weights, k=settings.batch),
+        settings.steps,
+        settings.learning_rate,
+        "warm start on public records",
+        progress,
     )
-    export_merged(
-        spec, out, align_arrays=None, instruct_arrays=result.arrays, model_card=_card(settings)
-    )
+    arrays = adapter.arrays()
+    export_merged(spec, out, align_arrays=None, instruct_arrays=arrays, model_card=_card(settings))
     warmed = dataclasses.replace(spec, base=out)
     write_spec_beside(warmed, out)
     return warmed

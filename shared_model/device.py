@@ -79,3 +79,18 @@ def configure_cpu_threads() -> int:
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
+
+
+class OnDevice(torch.nn.Module):
+    """``model`` fed its batches on its own device, under the device's autocast (bf16 on a GPU
+    that has it), for a training loop that collates on the CPU
+    (:func:`shared_model.tiny.build.fit`)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, **inputs: torch.Tensor):
+        device = next(self.model.parameters()).device
+        with autocast(device):
+            return self.model(**{name: value.to(device) for name, value in inputs.items()})
