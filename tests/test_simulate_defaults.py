@@ -204,3 +204,29 @@ def test_chosen_tasks_reach_every_sites_policy_and_its_training_records(
         # stage 1 still has its captions and comparisons, from the archive or derived
         assert {s.task for s in site.samples("train", "align")} <= {"caption", "compare"}
         assert site.samples("train", "align")
+
+
+def test_a_warm_start_trains_a_base_on_public_records_the_hospitals_do_not_hold(
+    tmp_path, tiny_base
+) -> None:
+    """``--warm-start`` sets the public records apart, warm-starts the base on them once and
+    the consortium's spec names that base (round 0 of the run's table)."""
+    from rich.console import Console
+
+    from shared_model.spec import ModelSpec
+    from simulations.experiment import prepare_consortium
+    from simulations.warm_base import WARM_BASES
+
+    assert parsed().warm_start == 0  # the main job's base had its public phase
+    with pytest.raises(SystemExit, match="--warm-start needs public records"):
+        prepare_consortium(parsed("--archives", "a", "--warm-start", "2"), Console(quiet=True))
+    (tmp_path / "tiny-base").symlink_to(tiny_base, target_is_directory=True)
+    # two hospitals: the synthetic public archive's patient ids (``C0000``, ...) are also the
+    # third hospital's, other patients under the same ids (the trainer keeps sources apart)
+    args = parsed("--out", str(tmp_path), "--sites", "2", "--patients", "6", "--warm-start", "2")
+    consortium = prepare_consortium(args, Console(quiet=True))
+    spec = ModelSpec.from_toml(consortium.spec_file)
+    assert spec.base.resolve().parent == (tmp_path / WARM_BASES).resolve()
+    assert spec.layout() == ModelSpec.from_toml(tiny_base / "fedumit-model.toml").layout()
+    hospital_patients = set().union(*(patients_of(a) for a in consortium.archives))
+    assert hospital_patients.isdisjoint(patients_of(tmp_path / "public"))
