@@ -218,6 +218,8 @@ def test_a_warm_start_trains_a_base_on_public_records_the_hospitals_do_not_hold(
     from simulations.warm_base import WARM_BASES
 
     assert parsed().warm_start == 0  # the main job's base had its public phase
+    assert parsed("--dataset", "pneumoniamnist").warm_start == PNEUMONIA["warm-start"] > 0
+    assert parsed("--dataset", "pneumoniamnist", "--warm-start", "0").warm_start == 0
     with pytest.raises(SystemExit, match="--warm-start needs public records"):
         prepare_consortium(parsed("--archives", "a", "--warm-start", "2"), Console(quiet=True))
     (tmp_path / "tiny-base").symlink_to(tiny_base, target_is_directory=True)
