@@ -12,10 +12,10 @@ the public archive is read by the sites' own archive reader, its ``instruct`` re
 proportion to their balanced weights (each closed question's answers drawn equally often, from
 exact counts: the records are public; :mod:`client.privacy.answer_prior`), the adapter trained
 without noise on a warm-up-and-decay schedule (the tiny base's own pretraining loop) and merged
-into the base. The result is a
-new base, a plain Hugging Face checkpoint with its model spec beside it, which the consortium's
-sites name in ``[model] spec`` like any other base. No site's record is read and no site's
-budget is spent; the public archive must hold no record of any site's patients.
+into the base. The result is a new base, a plain Hugging Face checkpoint with its model spec
+beside it, which the consortium's sites name in ``[model] spec`` like any other base. No
+site's record is read and no site's budget is spent; the public archive must hold no record of
+any site's patients.
 """
 
 from __future__ import annotations
