@@ -26,7 +26,7 @@ def warm_started(
     the one an earlier run left in ``out``."""
     spec = ModelSpec.from_toml(spec_file)
     digest = hashlib.sha256()
-    for part in (spec.fingerprint(), repr(settings)):
+    for part in (spec.fingerprint(), _weights_identity(spec.base), repr(settings)):
         digest.update(part.encode())
     digest.update((public / "manifest.jsonl").read_bytes())
     directory = out / WARM_BASES / digest.hexdigest()[:16]
@@ -38,3 +38,11 @@ def warm_started(
         f"from {public}, no site's record or budget (server/warm_start.py)"
     )
     return warm_start(spec, public, directory, settings)
+
+
+def _weights_identity(base: Path) -> str:
+    """Which weights ``base`` holds: its weight files' path, size and modification time. The
+    fingerprint reads names and shapes only, and a rebuilt base of the same shape (another tiny
+    recipe) must not reuse a warm start made over the one before."""
+    files = sorted(Path(base).resolve().glob("*.safetensors"))
+    return repr([(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files])
