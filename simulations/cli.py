@@ -169,6 +169,13 @@ def add_consortium_arguments(simulate: argparse.ArgumentParser) -> None:
         "server/warm_start.py)" + _default("warm-start", ";"),
     )
     simulate.add_argument(
+        "--public-patients",
+        type=int,
+        help="train patients of a public dataset given to no hospital, the public records of "
+        "the hospitals' kind that --subspace, --contrast and --warm-start read (at most a "
+        "quarter of its train patients)" + _default("public-patients", ";"),
+    )
+    simulate.add_argument(
         "--epsilon", type=float, default=8.0, help="each site's privacy budget (epsilon)"
     )
     simulate.add_argument("--delta", type=float, default=1e-5, help="each site's delta")

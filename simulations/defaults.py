@@ -547,6 +547,7 @@ SIMULATION_DEFAULTS: dict[str, float | int] = {
     "balance-answers": 1,
     "export-average-rounds": 1,
     "warm-start": 0,
+    "public-patients": 256,
 }
 
 OTHER_DATA_DEFAULTS: dict[str, float | int] = {"subspace": 0, "balance-answers": 0}
@@ -569,7 +570,8 @@ DATASET_DEFAULTS: dict[str, dict[str, float | int]] = {
         "instruct.dp-lr": 1e-2,
         "balance-answers": 1,
         "export-average-rounds": 9,
-        "warm-start": 80,
+        "warm-start": 400,
+        "public-patients": 1024,
     },
 }
 """Where a public dataset's schedule differs from the synthetic hospitals', chosen on the
@@ -733,6 +735,7 @@ SCHEDULE_KEYS = (
     "balance-answers",
     "export-average-rounds",
     "warm-start",
+    "public-patients",
 )
 """The options whose default may depend on the dataset (the stages' schedule, the clipping);
 the learning rates depend on DP as well (:func:`learning_rate`)."""

@@ -24,7 +24,7 @@ from shared_model.spec import SPEC_FILE, ModelSpec
 from shared_model.tasks import STAGE_TASKS, score_rows
 from simulations.bootstrap import option_auc_scorer, paired_intervals
 from simulations.class_recall import class_recall, print_class_recall
-from simulations.datasets import public_archives, public_stand_in
+from simulations.datasets import patient_count, public_archives, public_stand_in
 from simulations.defaults import learning_rate
 from simulations.heldout import ModelAnswers, answer_and_rank, answer_heldout, held_out_samples
 from simulations.heldout_plot import draw_heldout
@@ -74,11 +74,6 @@ SITE_EVAL_RECORDS = 300
 each stage score at most this many of a site's validation records (a fixed subset), so that
 their cost stays bounded at any hospital size (the middle synthetic hospital holds about 700
 validation records at the default size, 2,900 at ``--patients 1600``)."""
-PUBLIC_STAND_INS = 256
-"""Train patients of a public dataset set apart from the hospitals when a run needs a public
-archive of their kind (``--contrast``, ``--subspace``, ``--warm-start``): a public dataset of the
-same kind, used for its images, its gradient directions or a noise-free warm start of the base,
-never covered by a site's budget."""
 
 
 def site_archives(args: argparse.Namespace) -> list[Path]:
@@ -95,7 +90,7 @@ def site_archives(args: argparse.Namespace) -> list[Path]:
             limit=args.limit,
             seed=args.seed,
             alpha=args.alpha,
-            public_patients=PUBLIC_STAND_INS if wants_public_archive(args) else 0,
+            public_patients=args.public_patients if wants_public_archive(args) else 0,
         )
     profiles = consortium_profiles(args.sites, args.patients, args.seed)
     return write_hospitals(args.out / "archives", profiles)
@@ -257,7 +252,7 @@ def public_archive(
     args: argparse.Namespace, out: Path, console: Console, option: str, purpose: str
 ) -> Path:
     """A public archive of the hospitals' kind for ``option``: generated under ``out`` for the
-    synthetic hospitals; for a public dataset, the :data:`PUBLIC_STAND_INS` train patients
+    synthetic hospitals; for a public dataset, the ``--public-patients`` train patients
     :func:`site_archives` gave to no hospital."""
     if args.archives:
         raise SystemExit(
@@ -268,7 +263,7 @@ def public_archive(
         public = generate_public_archive(out / "public", seed=args.seed)
     else:
         public = public_stand_in(out / "archives", args.dataset)
-    console.print(f"public records for {purpose}: {public}")
+    console.print(f"public records for {purpose}: {public} ({patient_count(public)} patients)")
     return public
 
 

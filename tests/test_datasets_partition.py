@@ -12,6 +12,7 @@ import pytest
 from fedumit.cli import build_parser
 from simulations.datasets.archive import PublicDataset, png_of_array
 from simulations.datasets.partition import partition_patients, write_sites
+from simulations.defaults import fill_schedule_defaults
 from simulations.experiment import site_archives
 from tests.conftest import SHARED_DATA
 from tests.dataset_fixtures import check_archive
@@ -164,19 +165,23 @@ def test_public_stand_ins_are_train_patients_no_hospital_gets(tmp_path: Path) ->
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"public data folder {SHARED_DATA} is absent")
-def test_contrast_sets_public_patients_apart(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("asked", "public_patients"), [((), 5), (("--public-patients", "3"), 3)])
+def test_contrast_sets_public_patients_apart(tmp_path: Path, asked, public_patients) -> None:
     from rich.console import Console
 
     from simulations.experiment import contrast_table
 
-    argv = ["simulate", "--dataset", "pneumoniamnist", "--data-root", str(SHARED_DATA)]
+    argv = ["simulate", "--dataset", "pneumoniamnist", "--data-root", str(SHARED_DATA), *asked]
     argv += ["--sites", "2", "--limit", "20", "--contrast", "1", "--out", str(tmp_path)]
-    args = argparse.Namespace(**{**vars(build_parser().parse_args(argv)), "out": tmp_path})
+    parsed = fill_schedule_defaults(build_parser().parse_args(argv))
+    args = argparse.Namespace(**{**vars(parsed), "out": tmp_path})
     sites = site_archives(args)
     table = contrast_table(args, tmp_path, Console(quiet=True))
     public = check_archive(Path(table["public_archive"]), tmp_path / "work" / "public")
     records = [r for s in sites for r in check_archive(s, tmp_path / "work" / s.name)]
     assert {r["split"] for r in public} == {"train"}
-    assert len({r["patient_id"] for r in public}) == 5  # a quarter of the 20
-    assert Counter(r["split"] for r in records) == {"train": 30, "val": 40, "test": 40}
+    # the default asks for more than a quarter of the 20 train patients: a quarter it gets
+    assert len({r["patient_id"] for r in public}) == public_patients
+    train = (20 - public_patients) * 2  # two records a patient, the rest to the hospitals
+    assert Counter(r["split"] for r in records) == {"train": train, "val": 40, "test": 40}
     assert {r["patient_id"] for r in public}.isdisjoint(r["patient_id"] for r in records)

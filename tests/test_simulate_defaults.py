@@ -220,6 +220,10 @@ def test_a_warm_start_trains_a_base_on_public_records_the_hospitals_do_not_hold(
     assert parsed().warm_start == 0  # the main job's base had its public phase
     assert parsed("--dataset", "pneumoniamnist").warm_start == PNEUMONIA["warm-start"] > 0
     assert parsed("--dataset", "pneumoniamnist", "--warm-start", "0").warm_start == 0
+    # PneumoniaMNIST sets more of its train patients apart as public records than the default
+    pneumonia = parsed("--dataset", "pneumoniamnist")
+    assert pneumonia.public_patients == PNEUMONIA["public-patients"] > parsed().public_patients
+    assert parsed("--dataset", "vqa-rad").public_patients == SIMULATION_DEFAULTS["public-patients"]
     with pytest.raises(SystemExit, match="--warm-start needs public records"):
         prepare_consortium(parsed("--archives", "a", "--warm-start", "2"), Console(quiet=True))
     (tmp_path / "tiny-base").symlink_to(tiny_base, target_is_directory=True)

@@ -10,6 +10,8 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from client.archive.manifest import read_manifest
+
 if TYPE_CHECKING:
     from simulations.datasets.archive import PublicDataset
 
@@ -46,6 +48,13 @@ def convert(name: str, data_root: Path, limit: int | None = None) -> PublicDatas
 def public_stand_in(out_dir: Path, name: str) -> Path:
     """Where :func:`public_archives` writes the patients it sets apart as public."""
     return out_dir / f"{name}-public"
+
+
+def patient_count(archive: Path) -> int:
+    """How many patients ``archive``'s valid records belong to (a record without a patient
+    counts as one)."""
+    records, _ = read_manifest(archive)
+    return len({record.patient_id or record.record_id for record in records})
 
 
 def public_archives(
