@@ -31,6 +31,12 @@ if TYPE_CHECKING:
     from shared_model.spec import ModelSpec
 
 
+UNSCHEDULABLE_STEPS = 10
+"""The one step count the training loop cannot schedule: its one-cycle rate
+(``torch.optim.lr_scheduler.OneCycleLR``, warm-up over a tenth of the steps) divides by zero
+when the warm-up is exactly one step long."""
+
+
 @dataclass(frozen=True)
 class WarmStart:
     """How long and how hard the public records are trained on (``instruct``'s adapter)."""
@@ -46,6 +52,11 @@ class WarmStart:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch < 1 or not self.learning_rate > 0:
             raise ValueError(f"a warm start needs positive steps, batch and rate, got {self}")
+        if self.steps == UNSCHEDULABLE_STEPS:
+            raise ValueError(
+                f"a warm start of {UNSCHEDULABLE_STEPS} steps cannot be scheduled (its one-cycle "
+                "rate would warm up over a single step); choose 9 or 11"
+            )
 
 
 def warm_start(

@@ -15,7 +15,7 @@ from transformers import Qwen2VLForConditionalGeneration
 from client.archive import load_site_samples
 from client.config import SiteConfig
 from fedumit.cli import main
-from server.warm_start import WarmStart, warm_start
+from server.warm_start import UNSCHEDULABLE_STEPS, WarmStart, warm_start
 from shared_model.inputs import collate, encode_sample
 from shared_model.loading import load_base
 from shared_model.spec import SPEC_FILE, ModelSpec
@@ -97,6 +97,23 @@ def test_warm_start_command_writes_a_base_a_site_can_name(
     assert ModelSpec.from_toml(out / SPEC_FILE).base.resolve() == out.resolve()
     with pytest.raises(SystemExit, match="positive"):
         main([*argv, str(public), "--out", str(tmp_path / "bad"), "--steps", "0"])
+    with pytest.raises(SystemExit, match="10 steps cannot be scheduled"):
+        main([*argv, str(public), "--out", str(tmp_path / "bad"), "--steps", "10"])
+
+
+def test_the_step_count_the_one_cycle_rate_cannot_schedule_is_the_one_refused() -> None:
+    """The training loop's schedule (a tenth of the steps to warm up) fails at 10 steps only;
+    when PyTorch schedules it, this fails and the refusal can go."""
+    from torch.optim.lr_scheduler import OneCycleLR
+
+    def schedule(steps: int) -> None:
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        OneCycleLR(optimizer, max_lr=1e-3, total_steps=steps, pct_start=0.1)
+
+    with pytest.raises(ZeroDivisionError):
+        schedule(UNSCHEDULABLE_STEPS)
+    for steps in (1, 2, 9, 11, 20, 400):
+        schedule(steps)
 
 
 def test_a_simulation_warm_starts_once_per_base_archive_and_setting(
