@@ -47,7 +47,7 @@ class WarmStart:
     learning_rate: float = 3e-3
     """The sites' rate without DP (:mod:`simulations.defaults`)."""
     seed: int = 0
-    """Keys the sampling: a warm start repeats."""
+    """Keys the adapter's initialisation and the sampling: a warm start repeats."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch < 1 or not self.learning_rate > 0:
@@ -72,6 +72,8 @@ def warm_start(
     noise, merge it into the base and save the result in ``out`` as a base with its spec
     beside it (the same layout, ``base`` now ``out``); return that spec."""
     # imported here: the CLI reads :class:`WarmStart`'s defaults while ``fedumit --help`` runs
+    import torch
+
     from client.archive import load_site_samples
     from client.config import SiteConfig
     from client.privacy.answer_prior import release_answer_counts
@@ -84,7 +86,9 @@ def warm_start(
     from shared_model.tasks import STAGE_TASKS
     from shared_model.tiny.build import fit
 
-    adapter, processor = stage_model(spec, "instruct", device=resolve_device(device))
+    with torch.random.fork_rng(devices=[]):  # the adapter's initialisation, keyed by the seed
+        torch.manual_seed(settings.seed)
+        adapter, processor = stage_model(spec, "instruct", device=resolve_device(device))
     with tempfile.TemporaryDirectory(prefix="fedumit-warm-start-") as scratch:
         config = SiteConfig(
             path=public_archive / "manifest.jsonl",

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from rich.console import Console
+from safetensors.torch import load_file
 from transformers import Qwen2VLForConditionalGeneration
 
 from client.archive import load_site_samples
@@ -67,6 +68,20 @@ def test_a_warm_start_is_a_base_that_learned_the_public_records(
     weights = dict(plain.named_parameters())
     changed = [n for n, p in base.named_parameters() if not torch.equal(p, weights[n])]
     assert changed and all("language_model" in n or "merger" in n for n in changed)
+
+
+def test_a_warm_start_repeats_from_its_seed(
+    public: Path, tiny_spec: ModelSpec, tmp_path: Path
+) -> None:
+    def weights(name: str, seed: int) -> dict[str, torch.Tensor]:
+        settings = WarmStart(steps=2, batch=4, seed=seed)
+        warm_start(tiny_spec, public, tmp_path / name, settings, progress=False)
+        return load_file(tmp_path / name / "model.safetensors")
+
+    first, again, other = weights("first", 3), weights("again", 3), weights("other", 4)
+    assert first.keys() == again.keys() == other.keys()
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert not all(torch.equal(first[name], other[name]) for name in first)
 
 
 def test_a_warm_start_reads_only_the_training_records(
