@@ -27,12 +27,23 @@ def add_warm_start_command(commands: argparse._SubParsersAction) -> None:
         help="an archive of public records in the site archive's format",
     )
     command.add_argument("--out", type=Path, required=True, help="the new base's directory")
-    command.add_argument("--steps", type=int, default=default.steps)
+    command.add_argument(
+        "--steps",
+        type=int,
+        default=default.steps,
+        help="noise-free steps; more pay over a larger public archive and overfit a small one "
+        "(benchmarks/warm_start_sweep.py measures both on a held-out split)",
+    )
     command.add_argument(
         "--batch", type=int, default=default.batch, help="expected patients a step"
     )
     command.add_argument("--lr", type=float, default=default.learning_rate)
-    command.add_argument("--seed", type=int, default=default.seed, help="keys the sampling")
+    command.add_argument(
+        "--seed",
+        type=int,
+        default=default.seed,
+        help="keys the adapter's initialisation and the sampling",
+    )
     command.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     command.set_defaults(handler=_warm_start)
 
