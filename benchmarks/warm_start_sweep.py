@@ -70,12 +70,8 @@ def scores(model: Path, spec: ModelSpec, samples: list[Sample]) -> dict[str, flo
     """The model's headline scores, well-formed shares and option AUCs on ``samples``."""
     answers = answer_and_rank(model, samples, spec)
     scored = score_predictions(samples, answers.readings)
-    kept = {
-        key: value
-        for key, value in scored.items()
-        if key in headline_scores(scored) or key.endswith("/well_formed")
-    }
-    return {**kept, **option_auc(samples, answers.likelihoods)}
+    well_formed = {key: value for key, value in scored.items() if key.endswith("/well_formed")}
+    return {**headline_scores(scored), **well_formed, **option_auc(samples, answers.likelihoods)}
 
 
 def majority_scores(samples: list[Sample]) -> dict[str, float]:
@@ -136,15 +132,16 @@ def main() -> None:
                 seed=args.seed,
                 public_patients=count,
             )
-            for split in SPLITS:  # the same records whatever is set apart from the train split
-                held_out.setdefault(split, closed_samples(archives, spec, split, folder / "w"))
+            if not held_out:  # the same records whatever is set apart from the train split
+                held_out = {s: closed_samples(archives, spec, s, folder / "w") for s in SPLITS}
+            public = public_stand_in(folder, args.dataset)
+            given = patient_count(public)
             for steps in args.steps:
                 settings = WarmStart(steps, args.batch, args.lr, args.seed)
                 model = folder / f"warm-{steps}"
-                console.print(f"{count} public patients asked, {steps} steps: warm start")
-                warmed = warm_start(spec, public_stand_in(folder, args.dataset), model, settings)
-                public = patient_count(public_stand_in(folder, args.dataset))
-                row = {"public_patients": public, "steps": steps}
+                console.print(f"{given} public patients ({count} asked), {steps} steps: warm start")
+                warmed = warm_start(spec, public, model, settings)
+                row = {"public_patients": given, "steps": steps}
                 row.update({split: scores(model, warmed, held_out[split]) for split in SPLITS})
                 rows.append(row)
     majority = {split: majority_scores(held_out[split]) for split in SPLITS}
